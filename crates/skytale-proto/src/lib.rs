@@ -1,0 +1,1 @@
+//! Skytale wire protocol.
