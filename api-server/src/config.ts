@@ -1,0 +1,139 @@
+// config.ts — owns the server configuration: its shape, production defaults, and parsing from env.
+
+/** Argon2id cost parameters used when hashing new API keys. */
+export interface Argon2Params {
+  /** Memory cost in KiB. */
+  memoryCost: number;
+  /** Number of passes. */
+  timeCost: number;
+  /** Degree of parallelism (lanes). */
+  parallelism: number;
+}
+
+/** Rate-limit settings (all windows are one minute, counted per server process). */
+export interface RateLimits {
+  /** Requests per IP per minute over all routes. */
+  globalPerIp: number;
+  /** Signups per IP per minute. */
+  signupPerIp: number;
+  /** `POST /v1/tokens` per IP per minute. */
+  tokensPerIp: number;
+  /** `POST /v1/tokens` per API key prefix per minute. */
+  tokensPerKey: number;
+  /** Failed authentications per IP per minute before further attempts get 429 without hashing. */
+  authFailuresPerIp: number;
+  /** Failed authentications per key prefix per minute before further attempts get 429. */
+  authFailuresPerKey: number;
+}
+
+/** Full server configuration. Build one with {@link loadConfig} or {@link defaultConfig}. */
+export interface Config {
+  host: string;
+  /** TCP port; 0 picks a free one. */
+  port: number;
+  /** postgres://… URL; undefined → embedded PGlite in `dataDir`. */
+  databaseUrl: string | undefined;
+  /** Holds the PGlite database and, without `signingKeyPem`, the signing key ring. */
+  dataDir: string;
+  /** Current Ed25519 PKCS#8 PEM signing key; undefined → key ring in the data dir. */
+  signingKeyPem: string | undefined;
+  /** Older keys (PEM, private or public) that are still published in the JWKS but never sign. */
+  previousSigningKeysPem: string | undefined;
+  issuer: string;
+  audience: string;
+  /** Relay address handed to clients with each token (null when unset). */
+  relayUrl: string | null;
+  /** Token lifetime in seconds (fixed at 3600 by the protocol; configurable only for tests). */
+  tokenTtlSeconds: number;
+  argon2: Argon2Params;
+  /** How long a verified API key is remembered in memory (ms); 0 disables the cache. */
+  keyCacheTtlMs: number;
+  rateLimits: RateLimits;
+  /** Maximum request body in bytes. */
+  bodyLimit: number;
+  /** Trust X-Forwarded-For (only behind a reverse proxy you control). */
+  trustProxy: boolean;
+  /** Pino level, or "silent". */
+  logLevel: string;
+}
+
+/** Production defaults (OWASP-recommended Argon2id: m=19 MiB, t=2, p=1). */
+export function defaultConfig(): Config {
+  return {
+    host: "127.0.0.1",
+    port: 8080,
+    databaseUrl: undefined,
+    dataDir: "./.skytale/api",
+    signingKeyPem: undefined,
+    previousSigningKeysPem: undefined,
+    issuer: "skytale-api",
+    audience: "skytale-relay",
+    relayUrl: null,
+    tokenTtlSeconds: 3600,
+    argon2: { memoryCost: 19456, timeCost: 2, parallelism: 1 },
+    keyCacheTtlMs: 60_000,
+    rateLimits: {
+      globalPerIp: 1200,
+      signupPerIp: 20,
+      tokensPerIp: 600,
+      tokensPerKey: 120,
+      authFailuresPerIp: 20,
+      authFailuresPerKey: 10,
+    },
+    bodyLimit: 16 * 1024,
+    trustProxy: false,
+    logLevel: "info",
+  };
+}
+
+/** Thrown for an unusable configuration value; the message names the variable, never its value. */
+export class ConfigError extends Error {}
+
+function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min = 0): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (!/^\d+$/.test(raw) || Number(raw) < min) {
+    throw new ConfigError(`${name} must be an integer >= ${min}`);
+  }
+  return Number(raw);
+}
+
+function str(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const raw = env[name];
+  return raw === undefined || raw === "" ? undefined : raw;
+}
+
+/** Reads the configuration from environment variables (see README.md for the list). */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const d = defaultConfig();
+  const r = d.rateLimits;
+  return {
+    host: str(env, "HOST") ?? d.host,
+    port: int(env, "PORT", d.port),
+    databaseUrl: str(env, "DATABASE_URL"),
+    dataDir: str(env, "SKYTALE_API_DATA_DIR") ?? d.dataDir,
+    signingKeyPem: str(env, "SKYTALE_SIGNING_KEY"),
+    previousSigningKeysPem: str(env, "SKYTALE_PREVIOUS_SIGNING_KEYS"),
+    issuer: str(env, "SKYTALE_ISSUER") ?? d.issuer,
+    audience: d.audience,
+    relayUrl: str(env, "SKYTALE_RELAY_URL") ?? null,
+    tokenTtlSeconds: int(env, "SKYTALE_TOKEN_TTL_SECONDS", d.tokenTtlSeconds, 1),
+    argon2: {
+      memoryCost: int(env, "SKYTALE_ARGON2_MEMORY_KIB", d.argon2.memoryCost, 8),
+      timeCost: int(env, "SKYTALE_ARGON2_TIME_COST", d.argon2.timeCost, 1),
+      parallelism: int(env, "SKYTALE_ARGON2_PARALLELISM", d.argon2.parallelism, 1),
+    },
+    keyCacheTtlMs: int(env, "SKYTALE_KEY_CACHE_TTL_MS", d.keyCacheTtlMs),
+    rateLimits: {
+      globalPerIp: int(env, "SKYTALE_RATE_GLOBAL_PER_IP", r.globalPerIp, 1),
+      signupPerIp: int(env, "SKYTALE_RATE_SIGNUP_PER_IP", r.signupPerIp, 1),
+      tokensPerIp: int(env, "SKYTALE_RATE_TOKENS_PER_IP", r.tokensPerIp, 1),
+      tokensPerKey: int(env, "SKYTALE_RATE_TOKENS_PER_KEY", r.tokensPerKey, 1),
+      authFailuresPerIp: int(env, "SKYTALE_RATE_AUTH_FAILURES_PER_IP", r.authFailuresPerIp, 1),
+      authFailuresPerKey: int(env, "SKYTALE_RATE_AUTH_FAILURES_PER_KEY", r.authFailuresPerKey, 1),
+    },
+    bodyLimit: int(env, "SKYTALE_BODY_LIMIT", d.bodyLimit, 256),
+    trustProxy: env.SKYTALE_TRUST_PROXY === "1" || env.SKYTALE_TRUST_PROXY === "true",
+    logLevel: str(env, "LOG_LEVEL") ?? d.logLevel,
+  };
+}
