@@ -1,0 +1,202 @@
+// test/unit.test.ts — unit tests: key format and Argon2id hashing, limiter, verified-key cache,
+// signing key ring (env, data dir, rotation), token claims, config parsing, migrations, startServer().
+
+import { generateKeyPairSync } from "node:crypto";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createLocalJWKSet, jwtVerify } from "jose";
+import { afterAll, describe, expect, it } from "vitest";
+import { generateApiKey, hashApiKey, isWellFormedKey, lookupPrefix, verifyApiKey } from "../src/auth/apiKey.js";
+import { bearerKey } from "../src/auth/authenticator.js";
+import { KeyCache } from "../src/auth/keyCache.js";
+import { WindowLimiter } from "../src/auth/limiter.js";
+import { ConfigError, defaultConfig, loadConfig } from "../src/config.js";
+import { listMigrations } from "../src/db/migrate.js";
+import { startServer } from "../src/server.js";
+import { generateSigningKeyPem, jwks, keyDir, loadKeyRing, rotateSigningKey } from "../src/signing/keyRing.js";
+import { issueToken } from "../src/signing/tokens.js";
+
+const dirs: string[] = [];
+function tmp(): string {
+  const d = mkdtempSync(join(tmpdir(), "skytale-api-unit-"));
+  dirs.push(d);
+  return d;
+}
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const FAST = { memoryCost: 1024, timeCost: 1, parallelism: 1 };
+
+describe("API keys", () => {
+  it("are sk_live_ + base64url(32 random bytes) with a 20-char lookup prefix", () => {
+    const { key, prefix } = generateApiKey();
+    expect(key).toMatch(/^sk_live_[A-Za-z0-9_-]{43}$/);
+    expect(Buffer.from(key.slice(8), "base64url")).toHaveLength(32);
+    expect(prefix).toBe(key.slice(0, 20));
+    expect(lookupPrefix(key)).toBe(prefix);
+    expect(isWellFormedKey(key)).toBe(true);
+    expect(isWellFormedKey(key + "a")).toBe(false);
+    expect(isWellFormedKey("sk_test_" + key.slice(8))).toBe(false);
+    expect(generateApiKey().key).not.toBe(key);
+  });
+
+  it("hash with Argon2id using the given parameters, production defaults m=19456 t=2 p=1", async () => {
+    const { key } = generateApiKey();
+    const h = await hashApiKey(key, FAST);
+    expect(h).toMatch(/^\$argon2id\$v=19\$m=1024,t=1,p=1\$/);
+    expect(h).not.toContain(key.slice(8));
+    expect(await verifyApiKey(h, key)).toBe(true);
+    expect(await verifyApiKey(h, generateApiKey().key)).toBe(false);
+    expect(await verifyApiKey("not a hash", key)).toBe(false);
+    expect(defaultConfig().argon2).toEqual({ memoryCost: 19456, timeCost: 2, parallelism: 1 });
+    expect(await hashApiKey(key, defaultConfig().argon2)).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
+  });
+
+  it("bearer parsing accepts only `Bearer <token>`", () => {
+    expect(bearerKey("Bearer abc")).toBe("abc");
+    expect(bearerKey("bearer abc")).toBe("abc");
+    expect(bearerKey("Bearer")).toBe("");
+    expect(bearerKey("Basic abc")).toBe("");
+    expect(bearerKey("Bearer a b")).toBe("");
+    expect(bearerKey(undefined)).toBe("");
+  });
+});
+
+describe("WindowLimiter", () => {
+  it("blocks after `limit` hits per window and resets after it", () => {
+    let now = 1_000_000;
+    const l = new WindowLimiter(2, 60_000, () => now);
+    expect(l.take("a")).toBe(0);
+    expect(l.take("a")).toBe(0);
+    expect(l.take("a")).toBe(60);
+    expect(l.blockedFor("b")).toBe(0);
+    now += 30_000;
+    expect(l.blockedFor("a")).toBe(30);
+    now += 30_001;
+    expect(l.take("a")).toBe(0);
+    l.sweep();
+    l.stop();
+  });
+});
+
+describe("KeyCache", () => {
+  it("remembers a verified key per row, forgets on invalidate and expiry, is off at ttl 0", async () => {
+    const c = new KeyCache(50);
+    c.add("sk_live_a", "key_1");
+    expect(c.has("sk_live_a", "key_1")).toBe(true);
+    expect(c.has("sk_live_a", "key_2")).toBe(false);
+    c.add("sk_live_b", "key_2");
+    c.invalidate("key_2");
+    expect(c.has("sk_live_b", "key_2")).toBe(false);
+    c.add("sk_live_c", "key_3");
+    await new Promise((r) => setTimeout(r, 80));
+    expect(c.has("sk_live_c", "key_3")).toBe(false);
+    const off = new KeyCache(0);
+    off.add("k", "key_1");
+    expect(off.has("k", "key_1")).toBe(false);
+  });
+});
+
+describe("signing key ring", () => {
+  const opts = { issuer: "skytale-api", audience: "skytale-relay", ttlSeconds: 3600 };
+  const subject = { accountId: "acct_x", org: "acme", scope: "channels:rw" as const };
+
+  it("generates a key once in the data dir (mode 0600) and reuses it", async () => {
+    const dataDir = tmp();
+    const a = await loadKeyRing({ dataDir, signingKeyPem: undefined, previousSigningKeysPem: undefined });
+    const b = await loadKeyRing({ dataDir, signingKeyPem: undefined, previousSigningKeysPem: undefined });
+    expect(a.signer.kid).toBe(b.signer.kid);
+    expect(a.publicKeys).toHaveLength(1);
+    const { readdirSync } = await import("node:fs");
+    const files = readdirSync(keyDir(dataDir));
+    expect(files).toHaveLength(1);
+    expect(statSync(join(keyDir(dataDir), files[0]!)).mode & 0o777).toBe(0o600);
+  });
+
+  it("rotation in the data dir: the newest signs, old and new are published, old tokens still verify", async () => {
+    const dataDir = tmp();
+    const before = await loadKeyRing({ dataDir, signingKeyPem: undefined, previousSigningKeysPem: undefined });
+    const old = await issueToken(before, opts, subject);
+    rotateSigningKey(dataDir);
+    const after = await loadKeyRing({ dataDir, signingKeyPem: undefined, previousSigningKeysPem: undefined });
+    expect(after.signer.kid).not.toBe(before.signer.kid);
+    expect(after.publicKeys.map((k) => k.kid)).toEqual([after.signer.kid, before.signer.kid]);
+    const set = createLocalJWKSet(jwks(after));
+    await expect(jwtVerify(old.token, set, { algorithms: ["EdDSA"] })).resolves.toBeTruthy();
+    const fresh = await issueToken(after, opts, subject);
+    expect((await jwtVerify(fresh.token, set)).protectedHeader.kid).toBe(after.signer.kid);
+  });
+
+  it("env keys: SKYTALE_SIGNING_KEY signs, SKYTALE_PREVIOUS_SIGNING_KEYS are published", async () => {
+    const current = generateSigningKeyPem();
+    const prevPrivate = generateSigningKeyPem();
+    const prevPublic = generateKeyPairSync("ed25519").publicKey.export({ type: "spki", format: "pem" }).toString();
+    const ring = await loadKeyRing({
+      dataDir: tmp(),
+      signingKeyPem: current.replace(/\n/g, "\\n"), // one-line env form
+      previousSigningKeysPem: prevPrivate + prevPublic,
+    });
+    expect(ring.source).toBe("env");
+    expect(ring.publicKeys).toHaveLength(3);
+    expect(ring.publicKeys[0]!.kid).toBe(ring.signer.kid);
+    const prevRing = await loadKeyRing({ dataDir: tmp(), signingKeyPem: prevPrivate, previousSigningKeysPem: undefined });
+    const old = await issueToken(prevRing, opts, subject);
+    await expect(jwtVerify(old.token, createLocalJWKSet(jwks(ring)))).resolves.toBeTruthy();
+  });
+
+  it("rejects a non-Ed25519 or unreadable key with a ConfigError that does not echo it", async () => {
+    const rsa = generateKeyPairSync("rsa", { modulusLength: 1024 }).privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+    await expect(loadKeyRing({ dataDir: tmp(), signingKeyPem: rsa, previousSigningKeysPem: undefined })).rejects.toBeInstanceOf(ConfigError);
+    const err = await loadKeyRing({ dataDir: tmp(), signingKeyPem: "-----BEGIN PRIVATE KEY-----\nsecretstuff\n-----END PRIVATE KEY-----", previousSigningKeysPem: undefined }).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).not.toContain("secretstuff");
+  });
+
+  it("tokens carry exactly the relay's claims with exp = iat + 3600", async () => {
+    const ring = await loadKeyRing({ dataDir: tmp(), signingKeyPem: undefined, previousSigningKeysPem: undefined });
+    const t = await issueToken(ring, { ...opts, now: 1_700_000_000_000 }, subject);
+    const { payload, protectedHeader } = await jwtVerify(t.token, createLocalJWKSet(jwks(ring)), {
+      currentDate: new Date(1_700_000_100_000),
+      issuer: "skytale-api",
+      audience: "skytale-relay",
+    });
+    expect(protectedHeader).toEqual({ alg: "EdDSA", typ: "JWT", kid: ring.signer.kid });
+    expect(payload).toEqual({ iss: "skytale-api", aud: "skytale-relay", sub: "acct_x", org: "acme", scope: "channels:rw", jti: t.jti, iat: 1_700_000_000, exp: 1_700_003_600 });
+    expect(t.expiresAt.toISOString()).toBe("2023-11-14T23:13:20.000Z");
+  });
+});
+
+describe("config", () => {
+  it("has documented defaults and reads env", () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({ host: "127.0.0.1", port: 8080, dataDir: "./.skytale/api", issuer: "skytale-api", audience: "skytale-relay", relayUrl: null, tokenTtlSeconds: 3600 });
+    const e = loadConfig({ PORT: "0", HOST: "0.0.0.0", SKYTALE_ISSUER: "iss", SKYTALE_RELAY_URL: "iroh://x@h:1", SKYTALE_ARGON2_MEMORY_KIB: "4096", DATABASE_URL: "postgres://x/y" });
+    expect(e).toMatchObject({ port: 0, host: "0.0.0.0", issuer: "iss", relayUrl: "iroh://x@h:1", databaseUrl: "postgres://x/y", argon2: { memoryCost: 4096 } });
+    expect(() => loadConfig({ PORT: "eighty" })).toThrow(ConfigError);
+  });
+
+  it("migrations are versioned files", () => {
+    const m = listMigrations();
+    expect(m[0]).toMatchObject({ version: 1, name: "init" });
+    expect(m.map((x) => x.version)).toEqual([...m.map((x) => x.version)].sort((a, b) => a - b));
+  });
+});
+
+describe("startServer (embedded)", () => {
+  it("starts on a free port with PGlite, serves, and closes", async () => {
+    const server = await startServer({ port: 0, dataDir: tmp(), logLevel: "silent", argon2: FAST });
+    try {
+      expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      expect(server.url).not.toMatch(/:0$/);
+      const r = await fetch(`${server.url}/health`);
+      expect(await r.json()).toEqual({ status: "ok", database: "pglite" });
+      const k = await fetch(`${server.url}/.well-known/jwks.json`);
+      expect((await k.json()).keys[0].kid).toBe(server.signingKid);
+    } finally {
+      await server.close();
+      await server.close();
+    }
+  });
+});
