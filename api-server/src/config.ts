@@ -24,6 +24,8 @@ export interface RateLimits {
   authFailuresPerIp: number;
   /** Failed authentications per key prefix per minute before further attempts get 429. */
   authFailuresPerKey: number;
+  /** Argon2id verifications allowed in flight at once; beyond that requests get 429 at once. */
+  argon2MaxPending: number;
 }
 
 /** Full server configuration. Build one with {@link loadConfig} or {@link defaultConfig}. */
@@ -79,6 +81,7 @@ export function defaultConfig(): Config {
       tokensPerKey: 120,
       authFailuresPerIp: 20,
       authFailuresPerKey: 10,
+      argon2MaxPending: 64,
     },
     bodyLimit: 16 * 1024,
     trustProxy: false,
@@ -131,6 +134,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       tokensPerKey: int(env, "SKYTALE_RATE_TOKENS_PER_KEY", r.tokensPerKey, 1),
       authFailuresPerIp: int(env, "SKYTALE_RATE_AUTH_FAILURES_PER_IP", r.authFailuresPerIp, 1),
       authFailuresPerKey: int(env, "SKYTALE_RATE_AUTH_FAILURES_PER_KEY", r.authFailuresPerKey, 1),
+      argon2MaxPending: int(env, "SKYTALE_ARGON2_MAX_PENDING", r.argon2MaxPending, 1),
     },
     bodyLimit: int(env, "SKYTALE_BODY_LIMIT", d.bodyLimit, 256),
     trustProxy: env.SKYTALE_TRUST_PROXY === "1" || env.SKYTALE_TRUST_PROXY === "true",

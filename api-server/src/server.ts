@@ -11,6 +11,8 @@ import type { Services } from "./services.js";
 import { loadKeyRing } from "./signing/keyRing.js";
 import type { FastifyInstance } from "fastify";
 
+export { defaultConfig, loadConfig, type Config } from "./config.js";
+
 /** A running server. */
 export interface RunningServer {
   /** Base URL, e.g. `http://127.0.0.1:41234` (the real port when 0 was asked for). */
@@ -42,7 +44,7 @@ export async function startServer(config: Partial<Config> = {}): Promise<Running
   const failuresPerIp = new WindowLimiter(cfg.rateLimits.authFailuresPerIp);
   const failuresPerKey = new WindowLimiter(cfg.rateLimits.authFailuresPerKey);
   const tokensPerKey = new WindowLimiter(cfg.rateLimits.tokensPerKey);
-  const auth = new Authenticator({ db, cache, failuresPerIp, failuresPerKey, metrics, argon2: cfg.argon2 });
+  const auth = new Authenticator({ db, cache, failuresPerIp, failuresPerKey, metrics, argon2: cfg.argon2, maxPending: cfg.rateLimits.argon2MaxPending });
   const stopAll = async (): Promise<void> => {
     for (const l of [failuresPerIp, failuresPerKey, tokensPerKey]) l.stop();
     await db.close();

@@ -27,6 +27,8 @@ export interface AuthenticatorDeps {
   failuresPerKey: WindowLimiter;
   metrics: Metrics;
   argon2: Argon2Params;
+  /** Verifications allowed in flight; more answer 429 without hashing (bounds CPU and memory). */
+  maxPending: number;
 }
 
 const TOUCH_INTERVAL_MS = 60_000;
@@ -41,6 +43,7 @@ export function bearerKey(header: string | undefined): string {
 /** Checks API keys. One instance per server. */
 export class Authenticator {
   private dummyHash = "";
+  private pending = 0;
 
   constructor(private readonly deps: AuthenticatorDeps) {}
 
@@ -79,8 +82,18 @@ export class Authenticator {
     }
     if (!wellFormed) return this.fail("auth_key_invalid", ip, prefix);
 
+    if (this.pending >= this.deps.maxPending) {
+      metrics.rateLimited.inc({ limiter: "argon2_pending" });
+      throw errors.rateLimited(1);
+    }
+    this.pending += 1;
     const started = process.hrtime.bigint();
-    const ok = await verifyApiKey(row?.hash ?? this.dummyHash, key);
+    let ok: boolean;
+    try {
+      ok = await verifyApiKey(row?.hash ?? this.dummyHash, key);
+    } finally {
+      this.pending -= 1;
+    }
     metrics.argon2Verify.observe(Number(process.hrtime.bigint() - started) / 1e9);
     if (!row || !ok) return this.fail("auth_key_invalid", ip, prefix);
     if (row.revokedAt) return this.fail("auth_key_revoked", ip, prefix);
