@@ -1,0 +1,706 @@
+//! `Agent`: one identity, its keystore and its channels (MLS groups).
+//!
+//! Every operation runs in one SQLite transaction: either all of the MLS state change and
+//! Skytale's bookkeeping is stored, or none of it (the in-memory group is then reloaded from
+//! the keystore). An `Agent` is `Send + Sync`; operations are serialized by an internal mutex.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openmls::prelude::tls_codec::{DeserializeBytes, Serialize as _};
+use openmls::prelude::*;
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_rust_crypto::RustCrypto;
+use rusqlite::{params, OptionalExtension};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::events::{CommitMode, CommitOutput, Incoming};
+use crate::keystore::Keystore;
+use crate::mls_errors as me;
+use crate::names::{validate_channel_name, validate_identity};
+use crate::provider::Provider;
+use crate::secret::KeystoreSecret;
+
+/// The one ciphersuite Skytale uses.
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// How many past epochs' secrets are kept to decrypt late application messages.
+const MAX_PAST_EPOCHS: usize = 3;
+
+/// Options to open an agent.
+#[derive(Debug, Clone)]
+pub struct AgentOptions<'a> {
+    /// Data directory holding the keystore.
+    pub data_dir: &'a Path,
+    /// The agent's identity (routing name and MLS credential), 1-64 of `A-Z a-z 0-9 - _ . @`.
+    pub identity: &'a str,
+    /// How the keystore key is obtained.
+    pub secret: &'a KeystoreSecret,
+}
+
+struct Inner {
+    store: Keystore,
+    crypto: RustCrypto,
+    identity: String,
+    signer: SignatureKeyPair,
+    credential: CredentialWithKey,
+    groups: HashMap<String, MlsGroup>,
+}
+
+/// An agent: an identity with its encrypted keystore and MLS channels.
+pub struct Agent {
+    inner: Mutex<Inner>,
+    identity: String,
+    cipher_version: String,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("identity", &self.identity).finish_non_exhaustive()
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn group_config() -> MlsGroupJoinConfig {
+    MlsGroupJoinConfig::builder()
+        .use_ratchet_tree_extension(true)
+        .wire_format_policy(MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .max_past_epochs(MAX_PAST_EPOCHS)
+        .sender_ratchet_configuration(SenderRatchetConfiguration::new(32, 10_000))
+        .build()
+}
+
+/// Identity string of an MLS credential.
+pub(crate) fn credential_identity(cred: &Credential) -> String {
+    match BasicCredential::try_from(cred.clone()) {
+        Ok(basic) => String::from_utf8_lossy(basic.identity()).into_owned(),
+        Err(_) => "<unknown>".to_string(),
+    }
+}
+
+fn serialize(msg: &MlsMessageOut) -> Result<Vec<u8>> {
+    msg.tls_serialize_detached().map_err(|e| Error::Internal(format!("serialize: {e}")))
+}
+
+fn parse_message(bytes: &[u8]) -> Result<MlsMessageIn> {
+    MlsMessageIn::tls_deserialize_exact_bytes(bytes).map_err(|_| Error::InvalidMessage("not an MLS message".into()))
+}
+
+impl Agent {
+    /// Opens the agent in `opts.data_dir`, creating its keystore and identity on first use.
+    ///
+    /// Errors: `SKYTALE_KEYSTORE_WRONG_KEY`, `SKYTALE_KEYSTORE_CORRUPT`,
+    /// `SKYTALE_KEYSTORE_LOCKED`, `SKYTALE_IDENTITY_MISMATCH`, `SKYTALE_INVALID_IDENTITY`.
+    pub fn open(opts: AgentOptions<'_>) -> Result<Agent> {
+        validate_identity(opts.identity)?;
+        let store = Keystore::open(opts.data_dir, opts.secret)?;
+        let crypto = RustCrypto::default();
+        let stored: Option<(String, Vec<u8>)> = store
+            .conn()
+            .query_row("SELECT name, signature_public FROM skytale_identity WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        let signer = match stored {
+            Some((name, public)) => {
+                if name != opts.identity {
+                    return Err(Error::IdentityMismatch { stored: name, requested: opts.identity.to_string() });
+                }
+                SignatureKeyPair::read(
+                    &openmls_sqlite_storage::SqliteStorageProvider::<crate::provider::JsonCodec, _>::new(store.conn()),
+                    &public,
+                    CIPHERSUITE.signature_algorithm(),
+                )
+                .ok_or_else(|| Error::KeystoreCorrupt("the identity's signature key is missing".into()))?
+            }
+            None => {
+                let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm())
+                    .map_err(|e| Error::Internal(format!("key generation: {e:?}")))?;
+                let provider = Provider::new(&crypto, store.conn());
+                store.conn().execute_batch("BEGIN IMMEDIATE")?;
+                let res = (|| -> Result<()> {
+                    signer.store(provider.storage()).map_err(Error::from)?;
+                    store.conn().execute(
+                        "INSERT INTO skytale_identity (id, name, signature_public, created_at) VALUES (1, ?1, ?2, ?3)",
+                        params![opts.identity, signer.public(), now()],
+                    )?;
+                    Ok(())
+                })();
+                finish_tx(store.conn(), res)?;
+                signer
+            }
+        };
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(opts.identity.as_bytes().to_vec()).into(),
+            signature_key: signer.public().into(),
+        };
+        let cipher_version = store.cipher_version().to_string();
+        Ok(Agent {
+            inner: Mutex::new(Inner {
+                store,
+                crypto,
+                identity: opts.identity.to_string(),
+                signer,
+                credential,
+                groups: HashMap::new(),
+            }),
+            identity: opts.identity.to_string(),
+            cipher_version,
+        })
+    }
+
+    /// The agent's identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The SQLCipher version of the keystore (proof that the store is encrypted).
+    pub fn cipher_version(&self) -> &str {
+        &self.cipher_version
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
+        self.inner.lock().map_err(|_| Error::Internal("agent state poisoned by an earlier panic".into()))
+    }
+
+    /// Generates `count` single-use KeyPackages (MLS message bytes) for others to add this agent.
+    pub fn generate_key_packages(&self, count: u32) -> Result<Vec<Vec<u8>>> {
+        if count == 0 || count > 1000 {
+            return Err(Error::InvalidArgument("count must be 1..=1000".into()));
+        }
+        let mut inner = self.lock()?;
+        inner.transaction(None, |inner| {
+            let provider = Provider::new(&inner.crypto, inner.store.conn());
+            let mut out = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let bundle = KeyPackage::builder()
+                    .build(CIPHERSUITE, &provider, &inner.signer, inner.credential.clone())
+                    .map_err(|e| Error::Internal(format!("key package: {e}")))?;
+                out.push(serialize(&MlsMessageOut::from(bundle.key_package().clone()))?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Creates a channel (a new MLS group with this agent as its only member).
+    pub fn create_channel(&self, name: &str) -> Result<()> {
+        validate_channel_name(name)?;
+        let mut inner = self.lock()?;
+        if inner.channel_exists(name)? {
+            return Err(Error::ChannelExists(name.to_string()));
+        }
+        inner.transaction(None, |inner| {
+            let provider = Provider::new(&inner.crypto, inner.store.conn());
+            let create_config = MlsGroupCreateConfig::builder()
+                .ciphersuite(CIPHERSUITE)
+                .use_ratchet_tree_extension(true)
+                .wire_format_policy(group_config().wire_format_policy())
+                .max_past_epochs(MAX_PAST_EPOCHS)
+                .sender_ratchet_configuration(*group_config().sender_ratchet_configuration())
+                .build();
+            let group = MlsGroup::new_with_group_id(
+                &provider,
+                &inner.signer,
+                &create_config,
+                GroupId::from_slice(name.as_bytes()),
+                inner.credential.clone(),
+            )
+            .map_err(|e| Error::Internal(format!("create group: {e}")))?;
+            inner.store.conn().execute(
+                "INSERT INTO skytale_channels (name, group_id, created_at) VALUES (?1, ?2, ?3)",
+                params![name, name.as_bytes(), now()],
+            )?;
+            inner.groups.insert(name.to_string(), group);
+            Ok(())
+        })
+    }
+
+    /// Joins a channel from a Welcome (MLS message bytes); returns the channel name.
+    ///
+    /// Errors: `SKYTALE_KEY_PACKAGE_USED` when the Welcome is for a key package this agent no
+    /// longer holds (already used), `SKYTALE_CHANNEL_EXISTS` when already a member.
+    pub fn join_channel(&self, welcome: &[u8]) -> Result<String> {
+        let welcome = match parse_message(welcome)?.extract() {
+            MlsMessageBodyIn::Welcome(w) => w,
+            _ => return Err(Error::InvalidMessage("not a Welcome".into())),
+        };
+        let mut inner = self.lock()?;
+        let mut joined_name = String::new();
+        inner.transaction(None, |inner| {
+            let provider = Provider::new(&inner.crypto, inner.store.conn());
+            let staged = StagedWelcome::build_from_welcome(&provider, &group_config(), welcome)
+                .map_err(me::welcome_error)?
+                .replace_old_group()
+                .build()
+                .map_err(me::welcome_error)?;
+            let group_id = staged.group_context().group_id().as_slice().to_vec();
+            let name = String::from_utf8(group_id).map_err(|_| Error::InvalidMessage("channel name is not UTF-8".into()))?;
+            validate_channel_name(&name)?;
+            if inner.channel_exists(&name)? {
+                let active = inner.group(&name).map(|g| g.is_active()).unwrap_or(false);
+                if active {
+                    return Err(Error::ChannelExists(name));
+                }
+                // Re-joining a channel we were removed from: drop the old state first.
+                inner.delete_channel_state(&name)?;
+            }
+            let provider = Provider::new(&inner.crypto, inner.store.conn());
+            let group = staged.into_group(&provider).map_err(|e| Error::InvalidMessage(format!("welcome: {e}")))?;
+            inner.store.conn().execute(
+                "INSERT INTO skytale_channels (name, group_id, created_at) VALUES (?1, ?2, ?3)",
+                params![name, name.as_bytes(), now()],
+            )?;
+            inner.groups.insert(name.clone(), group);
+            joined_name = name;
+            Ok(())
+        })?;
+        Ok(joined_name)
+    }
+
+    /// Names of the channels in this keystore (including ones this agent was removed from).
+    pub fn channel_names(&self) -> Result<Vec<String>> {
+        let inner = self.lock()?;
+        let mut stmt = inner.store.conn().prepare("SELECT name FROM skytale_channels ORDER BY name")?;
+        let names = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(names)
+    }
+
+    /// Whether a channel exists in this keystore.
+    pub fn has_channel(&self, name: &str) -> Result<bool> {
+        validate_channel_name(name)?;
+        self.lock()?.channel_exists(name)
+    }
+
+    /// Whether this agent is an active member of the channel.
+    pub fn is_member(&self, name: &str) -> Result<bool> {
+        let mut inner = self.lock()?;
+        Ok(inner.group(name)?.is_active())
+    }
+
+    /// The channel's current epoch.
+    pub fn epoch(&self, name: &str) -> Result<u64> {
+        let mut inner = self.lock()?;
+        Ok(inner.group(name)?.epoch().as_u64())
+    }
+
+    /// Identities of the channel's current members.
+    pub fn members(&self, name: &str) -> Result<Vec<String>> {
+        let mut inner = self.lock()?;
+        let group = inner.group(name)?;
+        Ok(group.members().map(|m| credential_identity(&m.credential)).collect())
+    }
+
+    /// Exports a secret of the current epoch (RFC 9420 exporter); all members derive the same.
+    pub fn export_secret(&self, name: &str, label: &str, context: &[u8], len: usize) -> Result<Zeroizing<Vec<u8>>> {
+        let mut inner = self.lock()?;
+        inner.group(name)?;
+        let inner = &mut *inner;
+        let group = inner.groups.get(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
+        if !group.is_active() {
+            return Err(Error::NotAMember(name.to_string()));
+        }
+        group
+            .export_secret(&inner.crypto, label, context, len)
+            .map(Zeroizing::new)
+            .map_err(|e| Error::Internal(format!("export: {e}")))
+    }
+
+    /// Adds members from their KeyPackages (as produced by [`Agent::generate_key_packages`]).
+    ///
+    /// Errors: `SKYTALE_KEY_PACKAGE_USED` when this agent already used one of the key packages.
+    pub fn add_members(&self, name: &str, key_packages: &[Vec<u8>], mode: CommitMode) -> Result<CommitOutput> {
+        if key_packages.is_empty() {
+            return Err(Error::InvalidArgument("no key packages".into()));
+        }
+        let mut inner = self.lock()?;
+        inner.transaction(Some(name), |inner| {
+            let mut kps = Vec::with_capacity(key_packages.len());
+            let mut refs = Vec::with_capacity(key_packages.len());
+            for bytes in key_packages {
+                let kp_in = match parse_message(bytes)?.extract() {
+                    MlsMessageBodyIn::KeyPackage(kp) => kp,
+                    _ => return Err(Error::InvalidMessage("not a KeyPackage".into())),
+                };
+                let kp = kp_in
+                    .validate(&inner.crypto, ProtocolVersion::Mls10)
+                    .map_err(|e| Error::InvalidMessage(format!("key package: {e}")))?;
+                if kp.ciphersuite() != CIPHERSUITE {
+                    return Err(Error::InvalidMessage("key package of another ciphersuite".into()));
+                }
+                let kp_ref = kp.hash_ref(&inner.crypto).map_err(|e| Error::Internal(e.to_string()))?;
+                let used: Option<i64> = inner
+                    .store
+                    .conn()
+                    .query_row("SELECT 1 FROM skytale_used_key_packages WHERE ref = ?1", [kp_ref.as_slice()], |r| r.get(0))
+                    .optional()?;
+                if used.is_some() || refs.iter().any(|r: &Vec<u8>| r.as_slice() == kp_ref.as_slice()) {
+                    return Err(Error::KeyPackageUsed);
+                }
+                refs.push(kp_ref.as_slice().to_vec());
+                kps.push(kp);
+            }
+            let added: Vec<String> = kps.iter().map(|k| credential_identity(k.leaf_node().credential())).collect();
+            let (crypto, conn, signer) = (&inner.crypto, inner.store.conn(), &inner.signer);
+            let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
+            ensure_ready(name, group)?;
+            let current: Vec<String> = group.members().map(|m| credential_identity(&m.credential)).collect();
+            if let Some(dup) = added.iter().find(|a| current.contains(a)) {
+                return Err(Error::InvalidArgument(format!("'{dup}' is already a member")));
+            }
+            let provider = Provider::new(crypto, conn);
+            let from_epoch = group.epoch().as_u64();
+            let (commit, welcome, _) = group.add_members(&provider, signer, &kps).map_err(me::add_error)?;
+            for r in &refs {
+                conn.execute("INSERT INTO skytale_used_key_packages (ref, used_at) VALUES (?1, ?2)", params![r, now()])?;
+            }
+            finish_commit(&provider, group, mode)?;
+            Ok(CommitOutput {
+                commit: serialize(&commit)?,
+                welcome: Some(serialize(&welcome)?),
+                from_epoch,
+                epoch: from_epoch + 1,
+                added,
+                removed: vec![],
+            })
+        })
+    }
+
+    /// Removes members by identity.
+    pub fn remove_members(&self, name: &str, identities: &[String], mode: CommitMode) -> Result<CommitOutput> {
+        if identities.is_empty() {
+            return Err(Error::InvalidArgument("no identities".into()));
+        }
+        let mut inner = self.lock()?;
+        inner.transaction(Some(name), |inner| {
+            let own = inner.identity.clone();
+            let (crypto, conn, signer) = (&inner.crypto, inner.store.conn(), &inner.signer);
+            let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
+            ensure_ready(name, group)?;
+            let mut leaves = Vec::new();
+            for id in identities {
+                if *id == own {
+                    return Err(Error::InvalidArgument("an agent cannot remove itself; leave the channel instead".into()));
+                }
+                let found: Vec<LeafNodeIndex> = group
+                    .members()
+                    .filter(|m| credential_identity(&m.credential) == *id)
+                    .map(|m| m.index)
+                    .collect();
+                if found.is_empty() {
+                    return Err(Error::MemberNotFound(id.clone()));
+                }
+                leaves.extend(found);
+            }
+            let provider = Provider::new(crypto, conn);
+            let from_epoch = group.epoch().as_u64();
+            let (commit, welcome, _) = group.remove_members(&provider, signer, &leaves).map_err(me::remove_error)?;
+            finish_commit(&provider, group, mode)?;
+            Ok(CommitOutput {
+                commit: serialize(&commit)?,
+                welcome: welcome.as_ref().map(serialize).transpose()?,
+                from_epoch,
+                epoch: from_epoch + 1,
+                added: vec![],
+                removed: identities.to_vec(),
+            })
+        })
+    }
+
+    /// Rotates this agent's leaf key (an MLS self-update commit): a new epoch with fresh keys.
+    pub fn rotate_key(&self, name: &str, mode: CommitMode) -> Result<CommitOutput> {
+        let mut inner = self.lock()?;
+        inner.transaction(Some(name), |inner| {
+            let (crypto, conn, signer) = (&inner.crypto, inner.store.conn(), &inner.signer);
+            let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
+            ensure_ready(name, group)?;
+            let provider = Provider::new(crypto, conn);
+            let from_epoch = group.epoch().as_u64();
+            let bundle = group
+                .self_update(&provider, signer, LeafNodeParameters::default())
+                .map_err(|e| Error::Internal(format!("self update: {e}")))?;
+            let commit = serialize(bundle.commit())?;
+            finish_commit(&provider, group, mode)?;
+            Ok(CommitOutput { commit, welcome: None, from_epoch, epoch: from_epoch + 1, added: vec![], removed: vec![] })
+        })
+    }
+
+    /// Merges this agent's pending commit (after the delivery service accepted it).
+    pub fn merge_pending_commit(&self, name: &str) -> Result<u64> {
+        let mut inner = self.lock()?;
+        inner.transaction(Some(name), |inner| {
+            let (crypto, conn) = (&inner.crypto, inner.store.conn());
+            let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
+            if group.pending_commit().is_none() {
+                return Err(Error::InvalidState("no pending commit".into()));
+            }
+            let provider = Provider::new(crypto, conn);
+            group.merge_pending_commit(&provider).map_err(|e| Error::Internal(format!("merge: {e}")))?;
+            Ok(group.epoch().as_u64())
+        })
+    }
+
+    /// Discards this agent's pending commit (after the delivery service rejected it).
+    pub fn clear_pending_commit(&self, name: &str) -> Result<()> {
+        let mut inner = self.lock()?;
+        inner.transaction(Some(name), |inner| {
+            let conn = inner.store.conn();
+            let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
+            let storage = openmls_sqlite_storage::SqliteStorageProvider::<crate::provider::JsonCodec, _>::new(conn);
+            group.clear_pending_commit(&storage).map_err(|e| Error::Storage(format!("clear pending commit: {e}")))?;
+            Ok(())
+        })
+    }
+
+    /// Whether the channel has a commit of this agent waiting to be merged or discarded.
+    pub fn has_pending_commit(&self, name: &str) -> Result<bool> {
+        let mut inner = self.lock()?;
+        Ok(inner.group(name)?.pending_commit().is_some())
+    }
+
+    /// Encrypts an application message for the channel's current members.
+    pub fn encrypt(&self, name: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let mut inner = self.lock()?;
+        inner.transaction(Some(name), |inner| {
+            let (crypto, conn, signer) = (&inner.crypto, inner.store.conn(), &inner.signer);
+            let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
+            ensure_ready(name, group)?;
+            let provider = Provider::new(crypto, conn);
+            let msg = group.create_message(&provider, signer, plaintext).map_err(|e| me::create_message_error(name, e))?;
+            serialize(&msg)
+        })
+    }
+
+    /// Processes one incoming MLS message for the channel: decrypts application messages,
+    /// merges commits (so every member follows every epoch) and stores proposals.
+    ///
+    /// Errors: `SKYTALE_DECRYPT_FAILED`, `SKYTALE_REPLAY`, `SKYTALE_WRONG_EPOCH`,
+    /// `SKYTALE_NOT_A_MEMBER`, `SKYTALE_INVALID_MESSAGE`. On error nothing is changed.
+    pub fn process_incoming(&self, name: &str, wire: &[u8]) -> Result<Incoming> {
+        let msg = parse_message(wire)?;
+        let protocol = msg
+            .try_into_protocol_message()
+            .map_err(|_| Error::InvalidMessage("not a channel message (welcome or key package?)".into()))?;
+        let mut inner = self.lock()?;
+        inner.transaction(Some(name), |inner| {
+            let own = inner.identity.clone();
+            let (crypto, conn) = (&inner.crypto, inner.store.conn());
+            let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
+            if protocol.group_id().as_slice() != name.as_bytes() {
+                return Err(Error::InvalidMessage("the message belongs to another channel".into()));
+            }
+            if !group.is_active() {
+                return Err(Error::NotAMember(name.to_string()));
+            }
+            let current_epoch = group.epoch().as_u64();
+            let message_epoch = protocol.epoch().as_u64();
+            if message_epoch > current_epoch {
+                return Err(Error::WrongEpoch { message_epoch, current_epoch });
+            }
+            if message_epoch < current_epoch && protocol.content_type() != ContentType::Application {
+                // A handshake message of a past epoch: a replayed or superseded commit/proposal.
+                return Err(Error::WrongEpoch { message_epoch, current_epoch });
+            }
+            let provider = Provider::new(crypto, conn);
+            let processed = group
+                .process_message(&provider, protocol)
+                .map_err(|e| me::process_error(name, message_epoch, current_epoch, e))?;
+            let sender = credential_identity(processed.credential());
+            let epoch = processed.epoch().as_u64();
+            match processed.into_content() {
+                ProcessedMessageContent::ApplicationMessage(app) => {
+                    Ok(Incoming::Message { sender, data: app.into_bytes(), epoch })
+                }
+                ProcessedMessageContent::ProposalMessage(proposal) => {
+                    let kind = match proposal.proposal() {
+                        Proposal::Add(_) => "add",
+                        Proposal::Remove(_) => "remove",
+                        Proposal::Update(_) => "update",
+                        _ => "other",
+                    };
+                    group
+                        .store_pending_proposal(provider.storage(), *proposal)
+                        .map_err(|e| Error::Storage(format!("store proposal: {e}")))?;
+                    Ok(Incoming::Proposal { sender, epoch, proposal: kind.to_string() })
+                }
+                ProcessedMessageContent::StagedCommitMessage(staged) => {
+                    let added = staged
+                        .add_proposals()
+                        .map(|p| credential_identity(p.add_proposal().key_package().leaf_node().credential()))
+                        .collect();
+                    let removed = staged
+                        .remove_proposals()
+                        .filter_map(|p| group.member(p.remove_proposal().removed()).map(credential_identity))
+                        .collect();
+                    let self_removed = staged.self_removed();
+                    group
+                        .merge_staged_commit(&provider, *staged)
+                        .map_err(|e| Error::Internal(format!("merge: {e}")))?;
+                    let _ = own;
+                    Ok(Incoming::Commit {
+                        sender,
+                        epoch: group.epoch().as_u64(),
+                        added,
+                        removed,
+                        self_removed,
+                    })
+                }
+                ProcessedMessageContent::OwnPendingCommit => {
+                    group.merge_pending_commit(&provider).map_err(|e| Error::Internal(format!("merge: {e}")))?;
+                    Ok(Incoming::Commit { sender, epoch: group.epoch().as_u64(), added: vec![], removed: vec![], self_removed: false })
+                }
+                ProcessedMessageContent::OwnPrivateMessage => {
+                    Err(Error::InvalidMessage("the message was sent by this agent".into()))
+                }
+                _ => Err(Error::InvalidMessage("unsupported message content".into())),
+            }
+        })
+    }
+
+    /// The last relay sequence number processed for a channel (0 when none).
+    pub fn last_seq(&self, name: &str) -> Result<u64> {
+        let inner = self.lock()?;
+        let seq: Option<i64> = inner
+            .store
+            .conn()
+            .query_row("SELECT last_seq FROM skytale_channels WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?;
+        seq.map(|s| s as u64).ok_or_else(|| Error::ChannelNotFound(name.to_string()))
+    }
+
+    /// Records the last relay sequence number processed for a channel.
+    pub fn set_last_seq(&self, name: &str, seq: u64) -> Result<()> {
+        let inner = self.lock()?;
+        let n = inner
+            .store
+            .conn()
+            .execute("UPDATE skytale_channels SET last_seq = ?2 WHERE name = ?1", params![name, seq as i64])?;
+        if n == 0 {
+            return Err(Error::ChannelNotFound(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Processes an incoming message and records its relay sequence number in the same
+    /// transaction, so a restart neither loses nor repeats it.
+    pub fn process_incoming_at(&self, name: &str, wire: &[u8], seq: u64) -> Result<Incoming> {
+        let event = self.process_incoming(name, wire)?;
+        self.set_last_seq(name, seq)?;
+        Ok(event)
+    }
+
+    /// Deletes a channel's local state (after leaving or being removed).
+    pub fn forget_channel(&self, name: &str) -> Result<()> {
+        let mut inner = self.lock()?;
+        if !inner.channel_exists(name)? {
+            return Err(Error::ChannelNotFound(name.to_string()));
+        }
+        inner.transaction(Some(name), |inner| inner.delete_channel_state(name))
+    }
+
+    /// Reads an opaque value stored with this agent (for drivers: cursors, queues).
+    pub fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.lock()?.store.kv_get(key)
+    }
+
+    /// Stores an opaque value with this agent.
+    pub fn kv_put(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.lock()?.store.kv_put(key, value)
+    }
+}
+
+fn ensure_ready(name: &str, group: &MlsGroup) -> Result<()> {
+    if !group.is_active() {
+        return Err(Error::NotAMember(name.to_string()));
+    }
+    if group.pending_commit().is_some() {
+        return Err(Error::InvalidState("a commit of this agent is pending; merge or clear it first".into()));
+    }
+    Ok(())
+}
+
+fn finish_commit(provider: &Provider<'_>, group: &mut MlsGroup, mode: CommitMode) -> Result<()> {
+    if mode == CommitMode::Merge {
+        group.merge_pending_commit(provider).map_err(|e| Error::Internal(format!("merge: {e}")))?;
+    }
+    Ok(())
+}
+
+fn finish_tx<T>(conn: &rusqlite::Connection, res: Result<T>) -> Result<T> {
+    match res {
+        Ok(v) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+impl Inner {
+    fn channel_exists(&self, name: &str) -> Result<bool> {
+        let found: Option<i64> = self
+            .store
+            .conn()
+            .query_row("SELECT 1 FROM skytale_channels WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?;
+        Ok(found.is_some())
+    }
+
+    /// The channel's group, loaded from the keystore on first use.
+    fn group(&mut self, name: &str) -> Result<&mut MlsGroup> {
+        if !self.groups.contains_key(name) {
+            validate_channel_name(name)?;
+            if !self.channel_exists(name)? {
+                return Err(Error::ChannelNotFound(name.to_string()));
+            }
+            let storage = openmls_sqlite_storage::SqliteStorageProvider::<crate::provider::JsonCodec, _>::new(self.store.conn());
+            let group = MlsGroup::load(&storage, &GroupId::from_slice(name.as_bytes()))
+                .map_err(|e| Error::Storage(format!("load channel: {e}")))?
+                .ok_or_else(|| Error::KeystoreCorrupt(format!("channel {name} has no MLS state")))?;
+            self.groups.insert(name.to_string(), group);
+        }
+        self.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))
+    }
+
+    fn delete_channel_state(&mut self, name: &str) -> Result<()> {
+        let storage = openmls_sqlite_storage::SqliteStorageProvider::<crate::provider::JsonCodec, _>::new(self.store.conn());
+        if let Some(mut group) = MlsGroup::load(&storage, &GroupId::from_slice(name.as_bytes()))
+            .map_err(|e| Error::Storage(format!("load channel: {e}")))?
+        {
+            group.delete(&storage).map_err(|e| Error::Storage(format!("delete channel: {e}")))?;
+        }
+        self.groups.remove(name);
+        self.store.conn().execute("DELETE FROM skytale_channels WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
+    /// Runs `f` in one transaction. On error the transaction is rolled back and the cached
+    /// group of `channel` is dropped, so the next use reloads the stored (unchanged) state.
+    fn transaction<T>(&mut self, channel: Option<&str>, f: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
+        if let Some(name) = channel {
+            self.group(name)?;
+        }
+        self.store.conn().execute_batch("BEGIN IMMEDIATE")?;
+        let res = f(self);
+        if res.is_err() {
+            if let Some(name) = channel {
+                self.groups.remove(name);
+            }
+        }
+        let res = finish_tx(self.store.conn(), res);
+        if res.is_err() {
+            if let Some(name) = channel {
+                self.groups.remove(name);
+            }
+        }
+        res
+    }
+}

@@ -1,0 +1,105 @@
+//! Agent behaviour on bad input and across restarts.
+
+use skytale_core::{Agent, AgentOptions, CommitMode, Incoming, KeystoreSecret, Passphrase, SecretKey32};
+
+fn key(b: u8) -> KeystoreSecret {
+    KeystoreSecret::Key(SecretKey32::from_bytes([b; 32]))
+}
+
+fn open(dir: &std::path::Path, id: &str, secret: &KeystoreSecret) -> Agent {
+    Agent::open(AgentOptions { data_dir: dir, identity: id, secret }).unwrap()
+}
+
+fn pair() -> (tempfile::TempDir, tempfile::TempDir, Agent, Agent) {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let alice = open(da.path(), "alice", &key(1));
+    let bob = open(db.path(), "bob", &KeystoreSecret::Passphrase(Passphrase::new("correct horse".into()).unwrap()));
+    (da, db, alice, bob)
+}
+
+#[test]
+fn round_trip_tamper_replay_and_key_package_reuse() {
+    let (_da, _db, alice, bob) = pair();
+    let ch = "acme/research/summarizer";
+    alice.create_channel(ch).unwrap();
+    assert_eq!(alice.create_channel(ch).unwrap_err().code(), "SKYTALE_CHANNEL_EXISTS");
+    assert_eq!(alice.create_channel("Bad Name").unwrap_err().code(), "SKYTALE_INVALID_CHANNEL_NAME");
+    let kp = bob.generate_key_packages(1).unwrap();
+    let out = alice.add_members(ch, &kp, CommitMode::Merge).unwrap();
+    assert_eq!(out.added, vec!["bob".to_string()]);
+    assert_eq!(bob.join_channel(out.welcome.as_ref().unwrap()).unwrap(), ch);
+    assert_eq!(alice.epoch(ch).unwrap(), 1);
+    assert_eq!(bob.epoch(ch).unwrap(), 1);
+
+    let wire = alice.encrypt(ch, b"hi").unwrap();
+    let mut tampered = wire.clone();
+    let last = tampered.len() - 5;
+    tampered[last] ^= 0x01;
+    assert_eq!(bob.process_incoming(ch, &tampered).unwrap_err().code(), "SKYTALE_DECRYPT_FAILED");
+    assert_eq!(
+        bob.process_incoming(ch, &wire).unwrap(),
+        Incoming::Message { sender: "alice".into(), data: b"hi".to_vec(), epoch: 1 }
+    );
+    assert_eq!(bob.process_incoming(ch, &wire).unwrap_err().code(), "SKYTALE_REPLAY");
+    assert_eq!(bob.process_incoming(ch, b"garbage").unwrap_err().code(), "SKYTALE_INVALID_MESSAGE");
+    let back = bob.encrypt(ch, b"hello alice").unwrap();
+    assert!(matches!(alice.process_incoming(ch, &back).unwrap(), Incoming::Message { ref data, .. } if data == b"hello alice"));
+
+    // The same key package a second time: refused by the adder, and by the joiner.
+    let ch2 = "acme/research/other";
+    alice.create_channel(ch2).unwrap();
+    assert_eq!(alice.add_members(ch2, &kp, CommitMode::Merge).unwrap_err().code(), "SKYTALE_KEY_PACKAGE_USED");
+    let carol_dir = tempfile::tempdir().unwrap();
+    let carol = open(carol_dir.path(), "carol", &key(3));
+    carol.create_channel(ch2).unwrap();
+    let out2 = carol.add_members(ch2, &kp, CommitMode::Merge).unwrap();
+    assert_eq!(bob.join_channel(out2.welcome.as_ref().unwrap()).unwrap_err().code(), "SKYTALE_KEY_PACKAGE_USED");
+    assert_eq!(alice.epoch("acme/none/x").unwrap_err().code(), "SKYTALE_CHANNEL_NOT_FOUND");
+}
+
+#[test]
+fn state_survives_reopen_and_identity_is_checked() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ch = "acme/team/general";
+    {
+        let alice = open(da.path(), "alice", &key(1));
+        let bob = open(db.path(), "bob", &key(2));
+        alice.create_channel(ch).unwrap();
+        let out = alice.add_members(ch, &bob.generate_key_packages(1).unwrap(), CommitMode::Merge).unwrap();
+        bob.join_channel(out.welcome.as_ref().unwrap()).unwrap();
+        let w = alice.encrypt(ch, b"one").unwrap();
+        bob.process_incoming(ch, &w).unwrap();
+    }
+    let alice = open(da.path(), "alice", &key(1));
+    let bob = open(db.path(), "bob", &key(2));
+    assert_eq!(alice.channel_names().unwrap(), vec![ch.to_string()]);
+    let w = alice.encrypt(ch, b"two").unwrap();
+    assert!(matches!(bob.process_incoming(ch, &w).unwrap(), Incoming::Message { ref data, .. } if data == b"two"));
+    let w = bob.encrypt(ch, b"three").unwrap();
+    assert!(matches!(alice.process_incoming(ch, &w).unwrap(), Incoming::Message { ref data, .. } if data == b"three"));
+    drop(alice);
+    let err = Agent::open(AgentOptions { data_dir: da.path(), identity: "mallory", secret: &key(1) }).unwrap_err();
+    assert_eq!(err.code(), "SKYTALE_IDENTITY_MISMATCH");
+    let err = Agent::open(AgentOptions { data_dir: da.path(), identity: "alice", secret: &key(9) }).unwrap_err();
+    assert_eq!(err.code(), "SKYTALE_KEYSTORE_WRONG_KEY");
+}
+
+#[test]
+fn staged_commits_wait_for_the_delivery_service() {
+    let (_da, _db, alice, bob) = pair();
+    let ch = "acme/team/staged";
+    alice.create_channel(ch).unwrap();
+    let out = alice.add_members(ch, &bob.generate_key_packages(1).unwrap(), CommitMode::Merge).unwrap();
+    bob.join_channel(out.welcome.as_ref().unwrap()).unwrap();
+    // Both commit at epoch 1; the DS accepts bob's; alice discards hers and follows bob.
+    let a = alice.rotate_key(ch, CommitMode::Stage).unwrap();
+    let b = bob.rotate_key(ch, CommitMode::Stage).unwrap();
+    assert_eq!((a.from_epoch, b.from_epoch), (1, 1));
+    assert!(alice.has_pending_commit(ch).unwrap());
+    assert_eq!(bob.merge_pending_commit(ch).unwrap(), 2);
+    alice.clear_pending_commit(ch).unwrap();
+    assert!(matches!(alice.process_incoming(ch, &b.commit).unwrap(), Incoming::Commit { epoch: 2, .. }));
+    assert_eq!(alice.export_secret(ch, "x", b"", 16).unwrap(), bob.export_secret(ch, "x", b"", 16).unwrap());
+    // The losing commit, if replayed, is refused without harm.
+    assert_eq!(bob.process_incoming(ch, &a.commit).unwrap_err().code(), "SKYTALE_WRONG_EPOCH");
+}
