@@ -8,11 +8,13 @@ import { join } from "node:path";
 import { createLocalJWKSet, jwtVerify } from "jose";
 import { afterAll, describe, expect, it } from "vitest";
 import { generateApiKey, hashApiKey, isWellFormedKey, lookupPrefix, verifyApiKey } from "../src/auth/apiKey.js";
-import { bearerKey } from "../src/auth/authenticator.js";
+import { Authenticator, bearerKey } from "../src/auth/authenticator.js";
 import { KeyCache } from "../src/auth/keyCache.js";
 import { WindowLimiter } from "../src/auth/limiter.js";
 import { ConfigError, defaultConfig, loadConfig } from "../src/config.js";
 import { listMigrations } from "../src/db/migrate.js";
+import type { Db } from "../src/db/index.js";
+import { Metrics } from "../src/metrics.js";
 import { startServer } from "../src/server.js";
 import { generateSigningKeyPem, jwks, keyDir, loadKeyRing, rotateSigningKey } from "../src/signing/keyRing.js";
 import { issueToken } from "../src/signing/tokens.js";
@@ -61,6 +63,27 @@ describe("API keys", () => {
     expect(bearerKey("Basic abc")).toBe("");
     expect(bearerKey("Bearer a b")).toBe("");
     expect(bearerKey(undefined)).toBe("");
+  });
+});
+
+describe("Authenticator", () => {
+  it("caps Argon2id verifications in flight: the overflow gets rate_limited without hashing", async () => {
+    const db = { kind: "pglite", query: async () => [] } as unknown as Db;
+    const auth = new Authenticator({
+      db,
+      cache: new KeyCache(0),
+      failuresPerIp: new WindowLimiter(1000),
+      failuresPerKey: new WindowLimiter(1000),
+      metrics: new Metrics(),
+      argon2: FAST,
+      maxPending: 1,
+    });
+    await auth.init();
+    const results = await Promise.allSettled(
+      [1, 2].map(() => auth.authenticate(`Bearer ${generateApiKey().key}`, "10.1.1.1")),
+    );
+    const codes = results.map((r) => (r.status === "rejected" ? (r.reason as { code: string }).code : "ok")).sort();
+    expect(codes).toEqual(["auth_key_invalid", "rate_limited"]);
   });
 });
 
