@@ -9,6 +9,9 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const cmd = process.argv[2];
   if (cmd === "rotate-signing-key") {
+    if (config.signingKeyPem) {
+      throw new ConfigError("SKYTALE_SIGNING_KEY is set: rotate by moving it to SKYTALE_PREVIOUS_SIGNING_KEYS and setting a new one");
+    }
     const path = rotateSigningKey(config.dataDir);
     console.log(`new signing key written to ${path}; restart the server to sign with it`);
     return;

@@ -216,7 +216,7 @@ describe("startServer (embedded)", () => {
       const r = await fetch(`${server.url}/health`);
       expect(await r.json()).toEqual({ status: "ok", database: "pglite" });
       const k = await fetch(`${server.url}/.well-known/jwks.json`);
-      expect((await k.json()).keys[0].kid).toBe(server.signingKid);
+      expect(((await k.json()) as { keys: { kid: string }[] }).keys[0]!.kid).toBe(server.signingKid);
     } finally {
       await server.close();
       await server.close();
