@@ -1,1 +1,114 @@
-//! Skytale wire protocol.
+//! # Skytale wire protocol (`skytale/1`)
+//!
+//! Frames exchanged between Skytale clients and the relay (the MLS delivery service), shared by
+//! `skytale-client`, `skytale-relay` and the SLIM bridge. The relay is blind: every `payload` is
+//! opaque MLS ciphertext; the relay only sees routing metadata (channel, sender identity, kind,
+//! epoch, sequence numbers).
+//!
+//! ## Transport
+//! - iroh QUIC, ALPN [`ALPN`] = `skytale/1`. Relay address: `iroh://<endpoint-id-hex>@host:port`
+//!   ([`conn::RelayAddr`]); closed network: no n0 relays, no address lookup, direct addresses.
+//! - The client opens **one bidirectional stream** per connection and sends requests on it; the
+//!   relay answers on the same stream and also pushes events on it.
+//! - Framing ([`codec`]): `u32` big-endian length + protobuf [`Frame`]. The relay refuses client
+//!   frames larger than its cap (default [`DEFAULT_MAX_FRAME_SIZE`] = 256 KiB, announced in
+//!   [`AuthOk::max_frame_size`]) with `SKYTALE_FRAME_TOO_LARGE` and closes. Relay→client frames
+//!   may be up to `max_frame_size + RELAY_FRAME_ALLOWANCE` (metadata around a maximal payload).
+//! - Every [`Frame`] has `version` (= [`PROTOCOL_VERSION`]; others → `SKYTALE_UNSUPPORTED_VERSION`),
+//!   `request_id` and one [`Body`].
+//!
+//! ## Requests and replies
+//! Every client frame is a request with a unique non-zero `request_id`; every relay reply to it
+//! echoes that id. A request gets zero or more *intermediate* frames ([`Deliver`], [`Welcome`])
+//! and exactly one *terminal* frame (anything else). Frames with `request_id == 0` are pushes.
+//! Requests are processed in order per connection.
+//!
+//! | client → relay | terminal reply | notes |
+//! |---|---|---|
+//! | `Auth{jwt, identity}` | `AuthOk` / `Error` | first frame, within the auth timeout (5 s); repeat with a fresh token before `expires_at` (same org and identity) |
+//! | `Ping` | `Pong` | keeps the connection out of the idle timeout |
+//! | `CreateChannel{channel}` | `ChannelInfo` | idempotent; `created` tells whether it was new |
+//! | `ChannelState{channel}` | `ChannelInfo` | `SKYTALE_CHANNEL_NOT_FOUND` if missing |
+//! | `Subscribe{channel, after_seq}` | `ChannelInfo` | creates the channel if missing; then pushes archived items with `seq > after_seq`, then live ones |
+//! | `Unsubscribe{channel}` | `Done` | |
+//! | `Send{channel, client_msg_id, kind, epoch, payload}` | `Ack{seq, epoch}` / `Nack` | kind `Application` or `Proposal`; channel must exist; `epoch` must be current |
+//! | `Commit{channel, client_msg_id, epoch, payload, welcome?}` | `Ack{seq, epoch+1}` / `Nack{current_epoch}` | creates the channel (epoch 0) if missing |
+//! | `Fetch{channel, after_seq, limit}` | `Deliver`*, `Done{count, last_seq, more}` | catch-up without subscribing |
+//! | `PublishKeyPackages{key_packages}` | `Done{count}` | for the authenticated identity; count = now held |
+//! | `CountKeyPackages` | `Done{count}` | |
+//! | `ClaimKeyPackage{identity}` | `KeyPackage` / `Error(SKYTALE_KEY_PACKAGE_NOT_FOUND)` | each key package is handed out exactly once |
+//! | `FetchWelcomes` | `Welcome`*, `Done{count}` | |
+//! | `AckWelcome{welcome_id}` | `Done` | deletes the welcome |
+//!
+//! Pushes (`request_id == 0`): `Deliver` (subscribed channels), `Welcome` (right after `AuthOk`
+//! for queued ones, and live when a commit names this identity), and a fatal `Error` just before
+//! the relay closes the connection (the QUIC close reason carries the same code string).
+//!
+//! ## Delivery semantics
+//! - **Sequence numbers**: each channel has one sequence, starting at 1, shared by application
+//!   messages, proposals and commits. A client processes items in `seq` order, so a commit is
+//!   always applied before the messages of the epoch it starts.
+//! - **Archive**: every accepted item is durably stored (SQLite, WAL) *before* its `Ack`, and kept
+//!   for the archive TTL (default 7 days). `Subscribe{after_seq}` and `Fetch{after_seq}` resume
+//!   from the last seq the client processed.
+//! - **Never echoed**: the relay never delivers an item to the identity that sent it (live,
+//!   replay or fetch). Seqs a member sees therefore have gaps; that is expected.
+//! - **Exactly once**: `Ack` is sent after the item is archived. A client that lost the `Ack`
+//!   resends with the same `client_msg_id`; the relay answers the original `Ack` with
+//!   `duplicate = true` and archives nothing (dedupe key: channel, sender identity,
+//!   client_msg_id; window = archive TTL). Receivers dedupe by `seq`.
+//! - **Epochs**: the relay tracks each channel's epoch from accepted commits. A commit for epoch
+//!   `E` is accepted only if `E` is the current epoch (then current = `E+1`): first wins, every
+//!   other commit for `E` gets `Nack{current_epoch, last_seq}` (`SKYTALE_WRONG_EPOCH`); the client
+//!   fetches what it missed, applies it, and retries. A `Send` whose epoch is not current is
+//!   nacked the same way (re-encrypt in the current epoch).
+//! - **Welcomes**: a `Commit` may carry `WelcomeOut{recipients, payload}`; only if the commit is
+//!   accepted the welcome is queued per recipient (same org), pushed to online recipients and
+//!   pushed again on each connect until `AckWelcome` (at-least-once; dedupe by `welcome_id`).
+//!   The welcome carries `commit_seq`: subscribe with `after_seq = commit_seq`.
+//! - **Key packages**: published per identity, claimed exactly once (claim deletes).
+//!
+//! ## Authorization
+//! - `Auth.jwt`: EdDSA (Ed25519) JWT from the API server; `aud` = `skytale-relay`, `iss`, `exp`,
+//!   `sub`, `org` checked; `alg` other than `EdDSA` is refused.
+//! - `Auth.identity` is the routing identity (empty = the token's `sub`). If the token carries an
+//!   `identity` claim, they must match.
+//! - Channel names are `org/namespace/service` ([`names`]); a token only touches channels of its
+//!   own `org` (`SKYTALE_FORBIDDEN_CHANNEL`). Welcomes and key packages are scoped to the org.
+//!
+//! ## Errors
+//! `Error{code, message, fatal, retry_after_ms}` with a stable code from [`ErrorCode`]. Fatal
+//! codes close the connection ([`ErrorCode::is_fatal`]): auth failures, oversize/malformed frames,
+//! unsupported version, connection limit, idle timeout, slow consumer, shutdown. Others
+//! (`SKYTALE_FORBIDDEN_CHANNEL`, `SKYTALE_RATE_LIMITED`, `SKYTALE_WRONG_EPOCH`,
+//! `SKYTALE_KEY_PACKAGE_NOT_FOUND`, …) fail only the request.
+//!
+//! ## Limits (relay defaults, configurable)
+//! frame 256 KiB; 1024 connections; 100 frames/s per identity with a burst of 200 (token
+//! bucket, `SKYTALE_RATE_LIMITED` with `retry_after_ms`); 100 pending welcomes per recipient
+//! (`SKYTALE_RECIPIENT_QUEUE_FULL`, the commit is refused before it is archived); 100 key
+//! packages per identity; auth timeout 5 s; idle timeout 120 s; 8192 queued pushes per
+//! connection (`SKYTALE_SLOW_CONSUMER`: reconnect and resume from your last seq).
+
+#![deny(missing_docs)]
+
+pub mod codec;
+#[cfg(feature = "conn")]
+pub mod conn;
+mod error;
+pub mod frames;
+pub mod names;
+
+pub use error::{ErrorCode, ProtoError};
+pub use frames::{Body, Frame, Kind};
+
+/// The ALPN of the protocol.
+pub const ALPN: &[u8] = b"skytale/1";
+/// The protocol version carried in every [`Frame`].
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Default cap on one frame (bytes after the length prefix).
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 256 * 1024;
+/// How much larger than the client cap a relay→client frame may be (routing metadata).
+pub const RELAY_FRAME_ALLOWANCE: usize = 16 * 1024;
+/// JWT audience the relay expects.
+pub const AUDIENCE: &str = "skytale-relay";
