@@ -1,0 +1,360 @@
+//! # skytale-relay
+//!
+//! The Skytale relay: a blind MLS delivery service over iroh QUIC. It authenticates clients
+//! with EdDSA JWTs from the API server, orders channel items (application messages, proposals,
+//! commits) in one per-channel sequence, archives them in SQLite for offline catch-up, orders
+//! commits per epoch (first wins), queues welcomes per recipient and hands out key packages
+//! exactly once. It stores ciphertext and routing metadata only.
+//!
+//! The wire protocol is documented in [`skytale_proto`]. Run `skytale-relay --config relay.toml`;
+//! see [`config`] for settings and `relay/README.md` for operations.
+
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod session;
+pub mod store;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use iroh::SecretKey;
+use tokio::sync::{mpsc, Notify};
+
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::error::{RelayError, Result};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Per-connection control shared with the hub (slow-consumer signalling).
+#[derive(Default)]
+pub struct SessionCtl {
+    /// Set when a push could not be queued because the connection's queue was full.
+    pub slow: AtomicBool,
+    /// Wakes the session when `slow` was set.
+    pub notify: Notify,
+}
+
+/// A connection registered for pushes.
+#[derive(Clone)]
+pub struct Subscriber {
+    /// The connection's identity (never-echo rule).
+    pub identity: String,
+    /// The connection's push queue (pre-encoded frames).
+    pub tx: mpsc::Sender<Bytes>,
+    /// Slow-consumer signalling.
+    pub ctl: Arc<SessionCtl>,
+}
+
+impl Subscriber {
+    /// Queues a pre-encoded frame; marks the connection slow if its queue is full.
+    pub fn push(&self, frame: Bytes) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame) {
+            self.ctl.slow.store(true, Ordering::SeqCst);
+            self.ctl.notify.notify_one();
+        }
+    }
+}
+
+/// In-memory routing: channel subscriptions and online identities (for welcome pushes).
+#[derive(Default)]
+pub struct Hub {
+    /// channel → connection id → subscriber.
+    pub subs: HashMap<String, HashMap<u64, Subscriber>>,
+    /// (org, identity) → connection id → subscriber.
+    pub online: HashMap<(String, String), HashMap<u64, Subscriber>>,
+}
+
+impl Hub {
+    /// Removes every registration of a connection.
+    pub fn remove_conn(&mut self, conn_id: u64) {
+        self.subs.retain(|_, m| {
+            m.remove(&conn_id);
+            !m.is_empty()
+        });
+        self.online.retain(|_, m| {
+            m.remove(&conn_id);
+            !m.is_empty()
+        });
+    }
+}
+
+/// Everything that must change atomically: the store and the routing hub.
+pub struct State {
+    /// SQLite store.
+    pub store: Store,
+    /// Subscriptions.
+    pub hub: Hub,
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// The running relay.
+pub struct Relay {
+    /// Configuration.
+    pub config: Config,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Token verifier.
+    pub verifier: Verifier,
+    /// Store and hub, under one lock (sequencing is atomic with fan-out registration).
+    pub state: Mutex<State>,
+    limiter: Mutex<HashMap<(String, String), Bucket>>,
+    /// `iroh://<endpoint-id>@host:port`.
+    pub address: String,
+    /// Hex endpoint id.
+    pub endpoint_id: String,
+    /// `http://host:port` of /health and /metrics.
+    pub http_url: String,
+    next_conn_id: AtomicU64,
+    started: Instant,
+}
+
+/// Current unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Relay {
+    /// Locks the state (a poisoned lock is recovered: the store is transactional).
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Takes one token from the identity's bucket; `Err(retry_after_ms)` if empty.
+    pub fn rate_check(&self, org: &str, identity: &str) -> std::result::Result<(), u64> {
+        let l = &self.config.limits;
+        let mut map = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let b = map
+            .entry((org.to_string(), identity.to_string()))
+            .or_insert(Bucket {
+                tokens: l.burst,
+                last: now,
+            });
+        let elapsed = now.duration_since(b.last).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * l.frames_per_second).min(l.burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = ((1.0 - b.tokens) / l.frames_per_second * 1000.0).ceil() as u64;
+            Err(wait.max(1))
+        }
+    }
+
+    /// The `/health` JSON document.
+    pub fn health_json(&self) -> String {
+        serde_json::json!({
+            "status": "ok",
+            "address": self.address,
+            "endpoint_id": self.endpoint_id,
+            "alpn": String::from_utf8_lossy(skytale_proto::ALPN),
+            "protocol_version": skytale_proto::PROTOCOL_VERSION,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "connections": self.metrics.connections.load(Ordering::Relaxed),
+        })
+        .to_string()
+    }
+}
+
+/// Loads the relay's iroh secret key from `dir/iroh.key`, creating it on first start.
+pub fn load_or_create_secret(dir: &Path) -> Result<SecretKey> {
+    let path = dir.join("iroh.key");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)?;
+        let bytes = decode_hex32(text.trim())
+            .ok_or_else(|| RelayError::Config(format!("{} is not a 32-byte hex key", path.display())))?;
+        return Ok(SecretKey::from_bytes(&bytes));
+    }
+    let key = SecretKey::generate();
+    let hex: String = key.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = dir.join("iroh.key.tmp");
+    {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(hex.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok(key)
+}
+
+fn decode_hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Starts the relay and serves until the process is stopped (SIGINT/SIGTERM close it cleanly).
+/// Prints `skytale-relay listening iroh://<id>@host:port http://host:port` on stdout once ready.
+pub async fn run(config: Config) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    std::fs::create_dir_all(&config.data_dir)?;
+    let secret = load_or_create_secret(&config.data_dir)?;
+    let store = Store::open(&config.data_dir.join("relay.sqlite3"))?;
+    let metrics = Metrics::default();
+    let (items, bytes) = store.archive_stats()?;
+    metrics.archive_items.store(items, Ordering::Relaxed);
+    metrics.archive_bytes.store(bytes, Ordering::Relaxed);
+    let verifier = Verifier::new(config.auth.clone()).await?;
+
+    let endpoint = skytale_proto::conn::closed_endpoint(
+        config.listen,
+        Some(secret),
+        vec![skytale_proto::ALPN.to_vec()],
+    )
+    .await
+    .map_err(|e| RelayError::Transport(e.to_string()))?;
+    let port = endpoint
+        .bound_sockets()
+        .iter()
+        .map(|a| a.port())
+        .find(|p| *p != 0)
+        .ok_or_else(|| RelayError::Transport("no bound socket".to_string()))?;
+    let host = match &config.public_host {
+        Some(h) => h.clone(),
+        None => {
+            let ip = if config.listen.ip().is_unspecified() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                config.listen.ip()
+            };
+            SocketAddr::new(ip, port).ip().to_string()
+        }
+    };
+    let host_port = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let endpoint_id = endpoint.id().to_string();
+    let address = format!("iroh://{endpoint_id}@{host_port}");
+    let http_listener = tokio::net::TcpListener::bind(config.http_listen).await?;
+    let http_addr = http_listener.local_addr()?;
+    let http_url = format!("http://{http_addr}");
+
+    let relay = Arc::new(Relay {
+        config,
+        metrics,
+        verifier,
+        state: Mutex::new(State {
+            store,
+            hub: Hub::default(),
+        }),
+        limiter: Mutex::new(HashMap::new()),
+        address,
+        endpoint_id,
+        http_url,
+        next_conn_id: AtomicU64::new(1),
+        started: Instant::now(),
+    });
+
+    tokio::spawn(http::serve(http_listener, relay.clone()));
+    tokio::spawn(prune_task(relay.clone()));
+
+    println!("skytale-relay listening {} {}", relay.address, relay.http_url);
+    {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }
+    tracing::info!(address = %relay.address, http = %relay.http_url, "relay started");
+
+    let shutdown = Arc::new(Notify::new());
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                tokio::spawn(session::handle_incoming(relay.clone(), incoming, shutdown.clone()));
+            }
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down");
+                shutdown.notify_waiters();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                break;
+            }
+        }
+    }
+    endpoint.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn prune_task(relay: Arc<Relay>) {
+    let ttl_ms = relay.config.limits.archive_ttl_secs.saturating_mul(1000);
+    let every = Duration::from_secs(relay.config.limits.archive_ttl_secs.clamp(1, 60));
+    loop {
+        tokio::time::sleep(every).await;
+        let cutoff = now_ms().saturating_sub(ttl_ms);
+        let res = {
+            let st = relay.state();
+            st.store.prune(cutoff).and_then(|n| Ok((n, st.store.archive_stats()?)))
+        };
+        match res {
+            Ok((n, (items, bytes))) => {
+                relay.metrics.archive_items.store(items, Ordering::Relaxed);
+                relay.metrics.archive_bytes.store(bytes, Ordering::Relaxed);
+                if n > 0 {
+                    tracing::info!(deleted = n, "pruned expired archive rows");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "prune failed"),
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Relay counters and gauges, rendered as Prometheus text on `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// All relay metrics (lock-free counters).
+#[derive(Default)]
+pub struct Metrics {
+    /// Currently open connections.
+    pub connections: AtomicU64,
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Connections refused by the connection limit.
+    pub connections_refused: AtomicU64,
+    /// Frames received.
+    pub frames_in: AtomicU64,
+    /// Frames sent.
+    pub frames_out: AtomicU64,
+    /// Bytes received (frames incl. prefix).
+    pub bytes_in: AtomicU64,
+    /// Bytes sent (frames incl. prefix).
+    pub bytes_out: AtomicU64,
+    /// Failed authentications.
+    pub auth_failures: AtomicU64,
+    /// Commits accepted.
+    pub commits_acked: AtomicU64,
+    /// Commits refused for their epoch.
+    pub commits_nacked: AtomicU64,
+    /// Items archived since start.
+    pub messages_archived: AtomicU64,
+    /// Requests refused by the rate limiter.
+    pub rate_limited: AtomicU64,
+    /// Archived items currently stored.
+    pub archive_items: AtomicU64,
+    /// Payload bytes currently archived.
+    pub archive_bytes: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds `n` to a counter.
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Renders the Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let rows: [(&str, &str, &str, &AtomicU64); 14] = [
+            ("skytale_relay_connections", "gauge", "Open connections.", &self.connections),
+            ("skytale_relay_connections_total", "counter", "Accepted connections.", &self.connections_total),
+            ("skytale_relay_connections_refused_total", "counter", "Connections refused by the limit.", &self.connections_refused),
+            ("skytale_relay_frames_in_total", "counter", "Frames received.", &self.frames_in),
+            ("skytale_relay_frames_out_total", "counter", "Frames sent.", &self.frames_out),
+            ("skytale_relay_bytes_in_total", "counter", "Bytes received.", &self.bytes_in),
+            ("skytale_relay_bytes_out_total", "counter", "Bytes sent.", &self.bytes_out),
+            ("skytale_relay_auth_failures_total", "counter", "Failed authentications.", &self.auth_failures),
+            ("skytale_relay_commits_acked_total", "counter", "Commits accepted.", &self.commits_acked),
+            ("skytale_relay_commits_nacked_total", "counter", "Commits refused (wrong epoch).", &self.commits_nacked),
+            ("skytale_relay_messages_archived_total", "counter", "Items archived.", &self.messages_archived),
+            ("skytale_relay_rate_limited_total", "counter", "Requests refused by the rate limiter.", &self.rate_limited),
+            ("skytale_relay_archive_items", "gauge", "Archived items stored.", &self.archive_items),
+            ("skytale_relay_archive_bytes", "gauge", "Archived payload bytes stored.", &self.archive_bytes),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, v) in rows {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Ordering::Relaxed));
+        }
+        out
+    }
+}

@@ -1,0 +1,330 @@
+//! The embedded store (SQLite, WAL): channels (epoch, last seq), the archive of channel items,
+//! queued welcomes, and key packages. It holds ciphertext and routing metadata only.
+//!
+//! If the workspace enables SQLCipher for `libsqlite3-sys` (the core's keystore does), this
+//! database is simply opened without a key, i.e. unencrypted: payloads are MLS ciphertext.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use skytale_proto::frames::{Deliver, Welcome};
+
+use crate::error::Result;
+
+/// A channel's sequencing state.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChannelRow {
+    /// Current epoch.
+    pub epoch: u64,
+    /// Last assigned sequence number.
+    pub last_seq: u64,
+}
+
+/// A previously archived item found by its dedupe key.
+#[derive(Clone, Copy, Debug)]
+pub struct Dup {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Its kind (wire value).
+    pub kind: i32,
+}
+
+/// One item to archive.
+pub struct NewItem<'a> {
+    /// Channel.
+    pub channel: &'a str,
+    /// Sequence number.
+    pub seq: u64,
+    /// Epoch the item was made in.
+    pub epoch: u64,
+    /// Kind (wire value).
+    pub kind: i32,
+    /// Sender identity.
+    pub sender: &'a str,
+    /// Client message id ("" = none).
+    pub client_msg_id: &'a str,
+    /// Ciphertext.
+    pub payload: &'a [u8],
+    /// Archive time, unix ms.
+    pub now_ms: u64,
+}
+
+/// The SQLite store.
+pub struct Store {
+    conn: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS channels (
+  name TEXT PRIMARY KEY,
+  org TEXT NOT NULL,
+  epoch INTEGER NOT NULL DEFAULT 0,
+  last_seq INTEGER NOT NULL DEFAULT 0,
+  created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+  channel TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  epoch INTEGER NOT NULL,
+  kind INTEGER NOT NULL,
+  sender TEXT NOT NULL,
+  client_msg_id TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  created_ms INTEGER NOT NULL,
+  PRIMARY KEY (channel, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS messages_dedupe ON messages(channel, sender, client_msg_id) WHERE client_msg_id <> '';
+CREATE INDEX IF NOT EXISTS messages_created ON messages(created_ms);
+CREATE TABLE IF NOT EXISTS welcomes (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  org TEXT NOT NULL,
+  recipient TEXT NOT NULL,
+  channel TEXT NOT NULL,
+  sender TEXT NOT NULL,
+  commit_seq INTEGER NOT NULL,
+  payload BLOB NOT NULL,
+  created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS welcomes_recipient ON welcomes(org, recipient);
+CREATE TABLE IF NOT EXISTS key_packages (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  org TEXT NOT NULL,
+  identity TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS key_packages_identity ON key_packages(org, identity);
+";
+
+fn u(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+fn i(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn })
+    }
+
+    /// A channel's state.
+    pub fn channel(&self, name: &str) -> Result<Option<ChannelRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT epoch, last_seq FROM channels WHERE name = ?1",
+                params![name],
+                |r| {
+                    Ok(ChannelRow {
+                        epoch: u(r.get(0)?),
+                        last_seq: u(r.get(1)?),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Creates a channel if missing; returns its state and whether it was created.
+    pub fn ensure_channel(&self, name: &str, org: &str, now_ms: u64) -> Result<(ChannelRow, bool)> {
+        if let Some(c) = self.channel(name)? {
+            return Ok((c, false));
+        }
+        self.conn.execute(
+            "INSERT INTO channels (name, org, epoch, last_seq, created_ms) VALUES (?1, ?2, 0, 0, ?3)",
+            params![name, org, i(now_ms)],
+        )?;
+        Ok((ChannelRow::default(), true))
+    }
+
+    /// Looks up an archived item by its dedupe key.
+    pub fn find_dup(&self, channel: &str, sender: &str, client_msg_id: &str) -> Result<Option<Dup>> {
+        if client_msg_id.is_empty() {
+            return Ok(None);
+        }
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq, epoch, kind FROM messages WHERE channel = ?1 AND sender = ?2 AND client_msg_id = ?3",
+                params![channel, sender, client_msg_id],
+                |r| {
+                    Ok(Dup {
+                        seq: u(r.get(0)?),
+                        epoch: u(r.get(1)?),
+                        kind: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Archives one item and advances the channel (`new_epoch` for commits), atomically,
+    /// together with the welcomes to queue (`(recipient, payload)`; returns their ids).
+    pub fn append(
+        &mut self,
+        item: &NewItem<'_>,
+        org: &str,
+        new_epoch: u64,
+        welcomes: &[(String, Vec<u8>)],
+    ) -> Result<Vec<u64>> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO messages (channel, seq, epoch, kind, sender, client_msg_id, payload, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                item.channel,
+                i(item.seq),
+                i(item.epoch),
+                item.kind,
+                item.sender,
+                item.client_msg_id,
+                item.payload,
+                i(item.now_ms)
+            ],
+        )?;
+        tx.execute(
+            "UPDATE channels SET last_seq = ?2, epoch = ?3 WHERE name = ?1",
+            params![item.channel, i(item.seq), i(new_epoch)],
+        )?;
+        let mut ids = Vec::with_capacity(welcomes.len());
+        for (recipient, payload) in welcomes {
+            tx.execute(
+                "INSERT INTO welcomes (org, recipient, channel, sender, commit_seq, payload, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![org, recipient, item.channel, item.sender, i(item.seq), payload, i(item.now_ms)],
+            )?;
+            ids.push(u(tx.last_insert_rowid()));
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// Archived items with `after < seq <= upto`, not sent by `exclude_sender`, at most `limit`.
+    pub fn read_range(
+        &self,
+        channel: &str,
+        after: u64,
+        upto: u64,
+        exclude_sender: &str,
+        limit: usize,
+    ) -> Result<Vec<Deliver>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, epoch, kind, sender, payload, created_ms FROM messages
+             WHERE channel = ?1 AND seq > ?2 AND seq <= ?3 AND sender <> ?4 ORDER BY seq LIMIT ?5",
+        )?;
+        let rows = stmt.query_map(
+            params![channel, i(after), i(upto), exclude_sender, i(limit as u64)],
+            |r| {
+                Ok(Deliver {
+                    channel: channel.to_string(),
+                    seq: u(r.get(0)?),
+                    epoch: u(r.get(1)?),
+                    kind: r.get(2)?,
+                    sender: r.get(3)?,
+                    payload: r.get(4)?,
+                    timestamp_ms: u(r.get(5)?),
+                })
+            },
+        )?;
+        Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
+    /// Number of queued welcomes for a recipient.
+    pub fn pending_welcomes(&self, org: &str, recipient: &str) -> Result<u64> {
+        Ok(u(self.conn.query_row(
+            "SELECT COUNT(*) FROM welcomes WHERE org = ?1 AND recipient = ?2",
+            params![org, recipient],
+            |r| r.get(0),
+        )?))
+    }
+
+    /// Queued welcomes of a recipient, oldest first.
+    pub fn welcomes_for(&self, org: &str, recipient: &str) -> Result<Vec<Welcome>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, channel, sender, payload, commit_seq FROM welcomes
+             WHERE org = ?1 AND recipient = ?2 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![org, recipient], |r| {
+            Ok(Welcome {
+                welcome_id: u(r.get(0)?),
+                channel: r.get(1)?,
+                sender: r.get(2)?,
+                payload: r.get(3)?,
+                commit_seq: u(r.get(4)?),
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
+    /// Deletes a welcome of this recipient; returns whether it existed.
+    pub fn delete_welcome(&self, org: &str, recipient: &str, id: u64) -> Result<bool> {
+        Ok(self.conn.execute(
+            "DELETE FROM welcomes WHERE id = ?1 AND org = ?2 AND recipient = ?3",
+            params![i(id), org, recipient],
+        )? > 0)
+    }
+
+    /// Number of stored key packages of an identity.
+    pub fn count_key_packages(&self, org: &str, identity: &str) -> Result<u64> {
+        Ok(u(self.conn.query_row(
+            "SELECT COUNT(*) FROM key_packages WHERE org = ?1 AND identity = ?2",
+            params![org, identity],
+            |r| r.get(0),
+        )?))
+    }
+
+    /// Stores key packages of an identity.
+    pub fn add_key_packages(&mut self, org: &str, identity: &str, kps: &[Vec<u8>], now_ms: u64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for kp in kps {
+            tx.execute(
+                "INSERT INTO key_packages (org, identity, payload, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![org, identity, kp, i(now_ms)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes and returns the oldest key package of an identity.
+    pub fn claim_key_package(&self, org: &str, identity: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_row(
+                "DELETE FROM key_packages WHERE id = (SELECT id FROM key_packages
+                   WHERE org = ?1 AND identity = ?2 ORDER BY id LIMIT 1) RETURNING payload",
+                params![org, identity],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Deletes archived items and welcomes older than `cutoff_ms`; returns rows deleted.
+    pub fn prune(&self, cutoff_ms: u64) -> Result<usize> {
+        let a = self
+            .conn
+            .execute("DELETE FROM messages WHERE created_ms < ?1", params![i(cutoff_ms)])?;
+        let b = self
+            .conn
+            .execute("DELETE FROM welcomes WHERE created_ms < ?1", params![i(cutoff_ms)])?;
+        Ok(a + b)
+    }
+
+    /// Archive size: (items, payload bytes).
+    pub fn archive_stats(&self) -> Result<(u64, u64)> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages",
+            [],
+            |r| Ok((u(r.get(0)?), u(r.get(1)?))),
+        )?)
+    }
+}
