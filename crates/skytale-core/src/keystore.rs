@@ -189,6 +189,7 @@ impl Keystore {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
         let conn = Connection::open_with_flags(db_path, flags).map_err(|e| Error::Storage(format!("open keystore: {e}")))?;
+        conn.busy_timeout(std::time::Duration::from_millis(250))?;
         // Keep SQLCipher's own diagnostics (e.g. "hmac check failed") off stderr; errors are ours.
         let _ = conn.execute_batch("PRAGMA cipher_log_level = NONE;");
         let pragma = Zeroizing::new(format!("PRAGMA key = \"x'{}'\";", key.to_hex().as_str()));
@@ -206,7 +207,6 @@ impl Keystore {
                 Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => Error::KeystoreLocked,
                 _ => Error::KeystoreCorrupt("the database cannot be decrypted with a key that passed the key check".into()),
             })?;
-        conn.busy_timeout(std::time::Duration::from_millis(250))?;
         conn.execute_batch(
             "PRAGMA locking_mode = EXCLUSIVE;
              PRAGMA journal_mode = WAL;

@@ -1,0 +1,113 @@
+//! The `Channel` class: membership changes, encryption and processing of one MLS group.
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::*;
+use std::result::Result;
+use napi_derive::napi;
+use skytale_core::CommitMode;
+
+use crate::agent::Handle;
+use crate::errors::{sync_error, SyncError};
+use crate::task::{same, CoreTask};
+use crate::types::{CommitResult, IncomingEvent};
+
+/// One channel (an MLS group) of an agent. Obtained from `agent.createChannel`,
+/// `agent.joinChannel` or `agent.channel(name)`.
+#[napi]
+pub struct Channel {
+    handle: Arc<Handle>,
+    name: String,
+}
+
+impl Channel {
+    pub(crate) fn new(handle: Arc<Handle>, name: String) -> Channel {
+        Channel { handle, name }
+    }
+}
+
+#[napi]
+impl Channel {
+    /// The channel name (`org/namespace/service`).
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// The current MLS epoch (increases with every merged commit).
+    #[napi(getter)]
+    pub fn epoch(&self) -> Result<i64, SyncError> {
+        let core = self.handle.get().map_err(sync_error)?;
+        core.epoch(&self.name).map(|e| e as i64).map_err(sync_error)
+    }
+
+    /// Adds members from their KeyPackages; returns the commit (for current members) and the
+    /// Welcome (for the new ones). The commit is merged locally at once.
+    ///
+    /// Rejects with `SKYTALE_KEY_PACKAGE_USED` for a key package this agent already used.
+    #[napi(ts_return_type = "Promise<CommitResult>")]
+    pub fn add_members(&self, key_packages: Vec<Uint8Array>) -> AsyncTask<CoreTask<skytale_core::CommitOutput, CommitResult>> {
+        let (handle, name) = (self.handle.clone(), self.name.clone());
+        let kps: Vec<Vec<u8>> = key_packages.iter().map(|k| k.to_vec()).collect();
+        CoreTask::spawn(move || handle.get()?.add_members(&name, &kps, CommitMode::Merge), |_, o| Ok(o.into()))
+    }
+
+    /// Removes members by identity; returns the commit for the remaining members.
+    #[napi(ts_return_type = "Promise<CommitResult>")]
+    pub fn remove_members(&self, identities: Vec<String>) -> AsyncTask<CoreTask<skytale_core::CommitOutput, CommitResult>> {
+        let (handle, name) = (self.handle.clone(), self.name.clone());
+        CoreTask::spawn(move || handle.get()?.remove_members(&name, &identities, CommitMode::Merge), |_, o| Ok(o.into()))
+    }
+
+    /// Rotates this agent's keys (a self-update commit): a new epoch with fresh secrets.
+    #[napi(ts_return_type = "Promise<CommitResult>")]
+    pub fn rotate_key(&self) -> AsyncTask<CoreTask<skytale_core::CommitOutput, CommitResult>> {
+        let (handle, name) = (self.handle.clone(), self.name.clone());
+        CoreTask::spawn(move || handle.get()?.rotate_key(&name, CommitMode::Merge), |_, o| Ok(o.into()))
+    }
+
+    /// Encrypts `data` for the channel's members; returns the MLS message to deliver.
+    #[napi(ts_return_type = "Promise<Uint8Array>")]
+    pub fn encrypt(&self, data: Uint8Array) -> AsyncTask<CoreTask<Vec<u8>, Uint8Array>> {
+        let (handle, name) = (self.handle.clone(), self.name.clone());
+        let data = data.to_vec();
+        CoreTask::spawn(move || handle.get()?.encrypt(&name, &data), |_, v| Ok(Uint8Array::from(v)))
+    }
+
+    /// Processes an incoming MLS message: decrypts an application message, merges a commit
+    /// or stores a proposal. Nothing changes when it rejects (`SKYTALE_DECRYPT_FAILED`,
+    /// `SKYTALE_REPLAY`, `SKYTALE_WRONG_EPOCH`, `SKYTALE_NOT_A_MEMBER`,
+    /// `SKYTALE_INVALID_MESSAGE`).
+    #[napi(ts_return_type = "Promise<IncomingEvent>")]
+    pub fn process_incoming(&self, wire: Uint8Array) -> AsyncTask<CoreTask<skytale_core::Incoming, IncomingEvent>> {
+        let (handle, name) = (self.handle.clone(), self.name.clone());
+        let wire = wire.to_vec();
+        CoreTask::spawn(move || handle.get()?.process_incoming(&name, &wire), |_, ev| Ok(ev.into()))
+    }
+
+    /// Identities of the current members.
+    #[napi(ts_return_type = "Promise<string[]>")]
+    pub fn members(&self) -> AsyncTask<CoreTask<Vec<String>, Vec<String>>> {
+        let (handle, name) = (self.handle.clone(), self.name.clone());
+        CoreTask::spawn(move || handle.get()?.members(&name), same)
+    }
+
+    /// Whether this agent is still a member (false after being removed).
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn is_member(&self) -> AsyncTask<CoreTask<bool, bool>> {
+        let (handle, name) = (self.handle.clone(), self.name.clone());
+        CoreTask::spawn(move || handle.get()?.is_member(&name), same)
+    }
+
+    /// Derives `length` bytes from the current epoch's exporter secret (RFC 9420 §8.5); every
+    /// member derives the same bytes for the same label and context.
+    #[napi(ts_return_type = "Promise<Uint8Array>")]
+    pub fn export_secret(&self, label: String, length: u32, context: Option<Uint8Array>) -> AsyncTask<CoreTask<Vec<u8>, Uint8Array>> {
+        let (handle, name) = (self.handle.clone(), self.name.clone());
+        let context = context.map(|c| c.to_vec()).unwrap_or_default();
+        CoreTask::spawn(
+            move || Ok(handle.get()?.export_secret(&name, &label, &context, length as usize)?.to_vec()),
+            |_, v| Ok(Uint8Array::from(v)),
+        )
+    }
+}

@@ -1,0 +1,57 @@
+// A Skytale agent in its own process, driven over stdin/stdout with JSON lines.
+// Request: {id, op, args}; response: {id, ok, value} or {id, ok:false, code, message}.
+// Bytes travel as base64 strings ({$b64: '...'}).
+import { createRequire } from 'node:module'
+import readline from 'node:readline'
+
+const require = createRequire(import.meta.url)
+const { Agent } = require('../../index.js')
+
+const enc = (v) => {
+  if (v instanceof Uint8Array) return { $b64: Buffer.from(v).toString('base64') }
+  if (Array.isArray(v)) return v.map(enc)
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, enc(x)]))
+  return v
+}
+const dec = (v) => {
+  if (v && typeof v === 'object' && '$b64' in v) return new Uint8Array(Buffer.from(v.$b64, 'base64'))
+  if (Array.isArray(v)) return v.map(dec)
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, dec(x)]))
+  return v
+}
+
+let agent = null
+const ops = {
+  async open({ dataDir, identity, keystoreKey, passphrase }) {
+    agent = await Agent.open({ dataDir, identity, keystoreKey, passphrase })
+    return { identity: agent.identity, cipherVersion: agent.cipherVersion }
+  },
+  generateKeyPackages: ({ count }) => agent.generateKeyPackages(count),
+  async createChannel({ name }) { const ch = await agent.createChannel(name); return { name: ch.name, epoch: ch.epoch } },
+  async joinChannel({ welcome }) { const ch = await agent.joinChannel(welcome); return { name: ch.name, epoch: ch.epoch } },
+  addMembers: ({ channel, keyPackages }) => agent.channel(channel).addMembers(keyPackages),
+  removeMembers: ({ channel, identities }) => agent.channel(channel).removeMembers(identities),
+  rotateKey: ({ channel }) => agent.channel(channel).rotateKey(),
+  encrypt: ({ channel, text }) => agent.channel(channel).encrypt(new TextEncoder().encode(text)),
+  async processIncoming({ channel, wire }) {
+    const ev = await agent.channel(channel).processIncoming(wire)
+    return { ...ev, text: ev.data ? new TextDecoder().decode(ev.data) : undefined }
+  },
+  epoch: ({ channel }) => agent.channel(channel).epoch,
+  members: ({ channel }) => agent.channel(channel).members(),
+  exportSecret: ({ channel }) => agent.channel(channel).exportSecret('test', 32),
+  channels: () => agent.channels(),
+  close() { agent?.close(); agent = null; return true },
+}
+
+const rl = readline.createInterface({ input: process.stdin })
+rl.on('line', async (line) => {
+  const { id, op, args } = JSON.parse(line)
+  try {
+    const value = await ops[op](dec(args ?? {}))
+    process.stdout.write(JSON.stringify({ id, ok: true, value: enc(value) }) + '\n')
+  } catch (e) {
+    process.stdout.write(JSON.stringify({ id, ok: false, code: e?.code ?? 'UNKNOWN', message: String(e?.message ?? e) }) + '\n')
+  }
+})
+rl.on('close', () => process.exit(0))
