@@ -74,12 +74,28 @@ fn invalid(msg: &str) -> RelayError {
 pub fn parse_public_key(s: &str) -> Result<DecodingKey> {
     let s = s.trim();
     if s.starts_with("-----BEGIN") {
-        DecodingKey::from_ed_pem(s.as_bytes())
-            .map_err(|e| RelayError::Config(format!("auth.public_key: {e}")))
+        let k = DecodingKey::from_ed_pem(s.as_bytes())
+            .map_err(|e| RelayError::Config(format!("auth.public_key: {e}")))?;
+        match k.try_get_as_bytes() {
+            Ok(b) if b.len() == 32 => Ok(k),
+            _ => Err(RelayError::Config(
+                "auth.public_key: PEM is not an Ed25519 public key".to_string(),
+            )),
+        }
     } else {
-        DecodingKey::from_ed_components(s)
-            .map_err(|e| RelayError::Config(format!("auth.public_key: {e}")))
+        ed_key_from_x(s).ok_or_else(|| {
+            RelayError::Config("auth.public_key: not a base64url 32-byte Ed25519 key".to_string())
+        })
     }
+}
+
+/// Builds a key from a JWK `x` (base64url), checking it is exactly 32 bytes.
+fn ed_key_from_x(x: &str) -> Option<DecodingKey> {
+    let k = DecodingKey::from_ed_components(x).ok()?;
+    if k.try_get_as_bytes().ok()?.len() != 32 {
+        return None;
+    }
+    Some(k)
 }
 
 impl Verifier {
@@ -149,11 +165,11 @@ impl Verifier {
             let (Some(kid), Some(x)) = (k.kid, k.x) else {
                 continue;
             };
-            match DecodingKey::from_ed_components(&x) {
-                Ok(dk) => {
+            match ed_key_from_x(&x) {
+                Some(dk) => {
                     map.insert(kid, dk);
                 }
-                Err(e) => tracing::warn!(%kid, error = %e, "skipping invalid JWK"),
+                None => tracing::warn!(%kid, "skipping invalid JWK"),
             }
         }
         tracing::info!(keys = map.len(), "JWKS loaded");

@@ -1,0 +1,240 @@
+//! Test harness: starts the real `skytale-relay` binary, mints tokens with a test Ed25519 key,
+//! and connects with `skytale_proto::conn`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use skytale_proto::conn::{client_endpoint, PushReceiver, RelayAddr, RelayConnection};
+use skytale_proto::frames::{Body, Deliver, Frame};
+
+pub const ISSUER: &str = "skytale-test";
+
+pub fn b64url(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A test signing key (what the API server would hold).
+pub struct Keypair {
+    enc: EncodingKey,
+    /// base64url raw public key (JWK `x`).
+    pub x: String,
+}
+
+impl Keypair {
+    pub fn generate() -> Keypair {
+        let seed: [u8; 32] = rand::random();
+        let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let x = b64url(sk.verifying_key().as_bytes());
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+        ];
+        der.extend_from_slice(&seed);
+        Keypair {
+            enc: EncodingKey::from_ed_der(&der),
+            x,
+        }
+    }
+
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some("test-kid".to_string());
+        jsonwebtoken::encode(&h, claims, &self.enc).unwrap()
+    }
+
+    /// A valid token for `org`/`sub`.
+    pub fn token(&self, org: &str, sub: &str) -> String {
+        self.sign(&claims(org, sub, 3600))
+    }
+}
+
+pub fn claims(org: &str, sub: &str, ttl: i64) -> serde_json::Value {
+    let now = now() as i64;
+    serde_json::json!({
+        "iss": ISSUER, "aud": "skytale-relay", "sub": sub, "org": org,
+        "scope": "relay", "jti": format!("jti-{}", rand::random::<u64>()),
+        "iat": now, "exp": now + ttl,
+    })
+}
+
+pub struct RelayProc {
+    child: Option<Child>,
+    pub addr: RelayAddr,
+    pub addr_str: String,
+    pub http: String,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    key_x: String,
+    env: Vec<(String, String)>,
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "skytale-relay-test-{name}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+impl RelayProc {
+    pub fn start(name: &str, key: &Keypair, env: &[(&str, &str)]) -> RelayProc {
+        let dir = temp_dir(name);
+        let env = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let mut r = RelayProc {
+            child: None,
+            addr: placeholder_addr(),
+            addr_str: String::new(),
+            http: String::new(),
+            dir,
+            log: PathBuf::new(),
+            key_x: key.x.clone(),
+            env,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let (dir, key_x, env) = (self.dir.clone(), self.key_x.clone(), self.env.clone());
+        let log = dir.join(format!("relay-{}.log", rand::random::<u32>()));
+        let logf = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skytale-relay"));
+        cmd.env_clear()
+            .env("SKYTALE_RELAY_DATA_DIR", dir.join("data"))
+            .env("SKYTALE_RELAY_LISTEN", "127.0.0.1:0")
+            .env("SKYTALE_RELAY_HTTP_LISTEN", "127.0.0.1:0")
+            .env("SKYTALE_RELAY_PUBLIC_KEY", &key_x)
+            .env("SKYTALE_RELAY_ISSUER", ISSUER)
+            .env("RUST_LOG", "info,skytale_relay=trace")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(logf))
+            .stdin(Stdio::null());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn relay");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            // keep draining
+            let mut sink = Vec::new();
+            let _ = r.read_to_end(&mut sink);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("relay did not start; log: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(parts.len(), 4, "unexpected start line {line:?}; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert_eq!(&parts[..2], &["skytale-relay", "listening"]);
+        self.addr_str = parts[2].to_string();
+        self.addr = self.addr_str.parse().unwrap();
+        self.http = parts[3].to_string();
+        self.log = log;
+        self.child = Some(child);
+    }
+
+    /// SIGKILL the relay.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL on unix
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the relay again on the same data dir (new ports).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".log") {
+                    s.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        s
+    }
+
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let hostport = self.http.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(hostport).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nhost: {hostport}\r\nconnection: close\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let status: u16 = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = resp.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
+    pub async fn connect(&self) -> (RelayConnection, PushReceiver) {
+        let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (c, p) = RelayConnection::connect(&ep, &self.addr).await.unwrap();
+        // keep the endpoint alive as long as the test runs
+        std::mem::forget(ep);
+        (c, p)
+    }
+
+    pub async fn authed(&self, key: &Keypair, org: &str, identity: &str) -> (RelayConnection, PushReceiver) {
+        let (c, p) = self.connect().await;
+        let ok = c.auth(&key.token(org, identity), identity).await.unwrap();
+        assert_eq!(ok.identity, identity);
+        (c, p)
+    }
+}
+
+fn placeholder_addr() -> RelayAddr {
+    RelayAddr {
+        endpoint_id: iroh::SecretKey::generate().public(),
+        socket_addr: "127.0.0.1:1".parse().unwrap(),
+    }
+}
+
+impl Drop for RelayProc {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Next pushed Deliver within `t`.
+pub async fn next_deliver(p: &mut PushReceiver, t: Duration) -> Option<Deliver> {
+    loop {
+        match tokio::time::timeout(t, p.recv()).await {
+            Ok(Some(Frame { body: Some(Body::Deliver(d)), .. })) => return Some(d),
+            Ok(Some(_)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// Next pushed frame within `t`.
+pub async fn next_push(p: &mut PushReceiver, t: Duration) -> Option<Frame> {
+    tokio::time::timeout(t, p.recv()).await.ok().flatten()
+}
