@@ -208,8 +208,8 @@ impl Verifier {
         let mut v = Validation::new(Algorithm::EdDSA);
         v.leeway = self.cfg.leeway_secs;
         v.set_audience(&[self.cfg.audience.as_str()]);
-        if let Some(iss) = &self.cfg.issuer {
-            v.set_issuer(&[iss.as_str()]);
+        if let Some(iss) = self.cfg.issuer.as_deref().filter(|i| !i.is_empty()) {
+            v.set_issuer(&[iss]);
         }
         v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         let data = decode::<Claims>(jwt, &key, &v).map_err(|e| match e.kind() {

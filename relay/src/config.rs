@@ -8,7 +8,7 @@
 //! [auth]
 //! jwks_url = "http://127.0.0.1:3000/.well-known/jwks.json"
 //! public_key = "<PEM or base64url Ed25519 x>"   # alternative/addition to jwks_url
-//! issuer = "skytale-api"             # checked if set (iss must be present in any case)
+//! issuer = "skytale-api"             # default; "" = only require that iss is present
 //! audience = "skytale-relay"
 //! [limits]
 //! max_frame_bytes = 262144
@@ -50,7 +50,7 @@ pub struct AuthConfig {
     pub jwks_url: Option<String>,
     /// A fixed Ed25519 public key: PEM (`-----BEGIN PUBLIC KEY-----`) or base64url raw `x`.
     pub public_key: Option<String>,
-    /// Expected `iss`; if unset, `iss` must only be present.
+    /// Expected `iss` (default `skytale-api`, the API server's default); empty = only require presence.
     pub issuer: Option<String>,
     /// Expected `aud`.
     pub audience: String,
@@ -65,7 +65,7 @@ impl Default for AuthConfig {
         AuthConfig {
             jwks_url: None,
             public_key: None,
-            issuer: None,
+            issuer: Some("skytale-api".to_string()),
             audience: skytale_proto::AUDIENCE.to_string(),
             leeway_secs: 30,
             jwks_min_refetch_secs: 10,

@@ -262,7 +262,7 @@ impl Session {
     async fn authenticate(&mut self, rid: u64, auth: Auth) -> Result<()> {
         let claims = self.relay.verifier.verify(&auth.jwt).await?;
         let identity = if auth.identity.is_empty() {
-            claims.sub.clone()
+            claims.identity.clone().unwrap_or_else(|| claims.sub.clone())
         } else {
             auth.identity.clone()
         };

@@ -433,7 +433,7 @@ async fn kill9_restart_keeps_identity_archive_and_exactly_once() {
             if !killed && i == N / 2 {
                 // "crash": the message i is sent but we kill before reading the ack
                 let a2 = a.clone();
-                let _ = tokio::spawn(async move {
+                let _task = tokio::spawn(async move {
                     a2.send(ch, &format!("msg-{i}"), Kind::Application, 0, format!("body-{i}").into_bytes())
                         .await
                 });
@@ -579,4 +579,69 @@ async fn limits_rate_idle_connections() {
     let Some(Body::Error(e)) = f.body else { panic!("expected error") };
     assert_eq!(e.code, "SKYTALE_IDLE_TIMEOUT");
     assert_eq!(tokio::time::timeout(T, a.closed()).await.unwrap().as_deref(), Some("SKYTALE_IDLE_TIMEOUT"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_fetched_at_start_and_refetched_on_unknown_kid() {
+    let k1 = Keypair::generate();
+    let k2 = Keypair::generate();
+    let jwks = JwksServer::start(vec![k1.jwk("k1")]);
+    let relay = RelayProc::start_with_key(
+        "jwks",
+        String::new(),
+        &[
+            ("SKYTALE_RELAY_JWKS_URL", jwks.url.as_str()),
+            ("SKYTALE_RELAY_JWKS_MIN_REFETCH_SECS", "0"),
+        ],
+    );
+    let fetched_at_start = jwks.hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(fetched_at_start, 1);
+    // a token of the published key works
+    let (c, _p) = relay.connect().await;
+    c.auth(&k1.sign_kid(&claims("acme", "a", 3600), "k1"), "a").await.unwrap();
+    // an unknown kid triggers a refetch; not there yet → refused
+    let (c, _p) = relay.connect().await;
+    let e = c.auth(&k2.sign_kid(&claims("acme", "b", 3600), "k2"), "b").await.unwrap_err();
+    assert_eq!(code(&e), "SKYTALE_AUTH_INVALID");
+    assert!(jwks.hits.load(std::sync::atomic::Ordering::SeqCst) > fetched_at_start);
+    // the API server rotates: k2 is published, the relay picks it up on demand
+    jwks.set(vec![k1.jwk("k1"), k2.jwk("k2")]);
+    let (c, _p) = relay.connect().await;
+    c.auth(&k2.sign_kid(&claims("acme", "b", 3600), "k2"), "b").await.unwrap();
+    // k2's token with kid k1 (signature mismatch) is refused
+    let (c, _p) = relay.connect().await;
+    let e = c.auth(&k2.sign_kid(&claims("acme", "b", 3600), "k1"), "b").await.unwrap_err();
+    assert_eq!(code(&e), "SKYTALE_AUTH_INVALID");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reauth_refreshes_token_and_identity_binding() {
+    let key = Keypair::generate();
+    let relay = RelayProc::start("reauth", &key, &[]);
+    let (a, _pa) = relay.authed(&key, "acme", "alice").await;
+    // refresh with a new token on the same connection
+    let ok = a.auth(&key.token("acme", "alice"), "alice").await.unwrap();
+    assert_eq!(ok.identity, "alice");
+    // switching org or identity on a live connection is refused (fatal)
+    let e = a.auth(&key.token("globex", "alice"), "alice").await.unwrap_err();
+    assert_eq!(code(&e), "SKYTALE_AUTH_INVALID");
+    // a token carrying an identity claim binds it
+    let mut cl = claims("acme", "acct-1", 3600);
+    cl["identity"] = "agent-7".into();
+    let (c, _p) = relay.connect().await;
+    let e = c.auth(&key.sign(&cl), "agent-8").await.unwrap_err();
+    assert_eq!(code(&e), "SKYTALE_AUTH_INVALID");
+    // an empty Auth.identity takes the token's identity claim (else its sub)
+    let (c, _p) = relay.connect().await;
+    assert_eq!(c.auth(&key.sign(&cl), "").await.unwrap().identity, "agent-7");
+    let (c, _p) = relay.connect().await;
+    assert_eq!(c.auth(&key.token("acme", "acct-2"), "").await.unwrap().identity, "acct-2");
+    let (c, _p) = relay.connect().await;
+    assert_eq!(c.auth(&key.sign(&cl), "agent-7").await.unwrap().identity, "agent-7");
+    // a short-lived token: the session is closed with SKYTALE_AUTH_EXPIRED once it runs out
+    let (d, mut pd) = relay.connect().await;
+    d.auth(&key.sign(&claims("acme", "dave", -27)), "dave").await.unwrap(); // within the 30 s leeway
+    let f = next_push(&mut pd, Duration::from_secs(8)).await.expect("expiry error");
+    let Some(Body::Error(e)) = f.body else { panic!("expected error") };
+    assert_eq!(e.code, "SKYTALE_AUTH_EXPIRED");
 }

@@ -54,9 +54,18 @@ impl Keypair {
     }
 
     pub fn sign(&self, claims: &serde_json::Value) -> String {
+        self.sign_kid(claims, "test-kid")
+    }
+
+    pub fn sign_kid(&self, claims: &serde_json::Value, kid: &str) -> String {
         let mut h = Header::new(Algorithm::EdDSA);
-        h.kid = Some("test-kid".to_string());
+        h.kid = Some(kid.to_string());
         jsonwebtoken::encode(&h, claims, &self.enc).unwrap()
+    }
+
+    /// This key as a JWK of the API server's JWKS.
+    pub fn jwk(&self, kid: &str) -> serde_json::Value {
+        serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": self.x, "kid": kid, "alg": "EdDSA", "use": "sig"})
     }
 
     /// A valid token for `org`/`sub`.
@@ -97,6 +106,11 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 impl RelayProc {
     pub fn start(name: &str, key: &Keypair, env: &[(&str, &str)]) -> RelayProc {
+        Self::start_with_key(name, key.x.clone(), env)
+    }
+
+    /// `key_x` empty = no configured key (use a JWKS URL from `env`).
+    pub fn start_with_key(name: &str, key_x: String, env: &[(&str, &str)]) -> RelayProc {
         let dir = temp_dir(name);
         let env = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         let mut r = RelayProc {
@@ -106,7 +120,7 @@ impl RelayProc {
             http: String::new(),
             dir,
             log: PathBuf::new(),
-            key_x: key.x.clone(),
+            key_x,
             env,
         };
         r.spawn();
@@ -237,4 +251,41 @@ pub async fn next_deliver(p: &mut PushReceiver, t: Duration) -> Option<Deliver> 
 /// Next pushed frame within `t`.
 pub async fn next_push(p: &mut PushReceiver, t: Duration) -> Option<Frame> {
     tokio::time::timeout(t, p.recv()).await.ok().flatten()
+}
+
+/// A tiny JWKS HTTP server whose document can be replaced; counts requests.
+pub struct JwksServer {
+    pub url: String,
+    pub doc: std::sync::Arc<std::sync::Mutex<String>>,
+    pub hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    pub fn start(keys: Vec<serde_json::Value>) -> JwksServer {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/.well-known/jwks.json", l.local_addr().unwrap());
+        let doc = std::sync::Arc::new(std::sync::Mutex::new(serde_json::json!({ "keys": keys }).to_string()));
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (d, h) = (doc.clone(), hits.clone());
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = d.lock().unwrap().clone();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                    body.len(),
+                    body
+                );
+            }
+        });
+        JwksServer { url, doc, hits }
+    }
+
+    pub fn set(&self, keys: Vec<serde_json::Value>) {
+        *self.doc.lock().unwrap() = serde_json::json!({ "keys": keys }).to_string();
+    }
 }
