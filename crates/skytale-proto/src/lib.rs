@@ -12,14 +12,14 @@
 //!   relay answers on the same stream and also pushes events on it.
 //! - Framing ([`codec`]): `u32` big-endian length + protobuf [`Frame`]. The relay refuses client
 //!   frames larger than its cap (default [`DEFAULT_MAX_FRAME_SIZE`] = 256 KiB, announced in
-//!   [`AuthOk::max_frame_size`]) with `SKYTALE_FRAME_TOO_LARGE` and closes. Relay→client frames
+//!   [`frames::AuthOk::max_frame_size`]) with `SKYTALE_FRAME_TOO_LARGE` and closes. Relay→client frames
 //!   may be up to `max_frame_size + RELAY_FRAME_ALLOWANCE` (metadata around a maximal payload).
 //! - Every [`Frame`] has `version` (= [`PROTOCOL_VERSION`]; others → `SKYTALE_UNSUPPORTED_VERSION`),
 //!   `request_id` and one [`Body`].
 //!
 //! ## Requests and replies
 //! Every client frame is a request with a unique non-zero `request_id`; every relay reply to it
-//! echoes that id. A request gets zero or more *intermediate* frames ([`Deliver`], [`Welcome`])
+//! echoes that id. A request gets zero or more *intermediate* frames ([`frames::Deliver`], [`frames::Welcome`])
 //! and exactly one *terminal* frame (anything else). Frames with `request_id == 0` are pushes.
 //! Requests are processed in order per connection.
 //!
@@ -82,6 +82,26 @@
 //! unsupported version, connection limit, idle timeout, slow consumer, shutdown. Others
 //! (`SKYTALE_FORBIDDEN_CHANNEL`, `SKYTALE_RATE_LIMITED`, `SKYTALE_WRONG_EPOCH`,
 //! `SKYTALE_KEY_PACKAGE_NOT_FOUND`, …) fail only the request.
+//!
+//! ## Writing a client
+//! - [`conn::RelayAddr`]: parse `iroh://<id>@host:port` (the relay prints it on start and serves
+//!   it on `/health`).
+//! - [`conn::client_endpoint`] / [`conn::closed_endpoint`]: bind an iroh endpoint with no n0
+//!   relays and no address lookup (reuse one endpoint for all reconnects).
+//! - [`conn::RelayConnection::connect`] → `(RelayConnection, PushReceiver)`. The connection is
+//!   `Clone`; requests can run concurrently (`auth`, `ping`, `create_channel`, `channel_state`,
+//!   `subscribe`, `unsubscribe`, `send`, `commit`, `fetch`, `publish_key_packages`,
+//!   `count_key_packages`, `claim_key_package`, `fetch_welcomes`, `ack_welcome`, or the generic
+//!   `request(Body)`). Failures are [`ProtoError`]: `Relay{code, ..}` for `Error` replies,
+//!   `WrongEpoch{current_epoch, last_seq}` for `Nack`, `Closed{code}` when the relay closed the
+//!   connection (the code is the fatal `Error`/close reason, e.g. `SKYTALE_AUTH_EXPIRED`).
+//!   [`ProtoError::code`] always gives a stable string.
+//! - [`conn::PushReceiver::recv`] yields pushed `Deliver`/`Welcome`/`Error` frames; `None`
+//!   means the connection is gone: reconnect with backoff, re-`Auth`, re-`Subscribe` each
+//!   channel with `after_seq` = the last seq you processed, resend unacked items with the same
+//!   `client_msg_id`, and ignore deliveries with `seq <=` your last processed seq.
+//! - Without the `conn` feature, [`codec`] ([`codec::encode_frame`], [`codec::read_frame`]) and
+//!   [`frames`] are enough to speak the protocol over any byte stream.
 //!
 //! ## Limits (relay defaults, configurable)
 //! frame 256 KiB; 1024 connections; 100 frames/s per identity with a burst of 200 (token
