@@ -274,12 +274,12 @@ function table() {
   const ms = (v) => (v === undefined ? '–' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v >= 1 ? v.toFixed(2) : v.toFixed(3));
   const ratio = (a, b) => (a === undefined || b === undefined ? '–' : `${(a / b).toFixed(2)}×`);
   const lines = [
-    '| case | napi (ms) | core, Rust (ms) | raw openmls (ms) | ts-mls (ms) | napi / openmls | core / openmls | ts-mls / napi |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|',
+    '| case | napi (ms) | core, Rust (ms) | raw openmls (ms) | ts-mls (ms) | napi / openmls | core / openmls | ts-mls / napi | openmls, add w/o path (ms) |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const c of cases) {
-    const [n, r, o, t] = ['napi', 'core-rs', 'openmls', 'ts-mls'].map((i) => get(i, c));
-    lines.push(`| ${c} | ${ms(n)} | ${ms(r)} | ${ms(o)} | ${ms(t)} | ${ratio(n, o)} | ${ratio(r, o)} | ${ratio(t, n)} |`);
+    const [n, r, o, t, np] = ['napi', 'core-rs', 'openmls', 'ts-mls', 'openmls-nopath'].map((i) => get(i, c));
+    lines.push(`| ${c} | ${ms(n)} | ${ms(r)} | ${ms(o)} | ${ms(t)} | ${ratio(n, o)} | ${ratio(r, o)} | ${ratio(t, n)} | ${ms(np)} |`);
   }
   return lines.join('\n');
 }

@@ -9,6 +9,7 @@
 //! cargo bench -p skytale-core --bench mls -- --json F      # also write JSON to F
 //! cargo bench -p skytale-core --bench mls -- --quick       # fewer iterations
 //! cargo bench -p skytale-core --bench mls -- --only core   # only one implementation
+//! cargo bench -p skytale-core --bench mls -- --filter add1  # only cases containing "add1"
 //! ```
 //!
 //! Cases (the same in tests/bench/mls.bench.mjs):
@@ -17,6 +18,9 @@
 //!   After each timed add the new member is removed again (not timed), so every iteration
 //!   starts from a group of n.
 //! - `create/<n>`: create a group and add n-1 members in a single commit (merged).
+//! - `openmls-nopath`: raw openmls `add1`/`create` with `add_members_without_update` (no
+//!   UpdatePath: no HPKE encryption to the copath resolutions, which in a group built by one
+//!   big add commit are almost all leaves).
 //!
 //! Key packages for the members added are generated outside the timed part, from in-memory
 //! openmls identities (standard MLS KeyPackage messages), also for the `Agent`: only the
@@ -167,7 +171,17 @@ fn raw_group(creator: &RawMember, name: &str) -> MlsGroup {
 }
 
 fn raw_add(group: &mut MlsGroup, adder: &RawMember, kps: &[KeyPackage]) -> (Vec<u8>, Vec<u8>) {
-    let (commit, welcome, _) = group.add_members(&adder.provider, &adder.signer, kps).unwrap();
+    raw_add_with(group, adder, kps, true)
+}
+
+/// `path = false`: `add_members_without_update` (no UpdatePath in the commit; RFC 9420 allows
+/// that for add-only commits). Measured as a variant only: skytale-core uses `add_members`.
+fn raw_add_with(group: &mut MlsGroup, adder: &RawMember, kps: &[KeyPackage], path: bool) -> (Vec<u8>, Vec<u8>) {
+    let (commit, welcome, _) = if path {
+        group.add_members(&adder.provider, &adder.signer, kps).unwrap()
+    } else {
+        group.add_members_without_update(&adder.provider, &adder.signer, kps).unwrap()
+    };
     group.merge_pending_commit(&adder.provider).unwrap();
     (commit.tls_serialize_detached().unwrap(), welcome.tls_serialize_detached().unwrap())
 }
@@ -203,7 +217,7 @@ fn raw_msg(size: usize, budget: Budget) -> Sample {
     })
 }
 
-fn raw_add1(n: usize, iters: usize, budget: Budget) -> Sample {
+fn raw_add1(n: usize, iters: usize, budget: Budget, path: bool) -> Sample {
     let alice = RawMember::new("alice");
     let mut g = raw_group(&alice, "bench/raw/add1");
     if n > 1 {
@@ -213,10 +227,11 @@ fn raw_add1(n: usize, iters: usize, budget: Budget) -> Sample {
     // Fresh identities for the members added one by one.
     let extra: Vec<KeyPackage> = key_package_sets("x", iters + 1, 1).remove(0);
     let mut next = extra.into_iter();
-    run("openmls", format!("add1/{n}"), budget, || {
+    let imp = if path { "openmls" } else { "openmls-nopath" };
+    run(imp, format!("add1/{n}"), budget, || {
         let kp = next.next().expect("enough key packages");
         let id = kp.leaf_node().credential().serialized_content().to_vec();
-        let t = timed(|| raw_add(&mut g, &alice, &[kp])).1;
+        let t = timed(|| raw_add_with(&mut g, &alice, &[kp], path)).1;
         // Not timed: remove the new member so the next iteration starts from n members.
         let leaf = g.members().find(|m| m.credential.serialized_content() == id.as_slice()).unwrap().index;
         g.remove_members(&alice.provider, &alice.signer, &[leaf]).unwrap();
@@ -226,18 +241,19 @@ fn raw_add1(n: usize, iters: usize, budget: Budget) -> Sample {
     })
 }
 
-fn raw_create(n: usize, iters: usize, budget: Budget) -> Sample {
+fn raw_create(n: usize, iters: usize, budget: Budget, path: bool) -> Sample {
     let alice = RawMember::new("alice");
     let sets = key_package_sets("m", n - 1, 1);
     let kps = &sets[0];
     let mut i = 0;
     let _ = iters;
-    run("openmls", format!("create/{n}"), budget, || {
+    let imp = if path { "openmls" } else { "openmls-nopath" };
+    run(imp, format!("create/{n}"), budget, || {
         i += 1;
         let name = format!("bench/raw/create-{i}");
         timed(|| {
             let mut g = raw_group(&alice, &name);
-            raw_add(&mut g, &alice, kps);
+            raw_add_with(&mut g, &alice, kps, path);
             g
         })
         .1
@@ -332,6 +348,8 @@ fn main() {
     let json_path = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let want = |imp: &str| only.as_deref().is_none_or(|o| o == imp);
+    let filter = args.iter().position(|a| a == "--filter").and_then(|i| args.get(i + 1)).cloned();
+    let case = |c: String| filter.as_deref().is_none_or(|f| c.contains(f));
     let max_n: usize = args
         .iter()
         .position(|a| a == "--max-members")
@@ -355,24 +373,32 @@ fn main() {
     let creates: Vec<usize> = [100usize, 1000].into_iter().filter(|n| *n <= max_n).collect();
 
     if want("openmls") {
-        for &s in &sizes {
+        for &s in sizes.iter().filter(|s| case(format!("msg/{}", size_name(**s)))) {
             samples.push(raw_msg(s, msg_budget));
         }
-        for &n in &groups {
-            samples.push(raw_add1(n, add_iters(n), slow(add_iters(n))));
+        for &n in groups.iter().filter(|n| case(format!("add1/{n}"))) {
+            samples.push(raw_add1(n, add_iters(n), slow(add_iters(n)), true));
         }
-        for &n in &creates {
-            samples.push(raw_create(n, create_iters(n), slow(create_iters(n))));
+        for &n in creates.iter().filter(|n| case(format!("create/{n}"))) {
+            samples.push(raw_create(n, create_iters(n), slow(create_iters(n)), true));
+        }
+    }
+    if want("openmls-nopath") {
+        for &n in groups.iter().filter(|n| case(format!("add1/{n}"))) {
+            samples.push(raw_add1(n, add_iters(n), slow(add_iters(n)), false));
+        }
+        for &n in creates.iter().filter(|n| case(format!("create/{n}"))) {
+            samples.push(raw_create(n, create_iters(n), slow(create_iters(n)), false));
         }
     }
     if want("core") {
-        for &s in &sizes {
+        for &s in sizes.iter().filter(|s| case(format!("msg/{}", size_name(**s)))) {
             samples.push(core_msg(s, msg_budget));
         }
-        for &n in &groups {
+        for &n in groups.iter().filter(|n| case(format!("add1/{n}"))) {
             samples.push(core_add1(n, add_iters(n), slow(add_iters(n))));
         }
-        for &n in &creates {
+        for &n in creates.iter().filter(|n| case(format!("create/{n}"))) {
             samples.push(core_create(n, create_iters(n), slow(create_iters(n))));
         }
     }
