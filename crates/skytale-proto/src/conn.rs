@@ -182,16 +182,17 @@ impl RelayConnection {
         Self::connect_with(endpoint, addr, DEFAULT_MAX_FRAME_SIZE, Duration::from_secs(30)).await
     }
 
-    /// Like [`RelayConnection::connect`] with an explicit frame cap and per-request timeout.
+    /// Like [`RelayConnection::connect`] with an explicit frame cap and timeout (applies to the
+    /// connection handshake and to each request).
     pub async fn connect_with(
         endpoint: &Endpoint,
         addr: &RelayAddr,
         max_frame: usize,
         timeout: Duration,
     ) -> Result<(RelayConnection, PushReceiver), ProtoError> {
-        let conn = endpoint
-            .connect(EndpointAddr::from(addr), ALPN)
+        let conn = tokio::time::timeout(timeout, endpoint.connect(EndpointAddr::from(addr), ALPN))
             .await
+            .map_err(|_| ProtoError::Timeout)?
             .map_err(|e| ProtoError::Transport(format!("connect: {e}")))?;
         let (send, recv) = conn
             .open_bi()
@@ -226,6 +227,11 @@ impl RelayConnection {
             }
         }
         self.close_code()
+    }
+
+    /// True once the QUIC connection is closed (by either side or by a timeout).
+    pub fn is_closed(&self) -> bool {
+        self.inner.conn.close_reason().is_some()
     }
 
     /// Closes the connection.
