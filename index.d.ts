@@ -89,6 +89,61 @@ export declare class Channel {
   exportSecret(label: string, length: number, context?: Uint8Array | undefined | null): Promise<Uint8Array>
 }
 
+/** An agent connected to a relay: tokens, reconnects and background processing are handled. */
+export declare class Client {
+  /**
+   * Connects `agent` to the relay (token from the API server with `apiKey`). Resolves once
+   * authenticated and subscribed to all of the agent's channels; rejects fast on a bad key
+   * (`SKYTALE_AUTH_KEY_INVALID`) or an unreachable relay.
+   */
+  static connect(agent: Agent, options: ClientConnectOptions): Promise<Client>
+  /** Creates a channel (`org/namespace/service`) on the relay and subscribes to it. */
+  createChannel(name: string): Promise<ClientChannel>
+  /** A handle on a channel this agent is a member of. Throws `SKYTALE_CHANNEL_NOT_FOUND`. */
+  channel(name: string): ClientChannel
+  /**
+   * Adds `identity` to `channel`: claims one of its key packages from the relay, commits
+   * through the relay (retrying on a lost race) and queues the Welcome for it.
+   */
+  addMember(channel: string, identity: string): Promise<CommitResult>
+  /** Removes members of `channel` by identity. */
+  removeMembers(channel: string, identities: Array<string>): Promise<CommitResult>
+  /** Rotates this agent's keys in `channel`. */
+  rotateKey(channel: string): Promise<CommitResult>
+  /** Waits until this agent has been added to `channel` (rejects with `SKYTALE_TIMEOUT`). */
+  waitForChannel(channel: string, timeoutMs: number): Promise<ClientChannel>
+  /** Whether the client currently has an authenticated relay connection. */
+  get connected(): boolean
+  /** Closes the connection; pending sends reject with `SKYTALE_CLIENT_CLOSED`. */
+  close(): Promise<void>
+}
+
+/** A channel of a connected client. */
+export declare class ClientChannel {
+  /** The channel name. */
+  get name(): string
+  /**
+   * Encrypts and sends `data`; resolves with the relay sequence number once archived.
+   * While disconnected the send waits and is delivered exactly once after reconnecting.
+   */
+  send(data: Uint8Array): Promise<number>
+  /**
+   * The first message or membership change with `seq > afterSeq` (0 = the oldest not yet
+   * acknowledged), in relay order; `null` after `timeoutMs` (omitted = wait forever) or when
+   * the client closes. Events stay stored until `ack(seq)`, so none is lost if the process
+   * dies between receiving and handling one. `messages()` wraps this as an async iterator.
+   */
+  nextMessage(afterSeq?: number | undefined | null, timeoutMs?: number | undefined | null): Promise<ChannelMessage | null>
+  /** Acknowledges the events up to and including `seq`: they are deleted from the inbox. */
+  ack(seq: number): void
+  /** The channel's current MLS epoch. */
+  get epoch(): number
+  /** Identities of the current members. */
+  members(): Array<string>
+  /** Derives `length` bytes from the current epoch's exporter secret (same for all members). */
+  exportSecret(label: string, length: number): Uint8Array
+}
+
 /** Options of `Agent.open`. Give exactly one of `keystoreKey` and `passphrase`. */
 export interface AgentOpenOptions {
   /** Directory holding this agent's encrypted keystore (created if missing). */
@@ -99,6 +154,36 @@ export interface AgentOpenOptions {
   keystoreKey?: Uint8Array
   /** A passphrase; the key is derived with Argon2id and a salt kept in the data dir. */
   passphrase?: string
+}
+
+/** A delivered channel message (or, with `kind: 'commit'`, a membership change). */
+export interface ChannelMessage {
+  /** `message` or `commit`. */
+  kind: 'message' | 'commit'
+  /** Relay sequence number (increasing per channel). */
+  seq: number
+  /** Sender identity (authenticated by MLS). */
+  sender: string
+  /** The plaintext (`kind: 'message'`). */
+  data?: Uint8Array
+  /** Epoch (message: sent in; commit: new epoch). */
+  epoch: number
+  /** Added identities (`kind: 'commit'`). */
+  added?: Array<string>
+  /** Removed identities (`kind: 'commit'`). */
+  removed?: Array<string>
+  /** True when this agent was removed (`kind: 'commit'`). */
+  selfRemoved?: boolean
+}
+
+/** Options of `Client.connect`. */
+export interface ClientConnectOptions {
+  /** API server base URL, e.g. `http://127.0.0.1:8080`. */
+  apiUrl: string
+  /** API key (`sk_live_…`). */
+  apiKey: string
+  /** Relay address `iroh://<endpoint-id>@host:port`; default: the one the API server publishes. */
+  relay?: string
 }
 
 /** What a commit created by this agent produced. */

@@ -837,3 +837,5 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.Agent = nativeBinding.Agent
 module.exports.Channel = nativeBinding.Channel
+module.exports.Client = nativeBinding.Client
+module.exports.ClientChannel = nativeBinding.ClientChannel

@@ -5,7 +5,7 @@ import { createRequire } from 'node:module'
 import readline from 'node:readline'
 
 const require = createRequire(import.meta.url)
-const { Agent } = require('../../index.js')
+const { Agent, Client } = require('../../lib/index.js')
 
 const enc = (v) => {
   if (v instanceof Uint8Array) return { $b64: Buffer.from(v).toString('base64') }
@@ -21,6 +21,7 @@ const dec = (v) => {
 }
 
 let agent = null
+let client = null
 const ops = {
   async open({ dataDir, identity, keystoreKey, passphrase }) {
     agent = await Agent.open({ dataDir, identity, keystoreKey, passphrase })
@@ -41,7 +42,46 @@ const ops = {
   members: ({ channel }) => agent.channel(channel).members(),
   exportSecret: ({ channel }) => agent.channel(channel).exportSecret('test', 32),
   channels: () => agent.channels(),
-  close() { agent?.close(); agent = null; return true },
+  async close() { await client?.close(); client = null; agent?.close(); agent = null; return true },
+
+  // Networked client (relay + API server).
+  async connect({ apiUrl, apiKey, relay }) {
+    client = await Client.connect(agent, { apiUrl, apiKey, relay })
+    return { connected: client.connected }
+  },
+  async netCreateChannel({ name }) { await client.createChannel(name); return true },
+  netAddMember: ({ channel, identity }) => client.addMember(channel, identity),
+  netRemoveMembers: ({ channel, identities }) => client.removeMembers(channel, identities),
+  netRotateKey: ({ channel }) => client.rotateKey(channel),
+  async waitForChannel({ channel, timeoutMs }) { await client.waitForChannel(channel, timeoutMs ?? 30000); return true },
+  netSend: ({ channel, text }) => client.channel(channel).send(new TextEncoder().encode(text)),
+  /** Sends `count` messages `${prefix}${i}` one after the other; returns their seqs. */
+  async netSendMany({ channel, prefix, count }) {
+    const ch = client.channel(channel)
+    const seqs = []
+    for (let i = 0; i < count; i++) seqs.push(await ch.send(new TextEncoder().encode(`${prefix}${i}`)))
+    return seqs
+  },
+  /** Sends `count` messages without waiting for each ack (they queue while disconnected). */
+  async netSendManyConcurrent({ channel, prefix, count }) {
+    const ch = client.channel(channel)
+    return Promise.all(Array.from({ length: count }, (_, i) => ch.send(new TextEncoder().encode(`${prefix}${i}`))))
+  },
+  /** Reads messages through the async iterator until `count` application messages arrived. */
+  async netReceive({ channel, count, timeoutMs = 60000 }) {
+    const ch = client.channel(channel)
+    const out = []
+    const signal = AbortSignal.timeout(timeoutMs)
+    for await (const m of ch.messages({ signal, pollMs: 200 })) {
+      if (m.kind === 'message') out.push({ seq: m.seq, sender: m.sender, text: new TextDecoder().decode(m.data), epoch: m.epoch })
+      else out.push({ seq: m.seq, sender: m.sender, kind: m.kind, epoch: m.epoch, added: m.added, removed: m.removed })
+      if (out.filter((x) => x.text !== undefined).length >= count) break
+    }
+    return out
+  },
+  netEpoch: ({ channel }) => client.channel(channel).epoch,
+  netSecret: ({ channel }) => client.channel(channel).exportSecret('test', 32),
+  connected: () => client?.connected ?? false,
 }
 
 const rl = readline.createInterface({ input: process.stdin })

@@ -263,6 +263,74 @@ impl Agent {
         Ok(joined_name)
     }
 
+    /// A signed GroupInfo of the channel's current epoch, with the ratchet tree, as MLS
+    /// message bytes: what a new member needs to join by an external commit.
+    pub fn export_group_info(&self, name: &str) -> Result<Vec<u8>> {
+        let mut inner = self.lock()?;
+        inner.group(name)?;
+        let inner = &mut *inner;
+        let group = inner.groups.get(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
+        if !group.is_active() {
+            return Err(Error::NotAMember(name.to_string()));
+        }
+        let msg = group
+            .export_group_info(&inner.crypto, &inner.signer, true)
+            .map_err(|e| Error::Internal(format!("export group info: {e}")))?;
+        serialize(&msg)
+    }
+
+    /// Joins a channel by an MLS external commit built from `group_info` (as produced by
+    /// [`Agent::export_group_info`]), carrying `authenticated_data` (visible to members, e.g. a
+    /// proof of an invite). The channel is stored at the new epoch at once; if the delivery
+    /// service refuses the commit, call [`Agent::forget_channel`] and try again with a fresh
+    /// GroupInfo. Returns the channel name and the commit to send.
+    pub fn join_by_external_commit(&self, group_info: &[u8], authenticated_data: &[u8]) -> Result<(String, CommitOutput)> {
+        let verifiable = match parse_message(group_info)?.extract() {
+            MlsMessageBodyIn::GroupInfo(gi) => gi,
+            _ => return Err(Error::InvalidMessage("not a GroupInfo".into())),
+        };
+        let name = String::from_utf8(verifiable.group_id().as_slice().to_vec())
+            .map_err(|_| Error::InvalidMessage("channel name is not UTF-8".into()))?;
+        validate_channel_name(&name)?;
+        let from_epoch = verifiable.epoch().as_u64();
+        let mut inner = self.lock()?;
+        let mut result = None;
+        inner.transaction(None, |inner| {
+            if inner.channel_exists(&name)? {
+                let active = inner.group(&name).map(|g| g.is_active()).unwrap_or(false);
+                if active {
+                    return Err(Error::ChannelExists(name.clone()));
+                }
+                inner.delete_channel_state(&name)?;
+            }
+            let provider = Provider::new(&inner.crypto, inner.store.conn());
+            let (group, bundle) = MlsGroup::external_commit_builder()
+                .with_aad(authenticated_data.to_vec())
+                .with_config(group_config())
+                .build_group(&provider, verifiable, inner.credential.clone())
+                .map_err(|e| Error::InvalidMessage(format!("group info: {e}")))?
+                .load_psks(provider.storage())
+                .map_err(|e| Error::Storage(format!("psks: {e:?}")))?
+                .build(provider.rand(), provider.crypto(), &inner.signer, |_| true)
+                .map_err(|e| Error::Internal(format!("external commit: {e}")))?
+                .finalize(&provider)
+                .map_err(|e| Error::Internal(format!("external commit: {e}")))?;
+            let commit = serialize(bundle.commit())?;
+            let epoch = group.epoch().as_u64();
+            inner.store.conn().execute(
+                "INSERT INTO skytale_channels (name, group_id, created_at) VALUES (?1, ?2, ?3)",
+                params![name, name.as_bytes(), now()],
+            )?;
+            inner.groups.insert(name.clone(), group);
+            result = Some((
+                name.clone(),
+                CommitOutput { commit, welcome: None, from_epoch, epoch, added: vec![inner.identity.clone()], removed: vec![] },
+            ));
+            Ok(())
+        })?;
+        result.ok_or_else(|| Error::Internal("external commit produced nothing".into()))
+    }
+
     /// Names of the channels in this keystore (including ones this agent was removed from).
     pub fn channel_names(&self) -> Result<Vec<String>> {
         let inner = self.lock()?;
@@ -359,6 +427,15 @@ impl Agent {
             for r in &refs {
                 conn.execute("INSERT INTO skytale_used_key_packages (ref, used_at) VALUES (?1, ?2)", params![r, now()])?;
             }
+            if mode == CommitMode::Stage {
+                // If the delivery service rejects this commit, these key packages were not used.
+                let refs_json = serde_json::to_vec(&refs.iter().map(hex::encode).collect::<Vec<_>>())
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                conn.execute(
+                    "INSERT INTO skytale_kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![pending_kps_key(name), refs_json],
+                )?;
+            }
             finish_commit(&provider, group, mode)?;
             Ok(CommitOutput {
                 commit: serialize(&commit)?,
@@ -441,6 +518,7 @@ impl Agent {
             }
             let provider = Provider::new(crypto, conn);
             group.merge_pending_commit(&provider).map_err(|e| Error::Internal(format!("merge: {e}")))?;
+            conn.execute("DELETE FROM skytale_kv WHERE key = ?1", [pending_kps_key(name)])?;
             Ok(group.epoch().as_u64())
         })
     }
@@ -453,6 +531,18 @@ impl Agent {
             let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
             let storage = openmls_sqlite_storage::SqliteStorageProvider::<crate::provider::JsonCodec, _>::new(conn);
             group.clear_pending_commit(&storage).map_err(|e| Error::Storage(format!("clear pending commit: {e}")))?;
+            let pending: Option<Vec<u8>> = conn
+                .query_row("SELECT value FROM skytale_kv WHERE key = ?1", [pending_kps_key(name)], |r| r.get(0))
+                .optional()?;
+            if let Some(json) = pending {
+                let refs: Vec<String> = serde_json::from_slice(&json).unwrap_or_default();
+                for r in refs {
+                    if let Ok(bytes) = hex::decode(r) {
+                        conn.execute("DELETE FROM skytale_used_key_packages WHERE ref = ?1", [bytes])?;
+                    }
+                }
+                conn.execute("DELETE FROM skytale_kv WHERE key = ?1", [pending_kps_key(name)])?;
+            }
             Ok(())
         })
     }
@@ -482,6 +572,18 @@ impl Agent {
     /// Errors: `SKYTALE_DECRYPT_FAILED`, `SKYTALE_REPLAY`, `SKYTALE_WRONG_EPOCH`,
     /// `SKYTALE_NOT_A_MEMBER`, `SKYTALE_INVALID_MESSAGE`. On error nothing is changed.
     pub fn process_incoming(&self, name: &str, wire: &[u8]) -> Result<Incoming> {
+        self.process_incoming_inner(name, wire, None)
+    }
+
+    /// Processes an incoming message delivered by the relay under sequence number `seq`, and in
+    /// the same transaction records `seq` as the channel's last processed one and, for
+    /// application messages and commits, stores the event in the channel's inbox (see
+    /// [`Agent::inbox`]). A crash therefore neither loses nor repeats an item.
+    pub fn process_delivered(&self, name: &str, wire: &[u8], seq: u64) -> Result<Incoming> {
+        self.process_incoming_inner(name, wire, Some(seq))
+    }
+
+    fn process_incoming_inner(&self, name: &str, wire: &[u8], seq: Option<u64>) -> Result<Incoming> {
         let msg = parse_message(wire)?;
         let protocol = msg
             .try_into_protocol_message()
@@ -510,8 +612,43 @@ impl Agent {
             let processed = group
                 .process_message(&provider, protocol)
                 .map_err(|e| me::process_error(name, message_epoch, current_epoch, e))?;
+            let event = apply_processed(&provider, group, processed)?;
+            if let Some(seq) = seq {
+                record_delivery(conn, name, seq, &event)?;
+            }
+            let _ = own;
+            Ok(event)
+        })
+    }
+}
+
+fn record_delivery(conn: &rusqlite::Connection, name: &str, seq: u64, event: &Incoming) -> Result<()> {
+    conn.execute("UPDATE skytale_channels SET last_seq = MAX(last_seq, ?2) WHERE name = ?1", params![name, seq as i64])?;
+    let row = match event {
+        Incoming::Message { sender, data, epoch } => Some(("message", sender.clone(), *epoch, data.clone())),
+        Incoming::Commit { sender, epoch, added, removed, self_removed, external, .. } => {
+            let summary = serde_json::to_vec(&serde_json::json!({"added": added, "removed": removed, "selfRemoved": self_removed, "external": external}))
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            Some(("commit", sender.clone(), *epoch, summary))
+        }
+        Incoming::Proposal { .. } => None,
+    };
+    if let Some((kind, sender, epoch, data)) = row {
+        conn.execute(
+            "INSERT OR IGNORE INTO skytale_inbox (channel, seq, kind, sender, epoch, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![name, seq as i64, kind, sender, epoch as i64, data],
+        )?;
+    }
+    Ok(())
+}
+
+fn apply_processed(provider: &Provider<'_>, group: &mut MlsGroup, processed: ProcessedMessage) -> Result<Incoming> {
+    {
+        {
             let sender = credential_identity(processed.credential());
             let epoch = processed.epoch().as_u64();
+            let sender_kind = processed.sender().clone();
+            let authenticated_data = processed.aad().to_vec();
             match processed.into_content() {
                 ProcessedMessageContent::ApplicationMessage(app) => {
                     Ok(Incoming::Message { sender, data: app.into_bytes(), epoch })
@@ -529,6 +666,7 @@ impl Agent {
                     Ok(Incoming::Proposal { sender, epoch, proposal: kind.to_string() })
                 }
                 ProcessedMessageContent::StagedCommitMessage(staged) => {
+                    let external = matches!(sender_kind, Sender::NewMemberCommit);
                     let added = staged
                         .add_proposals()
                         .map(|p| credential_identity(p.add_proposal().key_package().leaf_node().credential()))
@@ -539,27 +677,84 @@ impl Agent {
                         .collect();
                     let self_removed = staged.self_removed();
                     group
-                        .merge_staged_commit(&provider, *staged)
+                        .merge_staged_commit(provider, *staged)
                         .map_err(|e| Error::Internal(format!("merge: {e}")))?;
-                    let _ = own;
                     Ok(Incoming::Commit {
                         sender,
                         epoch: group.epoch().as_u64(),
                         added,
                         removed,
                         self_removed,
+                        external,
+                        authenticated_data,
                     })
                 }
                 ProcessedMessageContent::OwnPendingCommit => {
-                    group.merge_pending_commit(&provider).map_err(|e| Error::Internal(format!("merge: {e}")))?;
-                    Ok(Incoming::Commit { sender, epoch: group.epoch().as_u64(), added: vec![], removed: vec![], self_removed: false })
+                    group.merge_pending_commit(provider).map_err(|e| Error::Internal(format!("merge: {e}")))?;
+                    Ok(Incoming::Commit {
+                        sender,
+                        epoch: group.epoch().as_u64(),
+                        added: vec![],
+                        removed: vec![],
+                        self_removed: false,
+                        external: false,
+                        authenticated_data,
+                    })
                 }
                 ProcessedMessageContent::OwnPrivateMessage => {
                     Err(Error::InvalidMessage("the message was sent by this agent".into()))
                 }
                 _ => Err(Error::InvalidMessage("unsupported message content".into())),
             }
-        })
+        }
+    }
+}
+
+/// One item of a channel's inbox: a delivered message or commit not yet taken by the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxItem {
+    /// Relay sequence number.
+    pub seq: u64,
+    /// `message` or `commit`.
+    pub kind: String,
+    /// Sender identity.
+    pub sender: String,
+    /// Epoch (message: sent in; commit: the new epoch).
+    pub epoch: u64,
+    /// Plaintext (message) or a JSON summary `{added, removed, selfRemoved}` (commit).
+    pub data: Vec<u8>,
+}
+
+impl Agent {
+    /// The oldest `limit` items of a channel's inbox with `seq > after_seq` (delivered, not yet
+    /// acknowledged by the app with [`Agent::inbox_ack`]).
+    pub fn inbox(&self, name: &str, after_seq: u64, limit: u32) -> Result<Vec<InboxItem>> {
+        let inner = self.lock()?;
+        let mut stmt = inner.store.conn().prepare_cached(
+            "SELECT seq, kind, sender, epoch, data FROM skytale_inbox WHERE channel = ?1 AND seq > ?3 ORDER BY seq LIMIT ?2",
+        )?;
+        let items = stmt
+            .query_map(params![name, limit as i64, after_seq as i64], |r| {
+                Ok(InboxItem {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    kind: r.get(1)?,
+                    sender: r.get(2)?,
+                    epoch: r.get::<_, i64>(3)? as u64,
+                    data: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(items)
+    }
+
+    /// Removes inbox items of a channel up to and including `seq` (the app has taken them).
+    pub fn inbox_ack(&self, name: &str, seq: u64) -> Result<()> {
+        let inner = self.lock()?;
+        inner
+            .store
+            .conn()
+            .execute("DELETE FROM skytale_inbox WHERE channel = ?1 AND seq <= ?2", params![name, seq as i64])?;
+        Ok(())
     }
 
     /// The last relay sequence number processed for a channel (0 when none).
@@ -573,25 +768,17 @@ impl Agent {
         seq.map(|s| s as u64).ok_or_else(|| Error::ChannelNotFound(name.to_string()))
     }
 
-    /// Records the last relay sequence number processed for a channel.
+    /// Records the last relay sequence number processed for a channel (it never goes back).
     pub fn set_last_seq(&self, name: &str, seq: u64) -> Result<()> {
         let inner = self.lock()?;
         let n = inner
             .store
             .conn()
-            .execute("UPDATE skytale_channels SET last_seq = ?2 WHERE name = ?1", params![name, seq as i64])?;
+            .execute("UPDATE skytale_channels SET last_seq = MAX(last_seq, ?2) WHERE name = ?1", params![name, seq as i64])?;
         if n == 0 {
             return Err(Error::ChannelNotFound(name.to_string()));
         }
         Ok(())
-    }
-
-    /// Processes an incoming message and records its relay sequence number in the same
-    /// transaction, so a restart neither loses nor repeats it.
-    pub fn process_incoming_at(&self, name: &str, wire: &[u8], seq: u64) -> Result<Incoming> {
-        let event = self.process_incoming(name, wire)?;
-        self.set_last_seq(name, seq)?;
-        Ok(event)
     }
 
     /// Deletes a channel's local state (after leaving or being removed).
@@ -612,6 +799,10 @@ impl Agent {
     pub fn kv_put(&self, key: &str, value: &[u8]) -> Result<()> {
         self.lock()?.store.kv_put(key, value)
     }
+}
+
+fn pending_kps_key(name: &str) -> String {
+    format!("pending-key-packages/{name}")
 }
 
 fn ensure_ready(name: &str, group: &MlsGroup) -> Result<()> {
@@ -679,6 +870,7 @@ impl Inner {
         }
         self.groups.remove(name);
         self.store.conn().execute("DELETE FROM skytale_channels WHERE name = ?1", [name])?;
+        self.store.conn().execute("DELETE FROM skytale_inbox WHERE channel = ?1", [name])?;
         Ok(())
     }
 

@@ -24,6 +24,10 @@ pub enum Incoming {
         removed: Vec<String>,
         /// True when this agent itself was removed (the channel is then inactive).
         self_removed: bool,
+        /// True for an external commit (a new member joining by itself from a GroupInfo).
+        external: bool,
+        /// The commit's authenticated data (e.g. an invite proof of an external joiner).
+        authenticated_data: Vec<u8>,
     },
     /// A proposal, stored until a commit covers it.
     Proposal {

@@ -31,7 +31,7 @@ use crate::secret::{KeystoreSecret, SecretKey32};
 const DB_FILE: &str = "keystore.db";
 const META_FILE: &str = "keystore.json";
 const KCV_LABEL: &[u8] = b"skytale/keystore-check/v1";
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Argon2id parameters used for new passphrase-protected keystores
 /// (memory 19 MiB, 2 passes, 1 lane: the OWASP minimum for Argon2id).
@@ -250,6 +250,22 @@ impl Keystore {
                      value BLOB NOT NULL
                  );
                  PRAGMA user_version = 1;",
+            )?;
+            tx.commit()?;
+        }
+        if version < 2 {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(
+                "CREATE TABLE skytale_inbox (
+                     channel TEXT NOT NULL,
+                     seq INTEGER NOT NULL,
+                     kind TEXT NOT NULL,
+                     sender TEXT NOT NULL,
+                     epoch INTEGER NOT NULL,
+                     data BLOB NOT NULL,
+                     PRIMARY KEY (channel, seq)
+                 );
+                 PRAGMA user_version = 2;",
             )?;
             tx.commit()?;
         }

@@ -29,7 +29,7 @@ mod names;
 mod provider;
 mod secret;
 
-pub use agent::{Agent, AgentOptions, CIPHERSUITE};
+pub use agent::{Agent, AgentOptions, InboxItem, CIPHERSUITE};
 pub use error::{Error, Result};
 pub use events::{CommitMode, CommitOutput, Incoming};
 pub use keystore::{Keystore, ARGON2_M_COST_KIB, ARGON2_P_COST, ARGON2_T_COST};

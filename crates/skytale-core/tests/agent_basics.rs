@@ -103,3 +103,68 @@ fn staged_commits_wait_for_the_delivery_service() {
     // The losing commit, if replayed, is refused without harm.
     assert_eq!(bob.process_incoming(ch, &a.commit).unwrap_err().code(), "SKYTALE_WRONG_EPOCH");
 }
+
+#[test]
+fn a_rejected_staged_add_can_be_retried_with_the_same_key_package() {
+    let (_da, _db, alice, bob) = pair();
+    let ch = "acme/team/retry";
+    alice.create_channel(ch).unwrap();
+    let kp = bob.generate_key_packages(1).unwrap();
+    let first = alice.add_members(ch, &kp, CommitMode::Stage).unwrap();
+    alice.clear_pending_commit(ch).unwrap();
+    let second = alice.add_members(ch, &kp, CommitMode::Stage).unwrap();
+    assert_eq!(second.from_epoch, first.from_epoch);
+    alice.merge_pending_commit(ch).unwrap();
+    bob.join_channel(second.welcome.as_ref().unwrap()).unwrap();
+    assert_eq!(alice.add_members(ch, &kp, CommitMode::Merge).unwrap_err().code(), "SKYTALE_KEY_PACKAGE_USED");
+}
+
+#[test]
+fn delivered_items_land_in_the_inbox_with_their_seq_atomically() {
+    let (_da, _db, alice, bob) = pair();
+    let ch = "acme/team/inbox";
+    alice.create_channel(ch).unwrap();
+    let out = alice.add_members(ch, &bob.generate_key_packages(1).unwrap(), CommitMode::Merge).unwrap();
+    bob.join_channel(out.welcome.as_ref().unwrap()).unwrap();
+    let w1 = alice.encrypt(ch, b"one").unwrap();
+    let w2 = alice.encrypt(ch, b"two").unwrap();
+    bob.process_delivered(ch, &w1, 5).unwrap();
+    // A failed item changes nothing: neither the seq nor the inbox.
+    assert_eq!(bob.process_delivered(ch, &w1, 6).unwrap_err().code(), "SKYTALE_REPLAY");
+    assert_eq!(bob.last_seq(ch).unwrap(), 5);
+    bob.process_delivered(ch, &w2, 7).unwrap();
+    let rot = alice.rotate_key(ch, CommitMode::Merge).unwrap();
+    bob.process_delivered(ch, &rot.commit, 9).unwrap();
+    let items = bob.inbox(ch, 0, 10).unwrap();
+    assert_eq!(items.iter().map(|i| (i.seq, i.kind.as_str())).collect::<Vec<_>>(), vec![(5, "message"), (7, "message"), (9, "commit")]);
+    assert_eq!(items[1].data, b"two");
+    bob.inbox_ack(ch, 7).unwrap();
+    assert_eq!(bob.inbox(ch, 0, 10).unwrap().len(), 1);
+    assert_eq!(bob.inbox(ch, 9, 10).unwrap().len(), 0);
+    assert_eq!(bob.last_seq(ch).unwrap(), 9);
+}
+
+#[test]
+fn external_commit_join_from_group_info() {
+    let (_da, _db, alice, bob) = pair();
+    let ch = "acme/team/external";
+    alice.create_channel(ch).unwrap();
+    let gi = alice.export_group_info(ch).unwrap();
+    let (name, out) = bob.join_by_external_commit(&gi, b"proof-bytes").unwrap();
+    assert_eq!(name, ch);
+    assert_eq!((out.from_epoch, out.epoch), (0, 1));
+    match alice.process_incoming(ch, &out.commit).unwrap() {
+        Incoming::Commit { sender, external, authenticated_data, epoch, .. } => {
+            assert_eq!(sender, "bob");
+            assert!(external);
+            assert_eq!(authenticated_data, b"proof-bytes");
+            assert_eq!(epoch, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    let w = alice.encrypt(ch, b"hello joiner").unwrap();
+    assert!(matches!(bob.process_incoming(ch, &w).unwrap(), Incoming::Message { ref data, .. } if data == b"hello joiner"));
+    // A joiner without a valid proof can be removed by any member.
+    let rm = alice.remove_members(ch, &["bob".to_string()], CommitMode::Merge).unwrap();
+    assert!(matches!(bob.process_incoming(ch, &rm.commit).unwrap(), Incoming::Commit { self_removed: true, .. }));
+}

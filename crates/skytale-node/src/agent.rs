@@ -68,6 +68,11 @@ impl Agent {
         )
     }
 
+    /// The open core agent (for the client), or an error after `close()`.
+    pub(crate) fn core(&self) -> Result<Arc<CoreAgent>, skytale_client::ClientError> {
+        self.handle.get().map_err(skytale_client::ClientError::from)
+    }
+
     /// The agent's identity.
     #[napi(getter)]
     pub fn identity(&self) -> String {

@@ -28,9 +28,14 @@ pub fn closed() -> CoreError {
 
 /// Builds a JS `Error` with `code` set, as a napi error that rethrows that object.
 pub fn js_error(env: &Env, e: &CoreError) -> napi::Error {
+    js_error_code(env, e.code(), &e.to_string())
+}
+
+/// Builds a JS `Error` with the given `code` and message.
+pub fn js_error_code(env: &Env, code: &str, message: &str) -> napi::Error {
     let build = || -> napi::Result<napi::Error> {
-        let mut obj = env.create_error(napi::Error::from_reason(e.to_string()))?;
-        obj.set_named_property("code", e.code())?;
+        let mut obj = env.create_error(napi::Error::from_reason(message.to_string()))?;
+        obj.set_named_property("code", code)?;
         Ok(napi::Error::from(obj.to_unknown()))
     };
     build().unwrap_or_else(|err| err)

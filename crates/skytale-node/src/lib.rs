@@ -9,6 +9,7 @@
 
 mod agent;
 mod channel;
+mod client;
 mod errors;
 mod task;
 mod types;

@@ -82,7 +82,7 @@ impl From<Incoming> for IncomingEvent {
                 self_removed: None,
                 proposal: None,
             },
-            Incoming::Commit { sender, epoch, added, removed, self_removed } => IncomingEvent {
+            Incoming::Commit { sender, epoch, added, removed, self_removed, .. } => IncomingEvent {
                 kind: "commit".into(),
                 sender,
                 epoch: epoch as i64,

@@ -1,0 +1,73 @@
+//! The client's error type: core (MLS, keystore) errors, relay errors and IO errors, each with
+//! a stable code string.
+
+use thiserror::Error;
+
+/// Every failure of the client, with a stable [`ClientError::code`].
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// An error of the local core (keystore, MLS); its code is the core's.
+    #[error(transparent)]
+    Core(#[from] skytale_core::Error),
+    /// An error frame or transport failure of the relay connection.
+    #[error(transparent)]
+    Relay(#[from] skytale_proto::ProtoError),
+    /// The API server refused the API key (`SKYTALE_AUTH_KEY_INVALID`, `SKYTALE_AUTH_KEY_REVOKED`,
+    /// `SKYTALE_AUTH_RATE_LIMITED`) or could not be reached (`SKYTALE_API_UNREACHABLE`).
+    #[error("{code}: {message}")]
+    Api {
+        /// Stable code.
+        code: &'static str,
+        /// Detail (never the key).
+        message: String,
+    },
+    /// No relay address: none configured and the API server did not hand one out.
+    #[error("no relay address configured and none published by the API server")]
+    NoRelay,
+    /// The client was closed.
+    #[error("the client is closed")]
+    Closed,
+    /// A commit was refused by the relay too many times in a row (contention).
+    #[error("commit on {0} kept losing to concurrent commits")]
+    CommitContention(String),
+    /// Invalid argument.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A wait ran out of time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+impl ClientError {
+    /// The stable code (`SKYTALE_…`).
+    pub fn code(&self) -> &str {
+        match self {
+            ClientError::Core(e) => e.code(),
+            ClientError::Relay(e) => e.code(),
+            ClientError::Api { code, .. } => code,
+            ClientError::NoRelay => "SKYTALE_NO_RELAY",
+            ClientError::Closed => "SKYTALE_CLIENT_CLOSED",
+            ClientError::CommitContention(_) => "SKYTALE_COMMIT_CONTENTION",
+            ClientError::InvalidArgument(_) => "SKYTALE_INVALID_ARGUMENT",
+            ClientError::Timeout(_) => "SKYTALE_TIMEOUT",
+        }
+    }
+
+    /// True for failures that a reconnect cannot fix (bad credentials, forbidden).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self.code(),
+            "SKYTALE_AUTH_KEY_INVALID"
+                | "SKYTALE_AUTH_KEY_REVOKED"
+                | "SKYTALE_AUTH_INVALID"
+                | "SKYTALE_AUTH_EXPIRED"
+                | "SKYTALE_FORBIDDEN_CHANNEL"
+                | "SKYTALE_NO_RELAY"
+                | "SKYTALE_INVALID_ADDRESS"
+                | "SKYTALE_CLIENT_CLOSED"
+        )
+    }
+}
+
+/// Result alias of the client.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;

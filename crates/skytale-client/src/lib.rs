@@ -1,0 +1,22 @@
+//! # skytale-client
+//!
+//! The IO driver around [`skytale_core::Agent`]: it gets relay tokens from the API server with
+//! an API key (refreshing them before they expire), keeps one iroh QUIC connection to the relay
+//! (reconnecting with backoff and jitter), subscribes to every channel of the agent resuming
+//! from the last processed sequence number (kept in the keystore), and processes incoming
+//! commits, messages and welcomes in the background, in relay order. Sends made while
+//! disconnected wait in an outbox and are delivered exactly once (a client message id lets the
+//! relay drop duplicates); commits are ordered by the relay (first wins) and a losing commit is
+//! discarded, the missed items are applied, and the operation is retried.
+//!
+//! Delivered messages land in the channel's inbox in the keystore, in the same transaction
+//! that advances the channel's sequence number, so neither a crash nor a restart loses or
+//! repeats one; [`Client::next_event`] takes them in order.
+
+mod client;
+mod error;
+mod tokens;
+
+pub use client::{ChannelEvent, Client, ClientConfig, ClientEvent};
+pub use error::{ClientError, Result};
+pub use tokens::{Token, TokenSource};

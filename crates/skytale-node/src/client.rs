@@ -1,0 +1,246 @@
+//! The `Client` and `ClientChannel` classes: an agent connected to the relay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use std::result::Result;
+use napi_derive::napi;
+use skytale_client::{ChannelEvent, Client as CoreClient, ClientConfig, ClientError};
+use zeroize::Zeroizing;
+
+use crate::agent::Agent;
+use crate::errors::js_error_code;
+use crate::types::CommitResult;
+
+/// Options of `Client.connect`.
+#[napi(object)]
+pub struct ClientConnectOptions {
+    /// API server base URL, e.g. `http://127.0.0.1:8080`.
+    pub api_url: String,
+    /// API key (`sk_live_…`).
+    pub api_key: String,
+    /// Relay address `iroh://<endpoint-id>@host:port`; default: the one the API server publishes.
+    pub relay: Option<String>,
+}
+
+/// A delivered channel message (or, with `kind: 'commit'`, a membership change).
+#[napi(object)]
+pub struct ChannelMessage {
+    /// `message` or `commit`.
+    #[napi(ts_type = "'message' | 'commit'")]
+    pub kind: String,
+    /// Relay sequence number (increasing per channel).
+    pub seq: i64,
+    /// Sender identity (authenticated by MLS).
+    pub sender: String,
+    /// The plaintext (`kind: 'message'`).
+    pub data: Option<Uint8Array>,
+    /// Epoch (message: sent in; commit: new epoch).
+    pub epoch: i64,
+    /// Added identities (`kind: 'commit'`).
+    pub added: Option<Vec<String>>,
+    /// Removed identities (`kind: 'commit'`).
+    pub removed: Option<Vec<String>>,
+    /// True when this agent was removed (`kind: 'commit'`).
+    pub self_removed: Option<bool>,
+}
+
+fn to_js(ev: ChannelEvent) -> ChannelMessage {
+    match ev {
+        ChannelEvent::Message { seq, sender, data, epoch } => ChannelMessage {
+            kind: "message".into(),
+            seq: seq as i64,
+            sender,
+            data: Some(Uint8Array::from(data)),
+            epoch: epoch as i64,
+            added: None,
+            removed: None,
+            self_removed: None,
+        },
+        ChannelEvent::Commit { seq, sender, epoch, added, removed, self_removed } => ChannelMessage {
+            kind: "commit".into(),
+            seq: seq as i64,
+            sender,
+            data: None,
+            epoch: epoch as i64,
+            added: Some(added),
+            removed: Some(removed),
+            self_removed: Some(self_removed),
+        },
+    }
+}
+
+/// Runs `fut` on the napi tokio runtime; rejects with an `Error` carrying the stable `code`.
+fn run<'env, T, V, F>(env: &'env Env, fut: F, convert: fn(T) -> V) -> napi::Result<PromiseRaw<'env, V>>
+where
+    T: Send + 'static,
+    V: ToNapiValue + 'static,
+    F: std::future::Future<Output = Result<T, ClientError>> + Send + 'static,
+{
+    env.spawn_future_with_callback(async move { Ok(fut.await) }, move |env, res| match res {
+        Ok(v) => Ok(convert(v)),
+        Err(e) => Err(js_error_code(env, e.code(), &e.to_string())),
+    })
+}
+
+/// An agent connected to a relay: tokens, reconnects and background processing are handled.
+#[napi]
+pub struct Client {
+    inner: CoreClient,
+}
+
+#[napi]
+impl Client {
+    /// Connects `agent` to the relay (token from the API server with `apiKey`). Resolves once
+    /// authenticated and subscribed to all of the agent's channels; rejects fast on a bad key
+    /// (`SKYTALE_AUTH_KEY_INVALID`) or an unreachable relay.
+    #[napi(ts_return_type = "Promise<Client>")]
+    pub fn connect<'env>(env: &'env Env, agent: &Agent, options: ClientConnectOptions) -> napi::Result<PromiseRaw<'env, Client>> {
+        let core = agent.core();
+        let config = ClientConfig::new(options.api_url, Zeroizing::new(options.api_key), options.relay);
+        run(
+            env,
+            async move {
+                let core = core?;
+                CoreClient::connect(core, config).await
+            },
+            |inner| Client { inner },
+        )
+    }
+
+    /// Creates a channel (`org/namespace/service`) on the relay and subscribes to it.
+    #[napi(ts_return_type = "Promise<ClientChannel>")]
+    pub fn create_channel<'env>(&self, env: &'env Env, name: String) -> napi::Result<PromiseRaw<'env, ClientChannel>> {
+        let inner = self.inner.clone();
+        run(env, async move { inner.create_channel(&name).await.map(|_| (inner, name)) }, |(inner, name)| ClientChannel { inner, name })
+    }
+
+    /// A handle on a channel this agent is a member of. Throws `SKYTALE_CHANNEL_NOT_FOUND`.
+    #[napi]
+    pub fn channel(&self, env: Env, name: String) -> napi::Result<ClientChannel> {
+        match self.inner.agent().has_channel(&name) {
+            Ok(true) => Ok(ClientChannel { inner: self.inner.clone(), name }),
+            Ok(false) => Err(js_error_code(&env, "SKYTALE_CHANNEL_NOT_FOUND", &format!("channel not found: {name}"))),
+            Err(e) => Err(js_error_code(&env, e.code(), &e.to_string())),
+        }
+    }
+
+    /// Adds `identity` to `channel`: claims one of its key packages from the relay, commits
+    /// through the relay (retrying on a lost race) and queues the Welcome for it.
+    #[napi(ts_return_type = "Promise<CommitResult>")]
+    pub fn add_member<'env>(&self, env: &'env Env, channel: String, identity: String) -> napi::Result<PromiseRaw<'env, CommitResult>> {
+        let inner = self.inner.clone();
+        run(env, async move { inner.add_member(&channel, &identity).await }, CommitResult::from)
+    }
+
+    /// Removes members of `channel` by identity.
+    #[napi(ts_return_type = "Promise<CommitResult>")]
+    pub fn remove_members<'env>(&self, env: &'env Env, channel: String, identities: Vec<String>) -> napi::Result<PromiseRaw<'env, CommitResult>> {
+        let inner = self.inner.clone();
+        run(env, async move { inner.remove_members(&channel, &identities).await }, CommitResult::from)
+    }
+
+    /// Rotates this agent's keys in `channel`.
+    #[napi(ts_return_type = "Promise<CommitResult>")]
+    pub fn rotate_key<'env>(&self, env: &'env Env, channel: String) -> napi::Result<PromiseRaw<'env, CommitResult>> {
+        let inner = self.inner.clone();
+        run(env, async move { inner.rotate_key(&channel).await }, CommitResult::from)
+    }
+
+    /// Waits until this agent has been added to `channel` (rejects with `SKYTALE_TIMEOUT`).
+    #[napi(ts_return_type = "Promise<ClientChannel>")]
+    pub fn wait_for_channel<'env>(&self, env: &'env Env, channel: String, timeout_ms: u32) -> napi::Result<PromiseRaw<'env, ClientChannel>> {
+        let inner = self.inner.clone();
+        run(
+            env,
+            async move { inner.wait_for_channel(&channel, Duration::from_millis(timeout_ms as u64)).await.map(|_| (inner, channel)) },
+            |(inner, name)| ClientChannel { inner, name },
+        )
+    }
+
+    /// Whether the client currently has an authenticated relay connection.
+    #[napi(getter)]
+    pub fn connected(&self) -> bool {
+        self.inner.is_connected()
+    }
+
+    /// Closes the connection; pending sends reject with `SKYTALE_CLIENT_CLOSED`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        let inner = self.inner.clone();
+        run(env, async move { inner.close().await; Ok(()) }, |v| v)
+    }
+}
+
+/// A channel of a connected client.
+#[napi]
+pub struct ClientChannel {
+    inner: CoreClient,
+    name: String,
+}
+
+#[napi]
+impl ClientChannel {
+    /// The channel name.
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// Encrypts and sends `data`; resolves with the relay sequence number once archived.
+    /// While disconnected the send waits and is delivered exactly once after reconnecting.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn send<'env>(&self, env: &'env Env, data: Uint8Array) -> napi::Result<PromiseRaw<'env, i64>> {
+        let (inner, name, data) = (self.inner.clone(), self.name.clone(), data.to_vec());
+        run(env, async move { inner.send(&name, &data).await }, |s| s as i64)
+    }
+
+    /// The first message or membership change with `seq > afterSeq` (0 = the oldest not yet
+    /// acknowledged), in relay order; `null` after `timeoutMs` (omitted = wait forever) or when
+    /// the client closes. Events stay stored until `ack(seq)`, so none is lost if the process
+    /// dies between receiving and handling one. `messages()` wraps this as an async iterator.
+    #[napi(ts_return_type = "Promise<ChannelMessage | null>")]
+    pub fn next_message<'env>(&self, env: &'env Env, after_seq: Option<i64>, timeout_ms: Option<u32>) -> napi::Result<PromiseRaw<'env, Option<ChannelMessage>>> {
+        let (inner, name) = (self.inner.clone(), self.name.clone());
+        let after = after_seq.unwrap_or(0).max(0) as u64;
+        run(
+            env,
+            async move { inner.next_event(&name, after, timeout_ms.map(|t| Duration::from_millis(t as u64))).await },
+            |ev| ev.map(to_js),
+        )
+    }
+
+    /// Acknowledges the events up to and including `seq`: they are deleted from the inbox.
+    #[napi]
+    pub fn ack(&self, env: Env, seq: i64) -> napi::Result<()> {
+        self.inner.ack_events(&self.name, seq.max(0) as u64).map_err(|e| js_error_code(&env, e.code(), &e.to_string()))
+    }
+
+    /// The channel's current MLS epoch.
+    #[napi(getter)]
+    pub fn epoch(&self, env: Env) -> napi::Result<i64> {
+        self.inner.agent().epoch(&self.name).map(|e| e as i64).map_err(|e| js_error_code(&env, e.code(), &e.to_string()))
+    }
+
+    /// Identities of the current members.
+    #[napi]
+    pub fn members(&self, env: Env) -> napi::Result<Vec<String>> {
+        self.inner.agent().members(&self.name).map_err(|e| js_error_code(&env, e.code(), &e.to_string()))
+    }
+
+    /// Derives `length` bytes from the current epoch's exporter secret (same for all members).
+    #[napi]
+    pub fn export_secret(&self, env: Env, label: String, length: u32) -> napi::Result<Uint8Array> {
+        self.inner
+            .agent()
+            .export_secret(&self.name, &label, &[], length as usize)
+            .map(|s| Uint8Array::from(s.to_vec()))
+            .map_err(|e| js_error_code(&env, e.code(), &e.to_string()))
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send(c: CoreClient) -> Arc<CoreClient> {
+    Arc::new(c)
+}

@@ -1,0 +1,92 @@
+// Test helper: starts the real API server (PGlite) and the real relay binary as child
+// processes on loopback, and creates accounts. Used by the networked end-to-end tests.
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
+import readline from 'node:readline'
+import { fileURLToPath } from 'node:url'
+
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
+
+/** Path of the relay binary built by `cargo build --release -p skytale-relay`. */
+export function relayBinary() {
+  if (process.env.SKYTALE_RELAY_BIN) return process.env.SKYTALE_RELAY_BIN
+  const targetDir = process.env.CARGO_TARGET_DIR ? resolve(REPO, process.env.CARGO_TARGET_DIR) : join(REPO, 'target')
+  const bin = join(targetDir, 'release', 'skytale-relay')
+  if (!existsSync(bin)) throw new Error(`relay binary not found at ${bin}: run npm run build`)
+  return bin
+}
+
+function waitForLine(child, pattern, what, timeoutMs = 60_000) {
+  return new Promise((resolveLine, reject) => {
+    const rl = readline.createInterface({ input: child.stdout })
+    const timer = setTimeout(() => reject(new Error(`${what} did not start within ${timeoutMs} ms`)), timeoutMs)
+    rl.on('line', (line) => {
+      const m = line.match(pattern)
+      if (m) { clearTimeout(timer); resolveLine(m) }
+    })
+    child.on('exit', (code, signal) => { clearTimeout(timer); reject(new Error(`${what} exited early (${code ?? signal})`)) })
+  })
+}
+
+function handle(child) {
+  const exited = new Promise((r) => child.on('exit', (code, signal) => r({ code, signal })))
+  return {
+    child,
+    exited,
+    async kill() { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); return exited },
+    async stop() { if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM'); return exited },
+  }
+}
+
+/** Starts the API server on a free port with an embedded PGlite store in `dataDir`. */
+export async function startApiServer({ dataDir, env = {} }) {
+  const child = spawn(process.execPath, [join(REPO, 'api-server/dist/main.js')], {
+    env: {
+      ...process.env,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      SKYTALE_API_DATA_DIR: dataDir,
+      SKYTALE_ARGON2_MEMORY_KIB: '1024',
+      SKYTALE_ARGON2_TIME_COST: '1',
+      SKYTALE_RATE_TOKENS_PER_IP: '100000',
+      SKYTALE_RATE_GLOBAL_PER_IP: '100000',
+      SKYTALE_RATE_SIGNUP_PER_IP: '100000',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  const [, url] = await waitForLine(child, /listening on (http:\/\/\S+)/, 'API server')
+  return { ...handle(child), url }
+}
+
+/** Starts the relay binary with data in `dataDir`, trusting the API server's JWKS. */
+export async function startRelay({ dataDir, jwksUrl, listen = '127.0.0.1:0', env = {} }) {
+  const child = spawn(relayBinary(), [], {
+    env: {
+      ...process.env,
+      RUST_LOG: process.env.RUST_LOG ?? 'warn',
+      SKYTALE_RELAY_DATA_DIR: dataDir,
+      SKYTALE_RELAY_LISTEN: listen,
+      SKYTALE_RELAY_HTTP_LISTEN: '127.0.0.1:0',
+      SKYTALE_RELAY_JWKS_URL: jwksUrl,
+      SKYTALE_RELAY_FRAMES_PER_SECOND: '5000',
+      SKYTALE_RELAY_BURST: '10000',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  const [, address, httpUrl] = await waitForLine(child, /^skytale-relay listening (\S+) (\S+)/, 'relay')
+  return { ...handle(child), address, httpUrl }
+}
+
+/** Creates an account; returns its API key. */
+export async function signup(apiUrl, org, name = org) {
+  const res = await fetch(`${apiUrl}/v1/accounts`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: `${name}@${org}.test`, name, org }),
+  })
+  if (res.status !== 201) throw new Error(`signup failed: ${res.status} ${await res.text()}`)
+  return (await res.json()).apiKey
+}

@@ -1,0 +1,156 @@
+// End-to-end tests of the relay path (issue: relay and SDK connection): the real API server
+// (PGlite), the real relay binary, and each agent in its own process.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+// @ts-expect-error plain JS helper
+import { startAgentProcess } from './helpers/agent-process.mjs'
+// @ts-expect-error plain JS helper
+import { signup, startApiServer, startRelay } from './helpers/stack.mjs'
+
+type Proc = ReturnType<typeof startAgentProcess>
+
+describe('relay end to end', () => {
+  let root: string
+  let api: Awaited<ReturnType<typeof startApiServer>>
+  let relay: Awaited<ReturnType<typeof startRelay>>
+  let apiKey: string
+  const procs: Proc[] = []
+  const relayListen = `127.0.0.1:${20000 + Math.floor(Math.random() * 20000)}`
+
+  beforeAll(async () => {
+    root = mkdtempSync(join(tmpdir(), 'skytale-relay-e2e-'))
+    api = await startApiServer({ dataDir: join(root, 'api') })
+    relay = await startRelay({ dataDir: join(root, 'relay'), jwksUrl: `${api.url}/.well-known/jwks.json`, listen: relayListen })
+    apiKey = await signup(api.url, 'acme')
+  })
+  afterAll(async () => {
+    await Promise.all(procs.map((p) => p.kill()))
+    await relay?.kill()
+    await api?.stop()
+    rmSync(root, { recursive: true, force: true })
+  })
+
+  const keys = new Map<string, Uint8Array>()
+  async function agent(identity: string, { connect = true } = {}) {
+    const p = startAgentProcess()
+    procs.push(p)
+    if (!keys.has(identity)) keys.set(identity, new Uint8Array(randomBytes(32)))
+    await p.call('open', { dataDir: join(root, identity), identity, keystoreKey: keys.get(identity) })
+    if (connect) await p.call('connect', { apiUrl: api.url, apiKey, relay: relay.address })
+    return p
+  }
+
+  async function pair(channel: string, a = 'alice', b = 'bob') {
+    const alice = await agent(`${a}-${randomBytes(3).toString('hex')}`)
+    const bobId = `${b}-${randomBytes(3).toString('hex')}`
+    const bob = await agent(bobId)
+    await alice.call('netCreateChannel', { name: channel })
+    await alice.call('netAddMember', { channel, identity: bobId })
+    await bob.call('waitForChannel', { channel, timeoutMs: 30_000 })
+    return { alice, bob, bobId }
+  }
+
+  it('alice and bob: 1,000 messages each way, in order, exactly once; the relay stores no plaintext', async () => {
+    const ch = 'acme/e2e/thousand'
+    const { alice, bob } = await pair(ch)
+    const marker = `PLAINTEXT-${randomBytes(6).toString('hex')}-`
+    const [aSeqs, bSeqs, atBob, atAlice] = await Promise.all([
+      alice.call('netSendMany', { channel: ch, prefix: `${marker}a`, count: 1000 }),
+      bob.call('netSendMany', { channel: ch, prefix: `${marker}b`, count: 1000 }),
+      bob.call('netReceive', { channel: ch, count: 1000, timeoutMs: 120_000 }),
+      alice.call('netReceive', { channel: ch, count: 1000, timeoutMs: 120_000 }),
+    ])
+    expect(new Set(aSeqs).size).toBe(1000)
+    expect(new Set(bSeqs).size).toBe(1000)
+    const texts = (xs: any[]) => xs.filter((x) => x.text !== undefined).map((x) => x.text)
+    expect(texts(atBob)).toEqual(Array.from({ length: 1000 }, (_, i) => `${marker}a${i}`))
+    expect(texts(atAlice)).toEqual(Array.from({ length: 1000 }, (_, i) => `${marker}b${i}`))
+    const seqs = atBob.map((x: any) => x.seq)
+    expect([...seqs].sort((x, y) => x - y)).toEqual(seqs)
+    // Nothing more arrives (exactly once).
+    expect(await bob.call('netReceive', { channel: ch, count: 1, timeoutMs: 1500 })).toEqual([])
+    for (const f of readdirSync(join(root, 'relay'))) {
+      expect(readFileSync(join(root, 'relay', f)).includes(Buffer.from(marker)), f).toBe(false)
+    }
+  })
+
+  it('kill -9 the relay mid-stream and restart it: both agents reconnect, every message arrives exactly once', async () => {
+    const ch = 'acme/e2e/crash'
+    const { alice, bob } = await pair(ch)
+    const sending = alice.call('netSendMany', { channel: ch, prefix: 'a-', count: 300 })
+    const sendingBack = bob.call('netSendMany', { channel: ch, prefix: 'b-', count: 100 })
+    const receiving = bob.call('netReceive', { channel: ch, count: 300, timeoutMs: 120_000 })
+    const receivingBack = alice.call('netReceive', { channel: ch, count: 100, timeoutMs: 120_000 })
+    await new Promise((r) => setTimeout(r, 150))
+    await relay.kill()
+    await new Promise((r) => setTimeout(r, 500))
+    const before = relay.address
+    relay = await startRelay({ dataDir: join(root, 'relay'), jwksUrl: `${api.url}/.well-known/jwks.json`, listen: relayListen })
+    expect(relay.address).toBe(before)
+    const [seqs, got, , gotBack] = await Promise.all([sending, receiving, sendingBack, receivingBack])
+    expect(new Set(seqs).size).toBe(300)
+    expect(got.filter((x: any) => x.text !== undefined).map((x: any) => x.text)).toEqual(Array.from({ length: 300 }, (_, i) => `a-${i}`))
+    expect(gotBack.filter((x: any) => x.text !== undefined).map((x: any) => x.text)).toEqual(Array.from({ length: 100 }, (_, i) => `b-${i}`))
+    expect(await bob.call('netReceive', { channel: ch, count: 1, timeoutMs: 1500 })).toEqual([])
+  })
+
+  it('a token of org B cannot touch an org-A channel; a bad API key fails fast', async () => {
+    const keyB = await signup(api.url, 'other-org')
+    const mallory = startAgentProcess()
+    procs.push(mallory)
+    await mallory.call('open', { dataDir: join(root, 'mallory'), identity: 'mallory', keystoreKey: new Uint8Array(randomBytes(32)) })
+    await expect(mallory.call('connect', { apiUrl: api.url, apiKey: 'sk_live_not-a-real-key', relay: relay.address }))
+      .rejects.toMatchObject({ code: 'SKYTALE_AUTH_KEY_INVALID' })
+    await mallory.call('connect', { apiUrl: api.url, apiKey: keyB, relay: relay.address })
+    await expect(mallory.call('netCreateChannel', { name: 'acme/e2e/stolen' })).rejects.toMatchObject({ code: 'SKYTALE_FORBIDDEN_CHANNEL' })
+    await mallory.call('netCreateChannel', { name: 'other-org/e2e/own' })
+    await expect(mallory.call('netAddMember', { channel: 'other-org/e2e/own', identity: 'someone-in-acme' }))
+      .rejects.toMatchObject({ code: 'SKYTALE_KEY_PACKAGE_NOT_FOUND' })
+  })
+
+  it('two members commit at the same epoch: one wins, the other retries; no fork', async () => {
+    const ch = 'acme/e2e/race'
+    const { alice, bob } = await pair(ch)
+    const [ra, rb] = await Promise.all([
+      alice.call('netRotateKey', { channel: ch }),
+      bob.call('netRotateKey', { channel: ch }),
+    ])
+    expect(new Set([ra.epoch, rb.epoch])).toEqual(new Set([2, 3]))
+    // Let each side process the other's commit.
+    await alice.call('netSend', { channel: ch, text: 'sync-a' })
+    await bob.call('netSend', { channel: ch, text: 'sync-b' })
+    await bob.call('netReceive', { channel: ch, count: 1 })
+    await alice.call('netReceive', { channel: ch, count: 1 })
+    expect(await alice.call('netEpoch', { channel: ch })).toBe(3)
+    expect(await bob.call('netEpoch', { channel: ch })).toBe(3)
+    expect(await alice.call('netSecret', { channel: ch })).toEqual(await bob.call('netSecret', { channel: ch }))
+  })
+
+  it('bob offline while alice sends 500 messages and rotates twice: bob reads all on reconnect', async () => {
+    const ch = 'acme/e2e/offline'
+    const { alice, bob, bobId } = await pair(ch)
+    await bob.call('close')
+    await bob.stop()
+    await alice.call('netSendMany', { channel: ch, prefix: 'first-', count: 250 })
+    await alice.call('netRotateKey', { channel: ch })
+    await alice.call('netSendMany', { channel: ch, prefix: 'second-', count: 200 })
+    await alice.call('netRotateKey', { channel: ch })
+    await alice.call('netSendMany', { channel: ch, prefix: 'third-', count: 50 })
+    const bob2 = await agent(bobId)
+    const got = await bob2.call('netReceive', { channel: ch, count: 500, timeoutMs: 120_000 })
+    const texts = got.filter((x: any) => x.text !== undefined).map((x: any) => x.text)
+    expect(texts).toEqual([
+      ...Array.from({ length: 250 }, (_, i) => `first-${i}`),
+      ...Array.from({ length: 200 }, (_, i) => `second-${i}`),
+      ...Array.from({ length: 50 }, (_, i) => `third-${i}`),
+    ])
+    expect(got.filter((x: any) => x.kind === 'commit').map((x: any) => x.epoch)).toEqual([2, 3])
+    expect(await bob2.call('netEpoch', { channel: ch })).toBe(3)
+    await bob2.call('netSend', { channel: ch, text: 'bob is back' })
+    const back = await alice.call('netReceive', { channel: ch, count: 1 })
+    expect(back.map((x: any) => x.text)).toEqual(['bob is back'])
+  })
+})
