@@ -1,0 +1,355 @@
+// Local development stack: the API server (embedded PGlite) and the relay binary (embedded
+// SQLite) as child processes on 127.0.0.1, with their data under one root directory
+// (default ./.skytale), plus a dev account created once. Used by `skytale dev` and the demo.
+//
+// DEV ONLY: `<root>/dev.json` (mode 0600) holds the dev account's API key and a dev keystore key
+// in clear text, so that the CLI and examples work without any setup. Never use it for anything
+// that matters.
+'use strict'
+
+const { spawn } = require('node:child_process')
+const { randomBytes } = require('node:crypto')
+const dgram = require('node:dgram')
+const fs = require('node:fs')
+const net = require('node:net')
+const path = require('node:path')
+const readline = require('node:readline')
+
+const REPO = path.resolve(__dirname, '..')
+
+/** Default ports: chosen away from the relay's own defaults (UDP 4433, HTTP 8787) and the API server's (8080). */
+const DEFAULT_PORTS = { api: 7780, relay: 7781, relayHttp: 7782 }
+
+function devError(code, message) {
+  let ErrorClass = Error
+  try {
+    ErrorClass = require('./errors.js').SkytaleError || Error
+  } catch {
+    // errors.js not available: a plain Error with a code
+  }
+  const err = ErrorClass === Error ? new Error(message) : new ErrorClass(message, code)
+  if (err.code !== code) err.code = code
+  return err
+}
+
+/** Path of the relay binary: $SKYTALE_RELAY_BIN, $CARGO_TARGET_DIR/release, or <repo>/target/release. */
+function relayBinary() {
+  if (process.env.SKYTALE_RELAY_BIN) return path.resolve(process.env.SKYTALE_RELAY_BIN)
+  const targetDir = process.env.CARGO_TARGET_DIR ? path.resolve(REPO, process.env.CARGO_TARGET_DIR) : path.join(REPO, 'target')
+  return path.join(targetDir, 'release', process.platform === 'win32' ? 'skytale-relay.exe' : 'skytale-relay')
+}
+
+/** Path of the API server entry point (built by `npm run build -w api-server`). */
+function apiServerEntry() {
+  return path.join(REPO, 'api-server', 'dist', 'main.js')
+}
+
+function tcpPortFree(port) {
+  return new Promise((resolve) => {
+    const srv = net.createServer()
+    srv.once('error', () => resolve(false))
+    srv.listen({ port, host: '127.0.0.1', exclusive: true }, () => srv.close(() => resolve(true)))
+  })
+}
+
+function udpPortFree(port) {
+  return new Promise((resolve) => {
+    const sock = dgram.createSocket('udp4')
+    sock.once('error', () => { sock.close(); resolve(false) })
+    sock.bind({ port, address: '127.0.0.1', exclusive: true }, () => sock.close(() => resolve(true)))
+  })
+}
+
+/** `port` if it is free (or 0), else 0 (the child then picks a free one). */
+async function pickPort(port, udp) {
+  if (!port) return 0
+  return (await (udp ? udpPortFree(port) : tcpPortFree(port))) ? port : 0
+}
+
+function isAlive(pid) {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (e) {
+    return e.code === 'EPERM'
+  }
+}
+
+const liveChildren = new Set()
+let exitHookInstalled = false
+function track(child) {
+  liveChildren.add(child)
+  child.once('exit', () => liveChildren.delete(child))
+  if (!exitHookInstalled) {
+    exitHookInstalled = true
+    // Last resort: never leave the stack running when the parent goes away without stop().
+    process.once('exit', () => {
+      for (const c of liveChildren) {
+        try { c.kill('SIGKILL') } catch {}
+      }
+    })
+  }
+}
+
+/**
+ * Spawns a child, drains its stdout/stderr line by line (into `logFile` and, unless quiet, to
+ * our stderr with a prefix) and resolves with the match of `pattern` on stdout.
+ */
+function spawnAndWait({ cmd, args, env, name, pattern, logStream, quiet, timeoutMs = 60_000 }) {
+  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  track(child)
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+  const tail = []
+  const onLine = (line) => {
+    logStream.write(`${line}\n`)
+    tail.push(line)
+    if (tail.length > 20) tail.shift()
+    if (!quiet) process.stderr.write(`[${name}] ${line}\n`)
+  }
+  const out = readline.createInterface({ input: child.stdout })
+  readline.createInterface({ input: child.stderr }).on('line', onLine)
+  const ready = new Promise((resolve, reject) => {
+    let done = false
+    const timer = setTimeout(() => {
+      if (done) return
+      done = true
+      reject(devError('SKYTALE_DEV_STACK', `${name} did not start within ${timeoutMs} ms`))
+    }, timeoutMs)
+    out.on('line', (line) => {
+      onLine(line)
+      const m = !done && line.match(pattern)
+      if (m) { done = true; clearTimeout(timer); resolve(m) }
+    })
+    child.once('error', (e) => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      reject(devError('SKYTALE_DEV_STACK', `${name} could not be started: ${e.message}`))
+    })
+    child.once('exit', (code, signal) => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      // Let the last lines of output arrive before reporting them.
+      setTimeout(() => {
+        const err = devError('SKYTALE_DEV_STACK', `${name} exited during start (${code ?? signal}):\n  ${tail.join('\n  ')}`)
+        err.tail = tail.slice()
+        reject(err)
+      }, 50)
+    })
+  })
+  return { child, exited, ready }
+}
+
+async function stopChild(proc, timeoutMs) {
+  if (!proc) return
+  const { child, exited } = proc
+  if (child.exitCode === null && child.signalCode === null) {
+    try { child.kill('SIGTERM') } catch {}
+    const timer = setTimeout(() => {
+      if (child.exitCode === null && child.signalCode === null) {
+        try { child.kill('SIGKILL') } catch {}
+      }
+    }, timeoutMs)
+    await exited
+    clearTimeout(timer)
+  }
+}
+
+async function api(apiUrl, method, route, { apiKey, body } = {}) {
+  const headers = {}
+  if (apiKey) headers.authorization = `Bearer ${apiKey}`
+  if (body !== undefined) headers['content-type'] = 'application/json'
+  const res = await fetch(`${apiUrl}${route}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
+  const text = await res.text()
+  let json = null
+  try { json = text ? JSON.parse(text) : null } catch {}
+  return { status: res.status, json }
+}
+
+function readDevFile(file) {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'))
+  } catch {
+    return null
+  }
+}
+
+function writeDevFile(file, data) {
+  const tmp = `${file}.${process.pid}.tmp`
+  fs.writeFileSync(tmp, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600 })
+  fs.chmodSync(tmp, 0o600)
+  fs.renameSync(tmp, file)
+}
+
+/** Creates the dev account once (org `dev`); reuses the key in dev.json while it still works. */
+async function ensureDevAccount(apiUrl, file) {
+  const saved = readDevFile(file) || {}
+  let apiKey = saved.apiKey
+  if (apiKey) {
+    const me = await api(apiUrl, 'GET', '/v1/accounts/me', { apiKey })
+    if (me.status !== 200) apiKey = undefined
+  }
+  if (!apiKey) {
+    const res = await api(apiUrl, 'POST', '/v1/accounts', { body: { email: 'dev@example.com', name: 'dev', org: 'dev' } })
+    if (res.status === 409) {
+      throw devError('SKYTALE_DEV_STACK', `the dev account exists but ${file} has no working key for it; delete the dev root (${path.dirname(file)}) to start afresh`)
+    }
+    if (res.status !== 201) {
+      throw devError('SKYTALE_DEV_STACK', `creating the dev account failed: HTTP ${res.status} ${res.json?.error?.code ?? ''}`)
+    }
+    apiKey = res.json.apiKey
+    saved.accountId = res.json.account.id
+    saved.createdAt = new Date().toISOString()
+  }
+  saved.org = 'dev'
+  saved.apiKey = apiKey
+  // A dev keystore key so that the CLI works without setup (dev only, like the API key).
+  if (typeof saved.keystoreKey !== 'string' || !/^[0-9a-f]{64}$/.test(saved.keystoreKey)) saved.keystoreKey = randomBytes(32).toString('hex')
+  return saved
+}
+
+/**
+ * Starts the local stack: the API server (PGlite in `<root>/api`), then the relay (data in
+ * `<root>/relay`, trusting the API server's JWKS), and creates the dev account once.
+ */
+async function startDevStack(options = {}) {
+  const root = path.resolve(options.root ?? './.skytale')
+  const quiet = options.quiet ?? true
+  const stopTimeoutMs = options.stopTimeoutMs ?? 5000
+  const entry = apiServerEntry()
+  const relayBin = options.relayBinary ?? relayBinary()
+  if (!fs.existsSync(entry)) throw devError('SKYTALE_DEV_STACK', `API server not built (${entry} missing): run npm run build`)
+  if (!fs.existsSync(relayBin)) throw devError('SKYTALE_DEV_STACK', `relay binary not found at ${relayBin}: run npm run build (or set SKYTALE_RELAY_BIN)`)
+
+  fs.mkdirSync(path.join(root, 'logs'), { recursive: true, mode: 0o700 })
+  fs.mkdirSync(path.join(root, 'api'), { recursive: true, mode: 0o700 })
+  fs.mkdirSync(path.join(root, 'relay'), { recursive: true, mode: 0o700 })
+
+  // One stack per root: PGlite and the relay store must not be opened twice.
+  const pidFile = path.join(root, 'dev.pid')
+  const other = Number.parseInt(readDevFile(pidFile)?.pid ?? '0', 10)
+  if (other && other !== process.pid && isAlive(other)) {
+    throw devError('SKYTALE_DEV_STACK', `a dev stack is already running with root ${root} (pid ${other})`)
+  }
+  fs.writeFileSync(pidFile, JSON.stringify({ pid: process.pid }), { mode: 0o600 })
+
+  const logs = {
+    api: fs.createWriteStream(path.join(root, 'logs', 'api.log'), { flags: 'a', mode: 0o600 }),
+    relay: fs.createWriteStream(path.join(root, 'logs', 'relay.log'), { flags: 'a', mode: 0o600 }),
+  }
+  let apiProc = null
+  let relayProc = null
+  let stopping = null
+
+  const stop = () => {
+    stopping ??= (async () => {
+      await stopChild(relayProc, stopTimeoutMs)
+      await stopChild(apiProc, stopTimeoutMs)
+      await Promise.all(Object.values(logs).map((s) => new Promise((r) => s.end(r))))
+      try {
+        if (readDevFile(pidFile)?.pid === process.pid) fs.rmSync(pidFile, { force: true })
+      } catch {}
+    })()
+    return stopping
+  }
+
+  try {
+    const startApi = async (port) => {
+      apiProc = spawnAndWait({
+        cmd: process.execPath,
+        args: [entry],
+        env: {
+          ...process.env,
+          PORT: String(port),
+          HOST: '127.0.0.1',
+          SKYTALE_API_DATA_DIR: path.join(root, 'api'),
+          LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',
+          ...options.apiEnv,
+        },
+        name: 'api',
+        pattern: /listening on (http:\/\/\S+)/,
+        logStream: logs.api,
+        quiet,
+      })
+      return (await apiProc.ready)[1]
+    }
+    const apiPort = await pickPort(options.apiPort ?? DEFAULT_PORTS.api, false)
+    let apiUrl
+    try {
+      apiUrl = await startApi(apiPort)
+    } catch (e) {
+      if (apiPort === 0 || !/EADDRINUSE/.test(e.message)) throw e
+      apiUrl = await startApi(0) // lost a race for the port
+    }
+
+    const startRelay = async (udp, http) => {
+      relayProc = spawnAndWait({
+        cmd: relayBin,
+        args: [],
+        env: {
+          ...process.env,
+          RUST_LOG: process.env.RUST_LOG ?? 'info,iroh=warn,noq=warn',
+          SKYTALE_RELAY_DATA_DIR: path.join(root, 'relay'),
+          SKYTALE_RELAY_LISTEN: `127.0.0.1:${udp}`,
+          SKYTALE_RELAY_HTTP_LISTEN: `127.0.0.1:${http}`,
+          SKYTALE_RELAY_JWKS_URL: `${apiUrl}/.well-known/jwks.json`,
+          ...options.relayEnv,
+        },
+        name: 'relay',
+        pattern: /^skytale-relay listening (\S+) (\S+)/,
+        logStream: logs.relay,
+        quiet,
+      })
+      const m = await relayProc.ready
+      return { relay: m[1], relayHttp: m[2] }
+    }
+    const relayPort = await pickPort(options.relayPort ?? DEFAULT_PORTS.relay, true)
+    const relayHttpPort = await pickPort(options.relayHttpPort ?? DEFAULT_PORTS.relayHttp, false)
+    let relayInfo
+    try {
+      relayInfo = await startRelay(relayPort, relayHttpPort)
+    } catch (e) {
+      if (relayPort === 0 && relayHttpPort === 0) throw e
+      if (!/in use|AddrInUse|os error 98/i.test(e.message)) throw e
+      relayInfo = await startRelay(0, 0)
+    }
+
+    const devFile = path.join(root, 'dev.json')
+    const account = await ensureDevAccount(apiUrl, devFile)
+    account.apiUrl = apiUrl
+    account.relay = relayInfo.relay
+    account.relayHttp = relayInfo.relayHttp
+    writeDevFile(devFile, account)
+
+    const env = {
+      SKYTALE_API_URL: apiUrl,
+      SKYTALE_API_KEY: account.apiKey,
+      SKYTALE_RELAY: relayInfo.relay,
+      SKYTALE_RELAY_HTTP: relayInfo.relayHttp,
+      SKYTALE_KEYSTORE_KEY: account.keystoreKey,
+    }
+    return {
+      root,
+      apiUrl,
+      relay: relayInfo.relay,
+      relayHttp: relayInfo.relayHttp,
+      apiKey: account.apiKey,
+      keystoreKey: account.keystoreKey,
+      org: 'dev',
+      devFile,
+      relayDataDir: path.join(root, 'relay'),
+      apiDataDir: path.join(root, 'api'),
+      logDir: path.join(root, 'logs'),
+      pids: { api: apiProc.child.pid, relay: relayProc.child.pid },
+      env,
+      exited: Promise.race([apiProc.exited.then((r) => ({ which: 'api', ...r })), relayProc.exited.then((r) => ({ which: 'relay', ...r }))]),
+      stop,
+    }
+  } catch (e) {
+    await stop()
+    throw e
+  }
+}
+
+module.exports = { startDevStack, relayBinary, apiServerEntry, DEFAULT_PORTS, REPO }
