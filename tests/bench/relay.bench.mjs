@@ -1,0 +1,289 @@
+// Relay benchmark (issue 4): agent → relay → agent over loopback, decrypted in Node.
+// The real API server (PGlite), the real relay binary and agents in their own processes
+// (tests/bench/relay/worker.mjs), as in tests/relay-e2e.test.ts.
+//
+//   npm run bench:relay                        # everything, ~2 min
+//   npm run bench:relay -- --quick             # shorter phases, 25 fan-out subscribers
+//   npm run bench:relay -- --only latency,throughput,fanout
+//   npm run bench:relay -- --rate 1000 --seconds 10 --subscribers 100 --per-process 25
+//
+// Phases:
+//   latency     one sender, one receiver (two processes): `--rate` msg/s offered for `--seconds`;
+//               every message carries its send time; the receiver takes receive - send when
+//               the decrypted message comes out of ClientChannel.messages(). Lower loads first
+//               (`--low-rates`, default 100,500 msg/s, ≤ 5 s each).
+//   throughput  one sender floods `--flood` messages of 256 B (up to 256 send() calls
+//               outstanding), and 1,000 with one send() at a time (window 1) for comparison;
+//               then `--senders` sender agents (own Client each, one process) at once.
+//   fanout      one sender, `--subscribers` members in one channel, `--per-process` agents per
+//               worker process; members added one by one (timed); `--fanout-messages` messages
+//               sent at `--fanout-rate` msg/s; deliveries/s = decrypted messages summed over
+//               all subscribers / time from the first send to the last delivery.
+// The relay runs with SKYTALE_RELAY_FRAMES_PER_SECOND=100000 and SKYTALE_RELAY_BURST=100000
+// (the default, 100 frames/s per identity, would be the bottleneck otherwise).
+// Results: a markdown table on stdout, JSON in target/bench/relay.json.
+
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { REPO, signup, startApiServer, startRelay } from '../helpers/stack.mjs'
+import { cpuMeter, startWorker, summarize } from './relay/proc.mjs'
+
+const argv = process.argv.slice(2)
+const flag = (name) => argv.includes(`--${name}`)
+const opt = (name, def) => {
+  const i = argv.indexOf(`--${name}`)
+  return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1] : def
+}
+const quick = flag('quick')
+const cfg = {
+  rate: Number(opt('rate', 1000)),
+  seconds: Number(opt('seconds', quick ? 3 : 10)),
+  flood: Number(opt('flood', quick ? 1500 : 5000)),
+  senders: Number(opt('senders', 4)),
+  subscribers: Number(opt('subscribers', quick ? 25 : 100)),
+  perProcess: Number(opt('per-process', 25)),
+  fanoutMessages: Number(opt('fanout-messages', quick ? 50 : 200)),
+  fanoutRate: Number(opt('fanout-rate', 100)),
+  size: Number(opt('size', 256)),
+  lowRates: opt('low-rates', '100,500').split(',').filter(Boolean).map(Number),
+}
+const only = new Set(opt('only', 'latency,throughput,fanout').split(','))
+
+const log = (...a) => console.error('[bench:relay]', ...a)
+const root = mkdtempSync(join(tmpdir(), 'skytale-relay-bench-'))
+const workers = []
+let api
+let relay
+const results = { config: cfg, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, loadBefore: loadavg() }, phases: {} }
+
+const b64key = () => randomBytes(32).toString('base64')
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+const rate = (n, ms) => (ms > 0 ? Math.round((n / ms) * 1000) : NaN)
+
+async function worker(name, identities) {
+  const w = startWorker(name)
+  workers.push(w)
+  const list = identities.map((identity) => ({ identity, dataDir: join(root, identity), keystoreKey: b64key() }))
+  await w.call('open', { list, apiUrl: api.url, apiKey: results.apiKey, relay: relay.address })
+  return w
+}
+
+/** A sender process (its agent creates `channel`) and a receiver process, receiver added. */
+async function pair(tag, channel) {
+  const suffix = randomBytes(3).toString('hex')
+  const sender = await worker(`${tag}-sender`, [`s-${suffix}`])
+  const receiver = await worker(`${tag}-receiver`, [`r-${suffix}`])
+  await sender.call('createChannel', { name: channel })
+  await sender.call('addMembers', { channel, identities: [`r-${suffix}`] })
+  await receiver.call('waitForChannel', { channel, timeoutMs: 30_000 })
+  return { sender, receiver }
+}
+
+function meter(extra = {}) {
+  return cpuMeter({ relay: relay.child.pid, api: api.child.pid, ...extra })
+}
+
+async function latencyAt(sender, receiver, channel, r, count) {
+  const m = meter({ sender: sender.pid, receiver: receiver.pid })
+  const recv = receiver.call('receive', { channel, count, timeoutMs: (count / r) * 1000 + 60_000, latencies: true })
+  await sleep(100)
+  const sent = await sender.call('sendPaced', { channel, rate: r, count, size: cfg.size })
+  const got = await recv
+  const st = got.per[0]
+  return {
+    offered: r,
+    messages: count,
+    received: st.got,
+    timedOut: got.timedOut,
+    outOfOrder: st.outOfOrder,
+    sendErrors: sent.errors,
+    senderMaxLagMs: +sent.maxLagMs.toFixed(1),
+    ackRate: rate(count, (sent.lastAckUs - sent.startUs) / 1000),
+    deliveredRate: rate(st.got, (st.lastUs - sent.startUs) / 1000),
+    latencyMs: summarize(got.latencies),
+    cpuSeconds: m.since(),
+    wallSeconds: +((st.lastUs - sent.startUs) / 1e6).toFixed(2),
+  }
+}
+
+async function phaseLatency() {
+  const channel = 'acme/bench/latency'
+  const { sender, receiver } = await pair('latency', channel)
+  log('latency: warm-up (200 msg at 200 msg/s)')
+  await latencyAt(sender, receiver, channel, 200, 200)
+  results.phases.latency = {}
+  // Lower loads first (shorter: at most 5 s each), then the target load for `--seconds`.
+  const rates = [...cfg.lowRates.filter((r) => r < cfg.rate), cfg.rate]
+  for (const r of rates) {
+    const secs = r === cfg.rate ? cfg.seconds : Math.min(5, cfg.seconds)
+    const n = Math.round(r * secs)
+    log(`latency: ${r} msg/s for ${secs} s (${n} messages)`)
+    const res = await latencyAt(sender, receiver, channel, r, n)
+    log(`  p50 ${res.latencyMs.p50} ms, p99 ${res.latencyMs.p99} ms, delivered ${res.deliveredRate} msg/s`)
+    results.phases.latency[`${r}/s`] = res
+  }
+  await Promise.all([sender.call('close'), receiver.call('close')])
+}
+
+async function flood(tag, senderProc, receiver, channel, senders, count, window = 256) {
+  const total = senders.length * count
+  const m = meter({ sender: senderProc.pid, receiver: receiver.pid })
+  const recv = receiver.call('receive', { channel, count: total, timeoutMs: 120_000, latencies: true })
+  await sleep(100)
+  const sent = await senderProc.call('sendFlood', { channel, count, size: cfg.size, senders, window })
+  const got = await recv
+  const st = got.per[0]
+  const r = {
+    senders: senders.length,
+    window,
+    messages: total,
+    received: st.got,
+    timedOut: got.timedOut,
+    sendErrors: sent.errors,
+    ackRate: rate(total, (sent.lastAckUs - sent.startUs) / 1000),
+    deliveredRate: rate(st.got, (st.lastUs - sent.startUs) / 1000),
+    latencyMs: summarize(got.latencies),
+    cpuSeconds: m.since(),
+    wallSeconds: +((st.lastUs - sent.startUs) / 1e6).toFixed(2),
+  }
+  log(`  ${tag}: acked ${r.ackRate} msg/s, delivered+decrypted ${r.deliveredRate} msg/s (${r.received}/${total})`)
+  return r
+}
+
+async function phaseThroughput() {
+  const channel = 'acme/bench/throughput'
+  const { sender, receiver } = await pair('tput', channel)
+  log(`throughput: warm-up, then 1 sender × ${cfg.flood} messages`)
+  await flood('warm-up', sender, receiver, channel, [0], 300)
+  const one = await flood('1 sender', sender, receiver, channel, [0], cfg.flood)
+  const serial = await flood('1 sender, window 1', sender, receiver, channel, [0], Math.min(1000, cfg.flood), 1)
+  await sender.call('close')
+
+  // Several sender agents in one process, each with its own Client (connection).
+  const ch2 = 'acme/bench/throughput-multi'
+  const suffix = randomBytes(3).toString('hex')
+  const ids = Array.from({ length: cfg.senders }, (_, i) => `m${i}-${suffix}`)
+  const multi = await worker('tput-senders', ids)
+  const rid = `rm-${suffix}`
+  const receiver2 = await worker('tput-receiver2', [rid])
+  await multi.call('createChannel', { name: ch2 })
+  await multi.call('addMembers', { channel: ch2, identities: [...ids.slice(1), rid] })
+  await Promise.all([multi.call('waitForChannel', { channel: ch2, timeoutMs: 30_000 }), receiver2.call('waitForChannel', { channel: ch2, timeoutMs: 30_000 })])
+  const per = Math.ceil(cfg.flood / cfg.senders)
+  log(`throughput: ${cfg.senders} senders × ${per} messages`)
+  const many = await flood(`${cfg.senders} senders`, multi, receiver2, ch2, ids.map((_, i) => i), per)
+  results.phases.throughput = { one, serial, many }
+  await Promise.all([receiver.call('close'), multi.call('close'), receiver2.call('close')])
+}
+
+async function phaseFanout() {
+  const channel = 'acme/bench/fanout'
+  const suffix = randomBytes(3).toString('hex')
+  const n = cfg.subscribers
+  const ids = Array.from({ length: n }, (_, i) => `f${i}-${suffix}`)
+  const sender = await worker('fanout-sender', [`fs-${suffix}`])
+  log(`fanout: opening ${n} subscriber agents, ${cfg.perProcess} per process`)
+  let t = Date.now()
+  const groups = []
+  for (let i = 0; i < n; i += cfg.perProcess) groups.push(ids.slice(i, i + cfg.perProcess))
+  const subs = await Promise.all(groups.map((g, i) => worker(`fanout-sub${i}`, g)))
+  const openMs = Date.now() - t
+  await sender.call('createChannel', { name: channel })
+  log(`fanout: adding ${n} members one by one`)
+  const pids = Object.fromEntries(subs.map((w, i) => [`sub${i}`, w.pid]))
+  let m = meter({ sender: sender.pid, ...pids })
+  t = Date.now()
+  const addTimes = await sender.call('addMembers', { channel, identities: ids })
+  const addMs = Date.now() - t
+  await Promise.all(subs.map((w) => w.call('waitForChannel', { channel, timeoutMs: 120_000 })))
+  const allJoinedMs = Date.now() - t
+  const addCpu = m.since()
+  log(`  adds done in ${(addMs / 1000).toFixed(1)} s, all joined in ${(allJoinedMs / 1000).toFixed(1)} s`)
+  // Let the members finish applying the last commits before timing messages.
+  await sleep(1000)
+
+  const count = cfg.fanoutMessages
+  log(`fanout: ${count} messages at ${cfg.fanoutRate} msg/s to ${n} subscribers`)
+  m = meter({ sender: sender.pid, ...pids })
+  const recvs = subs.map((w) => w.call('receive', { channel, count, timeoutMs: (count / cfg.fanoutRate) * 1000 + 90_000, latencies: true }))
+  await sleep(200)
+  const sent = await sender.call('sendPaced', { channel, rate: cfg.fanoutRate, count, size: cfg.size })
+  const got = await Promise.all(recvs)
+  const per = got.flatMap((g) => g.per)
+  const delivered = per.reduce((a, s) => a + s.got, 0)
+  const lastUs = Math.max(...per.map((s) => s.lastUs))
+  const lat = got.flatMap((g) => g.latencies)
+  const sorted = addTimes.slice().sort((a, b) => a - b)
+  results.phases.fanout = {
+    subscribers: n,
+    perProcess: cfg.perProcess,
+    processes: subs.length,
+    openAndConnectMs: openMs,
+    add: { totalMs: addMs, allJoinedMs, firstMs: +addTimes[0].toFixed(1), lastMs: +addTimes[addTimes.length - 1].toFixed(1), p50Ms: +sorted[Math.floor(sorted.length / 2)].toFixed(1), cpuSeconds: addCpu },
+    messages: count,
+    offered: cfg.fanoutRate,
+    expectedDeliveries: n * count,
+    delivered,
+    complete: per.filter((s) => s.got >= count).length,
+    timedOut: got.some((g) => g.timedOut),
+    sendErrors: sent.errors,
+    ackRate: rate(count, (sent.lastAckUs - sent.startUs) / 1000),
+    deliveriesPerSecond: rate(delivered, (lastUs - sent.startUs) / 1000),
+    wallSeconds: +((lastUs - sent.startUs) / 1e6).toFixed(2),
+    latencyMs: summarize(lat),
+    cpuSeconds: m.since(),
+  }
+  const f = results.phases.fanout
+  log(`  ${f.delivered}/${f.expectedDeliveries} deliveries, ${f.deliveriesPerSecond}/s, p50 ${f.latencyMs.p50} ms, p99 ${f.latencyMs.p99} ms`)
+}
+
+function table() {
+  const p = results.phases
+  const rows = []
+  const cpu = (c) => Object.entries(c).filter(([k]) => !k.startsWith('sub')).map(([k, v]) => `${k} ${v}`).join(', ')
+  const subCpu = (c) => Object.entries(c).filter(([k]) => k.startsWith('sub')).reduce((a, [, v]) => a + v, 0).toFixed(1)
+  if (p.latency) {
+    for (const r of Object.values(p.latency)) {
+      rows.push(`| latency, ${r.offered} msg/s offered × ${r.messages} | p50 **${r.latencyMs.p50}** ms, p90 ${r.latencyMs.p90}, p99 **${r.latencyMs.p99}** ms, max ${r.latencyMs.max}; delivered ${r.deliveredRate} msg/s, ${r.received}/${r.messages} | ${cpu(r.cpuSeconds)} (over ${r.wallSeconds} s) |`)
+    }
+  }
+  if (p.throughput) {
+    for (const r of [p.throughput.one, p.throughput.serial, p.throughput.many]) {
+      rows.push(`| throughput, ${r.senders} sender agent(s), ${r.messages} × ${cfg.size} B, ≤ ${r.window} send() outstanding per agent | **${r.deliveredRate}** msg/s decrypted at the receiver (acks ${r.ackRate} msg/s); ${r.received}/${r.messages}; latency p50 ${r.latencyMs.p50} ms | ${cpu(r.cpuSeconds)} (over ${r.wallSeconds} s) |`)
+    }
+  }
+  if (p.fanout) {
+    const f = p.fanout
+    rows.push(`| fan-out: add ${f.subscribers} members one by one | ${(f.add.totalMs / 1000).toFixed(1)} s (first add ${f.add.firstMs} ms, last ${f.add.lastMs} ms); all joined after ${(f.add.allJoinedMs / 1000).toFixed(1)} s | ${cpu(f.add.cpuSeconds)}, subscribers ${subCpu(f.add.cpuSeconds)} |`)
+    rows.push(`| fan-out: 1 sender → ${f.subscribers} subscribers, ${f.messages} msg at ${f.offered} msg/s | **${f.deliveriesPerSecond}** deliveries/s; ${f.delivered}/${f.expectedDeliveries}; latency p50 ${f.latencyMs.p50} ms, p99 ${f.latencyMs.p99} ms | ${cpu(f.cpuSeconds)}, subscribers ${subCpu(f.cpuSeconds)} (over ${f.wallSeconds} s) |`)
+  }
+  return ['| case | result | CPU seconds used |', '|---|---|---|', ...rows].join('\n')
+}
+
+const started = Date.now()
+try {
+  api = await startApiServer({ dataDir: join(root, 'api') })
+  relay = await startRelay({
+    dataDir: join(root, 'relay'),
+    jwksUrl: `${api.url}/.well-known/jwks.json`,
+    env: { SKYTALE_RELAY_FRAMES_PER_SECOND: '100000', SKYTALE_RELAY_BURST: '100000' },
+  })
+  results.apiKey = await signup(api.url, 'acme')
+  if (only.has('latency')) await phaseLatency()
+  if (only.has('throughput')) await phaseThroughput()
+  if (only.has('fanout')) await phaseFanout()
+  delete results.apiKey
+  results.machine.loadAfter = loadavg()
+  results.totalSeconds = Math.round((Date.now() - started) / 1000)
+  mkdirSync(join(REPO, 'target/bench'), { recursive: true })
+  writeFileSync(join(REPO, 'target/bench/relay.json'), JSON.stringify(results, null, 2))
+  console.log(table())
+  log(`done in ${results.totalSeconds} s; JSON in target/bench/relay.json`)
+} finally {
+  await Promise.all(workers.map((w) => w.kill()))
+  await relay?.kill()
+  await api?.stop()
+  rmSync(root, { recursive: true, force: true })
+}
