@@ -182,18 +182,18 @@ function writeDevFile(file, data) {
   fs.renameSync(tmp, file)
 }
 
-/** Creates the dev account once (org `dev`); reuses the key in dev.json while it still works. */
-async function ensureDevAccount(apiUrl, file) {
+/** Creates the dev account once (org `dev` by default); reuses the key in dev.json while it still works. */
+async function ensureDevAccount(apiUrl, file, org) {
   const saved = readDevFile(file) || {}
-  let apiKey = saved.apiKey
+  let apiKey = saved.org === org ? saved.apiKey : undefined
   if (apiKey) {
     const me = await api(apiUrl, 'GET', '/v1/accounts/me', { apiKey })
     if (me.status !== 200) apiKey = undefined
   }
   if (!apiKey) {
-    const res = await api(apiUrl, 'POST', '/v1/accounts', { body: { email: 'dev@example.com', name: 'dev', org: 'dev' } })
+    const res = await api(apiUrl, 'POST', '/v1/accounts', { body: { email: `${org}@example.com`, name: org, org } })
     if (res.status === 409) {
-      throw devError('SKYTALE_DEV_STACK', `the dev account exists but ${file} has no working key for it; delete the dev root (${path.dirname(file)}) to start afresh`)
+      throw devError('SKYTALE_DEV_STACK', `the dev account (org ${org}) exists but ${file} has no working key for it; delete the dev root (${path.dirname(file)}) to start afresh`)
     }
     if (res.status !== 201) {
       throw devError('SKYTALE_DEV_STACK', `creating the dev account failed: HTTP ${res.status} ${res.json?.error?.code ?? ''}`)
@@ -202,7 +202,7 @@ async function ensureDevAccount(apiUrl, file) {
     saved.accountId = res.json.account.id
     saved.createdAt = new Date().toISOString()
   }
-  saved.org = 'dev'
+  saved.org = org
   saved.apiKey = apiKey
   // A dev keystore key so that the CLI works without setup (dev only, like the API key).
   if (typeof saved.keystoreKey !== 'string' || !/^[0-9a-f]{64}$/.test(saved.keystoreKey)) saved.keystoreKey = randomBytes(32).toString('hex')
@@ -216,6 +216,8 @@ async function ensureDevAccount(apiUrl, file) {
 async function startDevStack(options = {}) {
   const root = path.resolve(options.root ?? './.skytale')
   const quiet = options.quiet ?? true
+  const org = options.org ?? 'dev'
+  if (!/^[a-z0-9-]{1,64}$/.test(org)) throw devError('SKYTALE_INVALID_ARGUMENT', 'org must match [a-z0-9-]{1,64}')
   const stopTimeoutMs = options.stopTimeoutMs ?? 5000
   const entry = apiServerEntry()
   const relayBin = options.relayBinary ?? relayBinary()
@@ -316,7 +318,7 @@ async function startDevStack(options = {}) {
     }
 
     const devFile = path.join(root, 'dev.json')
-    const account = await ensureDevAccount(apiUrl, devFile)
+    const account = await ensureDevAccount(apiUrl, devFile, org)
     account.apiUrl = apiUrl
     account.relay = relayInfo.relay
     account.relayHttp = relayInfo.relayHttp
@@ -336,7 +338,7 @@ async function startDevStack(options = {}) {
       relayHttp: relayInfo.relayHttp,
       apiKey: account.apiKey,
       keystoreKey: account.keystoreKey,
-      org: 'dev',
+      org,
       devFile,
       relayDataDir: path.join(root, 'relay'),
       apiDataDir: path.join(root, 'api'),
