@@ -280,7 +280,9 @@ async function cmdDev({ values }) {
   }
   process.on('SIGINT', () => stop('SIGINT', 0))
   process.on('SIGTERM', () => stop('SIGTERM', 0))
-  stack.exited.then(({ which, code, signal }) => {
+  stack.exited.then(async ({ which, code, signal }) => {
+    // Ctrl-C reaches the children too (same process group): let our own SIGINT handler win.
+    await new Promise((r) => setTimeout(r, 200))
     if (!stopping) {
       note(`error [SKYTALE_DEV_STACK]: the ${which === 'api' ? 'API server' : 'relay'} exited (${code ?? signal}); see ${stack.logDir}`)
       stop('failure', 1)
