@@ -139,6 +139,7 @@ async fn oversize_frame_is_refused() {
             kind: Kind::Application as i32,
             epoch: 0,
             payload: vec![1u8; 8192],
+            ..Default::default()
         }),
     );
     a.send_raw(&encode_frame(&big, usize::MAX).unwrap()).await.unwrap();

@@ -386,12 +386,95 @@ impl RelayConnection {
                 kind: kind as i32,
                 epoch,
                 payload,
+                invite_id: String::new(),
+                invite_auth: Vec::new(),
             }))
             .await?
             .last
         {
             Some(Body::Ack(a)) => Ok(a),
             _ => Err(ProtoError::Unexpected("expected Ack")),
+        }
+    }
+
+    /// `Send{kind: JoinRequest, invite_id, invite_auth}` → [`Ack`]. For a non-member holding an
+    /// invite: no epoch check; the item is archived and delivered to the channel's members.
+    pub async fn send_join_request(
+        &self,
+        channel: &str,
+        client_msg_id: &str,
+        invite_id: &str,
+        invite_auth: Vec<u8>,
+        payload: Vec<u8>,
+    ) -> Result<Ack, ProtoError> {
+        match self
+            .request(Body::Send(Send {
+                channel: channel.to_string(),
+                client_msg_id: client_msg_id.to_string(),
+                kind: Kind::JoinRequest as i32,
+                epoch: 0,
+                payload,
+                invite_id: invite_id.to_string(),
+                invite_auth,
+            }))
+            .await?
+            .last
+        {
+            Some(Body::Ack(a)) => Ok(a),
+            _ => Err(ProtoError::Unexpected("expected Ack")),
+        }
+    }
+
+    async fn done(&self, body: Body) -> Result<Done, ProtoError> {
+        match self.request(body).await?.last {
+            Some(Body::Done(d)) => Ok(d),
+            _ => Err(ProtoError::Unexpected("expected Done")),
+        }
+    }
+
+    /// `CreateInvite` → `Done`: registers an invite for an existing channel of the token's org.
+    pub async fn create_invite(&self, invite: CreateInvite) -> Result<(), ProtoError> {
+        self.done(Body::CreateInvite(invite)).await.map(|_| ())
+    }
+
+    /// `UpdateInvite{invite_id, group_info}` → `Done`: replaces the invite's group info.
+    pub async fn update_invite(&self, invite_id: &str, group_info: Vec<u8>) -> Result<(), ProtoError> {
+        self.done(Body::UpdateInvite(UpdateInvite {
+            invite_id: invite_id.to_string(),
+            group_info,
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    /// `RevokeInvite{invite_id}` → `Done`: the invite becomes invalid.
+    pub async fn revoke_invite(&self, invite_id: &str) -> Result<(), ProtoError> {
+        self.done(Body::RevokeInvite(RevokeInvite {
+            invite_id: invite_id.to_string(),
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    /// `FetchInvite{channel, invite_id, invite_auth}` → [`InviteInfo`] (validates the invite and
+    /// counts a use for this identity, like a join request).
+    pub async fn fetch_invite(
+        &self,
+        channel: &str,
+        invite_id: &str,
+        invite_auth: Vec<u8>,
+    ) -> Result<InviteInfo, ProtoError> {
+        match self
+            .request(Body::FetchInvite(FetchInvite {
+                channel: channel.to_string(),
+                invite_id: invite_id.to_string(),
+                invite_auth,
+            }))
+            .await?
+            .last
+        {
+            Some(Body::InviteInfo(i)) => Ok(i),
+            _ => Err(ProtoError::Unexpected("expected InviteInfo")),
         }
     }
 

@@ -47,11 +47,18 @@ pub enum ErrorCode {
     ShuttingDown,
     /// An internal relay error (store failure …).
     Internal,
+    /// The invite is unknown, revoked, for another channel, or its `invite_auth` does not match
+    /// (one code for all, so nothing leaks about which).
+    InviteInvalid,
+    /// The invite has expired.
+    InviteExpired,
+    /// The invite has been used by its maximum number of distinct identities.
+    InviteUsedUp,
 }
 
 impl ErrorCode {
     /// All codes, for docs and tests.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::AuthRequired,
         ErrorCode::AuthInvalid,
         ErrorCode::AuthExpired,
@@ -72,6 +79,9 @@ impl ErrorCode {
         ErrorCode::SlowConsumer,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
+        ErrorCode::InviteInvalid,
+        ErrorCode::InviteExpired,
+        ErrorCode::InviteUsedUp,
     ];
 
     /// The stable code string.
@@ -97,6 +107,9 @@ impl ErrorCode {
             ErrorCode::SlowConsumer => "SKYTALE_SLOW_CONSUMER",
             ErrorCode::ShuttingDown => "SKYTALE_SHUTTING_DOWN",
             ErrorCode::Internal => "SKYTALE_INTERNAL",
+            ErrorCode::InviteInvalid => "SKYTALE_INVITE_INVALID",
+            ErrorCode::InviteExpired => "SKYTALE_INVITE_EXPIRED",
+            ErrorCode::InviteUsedUp => "SKYTALE_INVITE_USED_UP",
         }
     }
 

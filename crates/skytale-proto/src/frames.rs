@@ -17,7 +17,7 @@ pub struct Frame {
     /// The frame's content.
     #[prost(
         oneof = "Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50"
     )]
     pub body: Option<Body>,
 }
@@ -68,6 +68,18 @@ pub enum Body {
     /// Ask for a channel's current epoch and last sequence number; answered with [`ChannelInfo`].
     #[prost(message, tag = "23")]
     ChannelState(ChannelState),
+    /// Register an invite for a channel of the token's org; answered with [`Done`].
+    #[prost(message, tag = "24")]
+    CreateInvite(CreateInvite),
+    /// Replace an invite's opaque group info; answered with [`Done`].
+    #[prost(message, tag = "25")]
+    UpdateInvite(UpdateInvite),
+    /// Revoke an invite; answered with [`Done`].
+    #[prost(message, tag = "26")]
+    RevokeInvite(RevokeInvite),
+    /// Validate (and use) an invite and get its group info; answered with [`InviteInfo`].
+    #[prost(message, tag = "27")]
+    FetchInvite(FetchInvite),
 
     // ---- relay -> client ----
     /// Successful authentication.
@@ -100,6 +112,9 @@ pub enum Body {
     /// Generic success / end of a multi-frame reply.
     #[prost(message, tag = "49")]
     Done(Done),
+    /// Reply to [`FetchInvite`].
+    #[prost(message, tag = "50")]
+    InviteInfo(InviteInfo),
 }
 
 /// Kind of an archived channel item.
@@ -114,6 +129,9 @@ pub enum Kind {
     Proposal = 2,
     /// An MLS commit (only through [`Commit`]).
     Commit = 3,
+    /// A join request from a non-member holding an invite (through [`Send`] with
+    /// `invite_id`/`invite_auth`; no epoch check). Opaque to the relay.
+    JoinRequest = 4,
 }
 
 /// `Auth{jwt, identity}`: first frame of every connection.
@@ -193,7 +211,7 @@ pub struct Unsubscribe {
     pub channel: String,
 }
 
-/// `Send{channel, client_msg_id, kind, epoch, payload}`.
+/// `Send{channel, client_msg_id, kind, epoch, payload, invite_id?, invite_auth?}`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Send {
     /// `org/namespace/service` (must exist).
@@ -202,15 +220,22 @@ pub struct Send {
     /// Client-unique id; a second send with the same (identity, channel, id) gets the first Ack.
     #[prost(string, tag = "2")]
     pub client_msg_id: String,
-    /// [`Kind::Application`] or [`Kind::Proposal`].
+    /// [`Kind::Application`], [`Kind::Proposal`] or [`Kind::JoinRequest`].
     #[prost(enumeration = "Kind", tag = "3")]
     pub kind: i32,
-    /// MLS epoch the message was made in; must equal the channel's current epoch.
+    /// MLS epoch the message was made in; must equal the channel's current epoch
+    /// (ignored for [`Kind::JoinRequest`]: the relay stores the channel's current epoch).
     #[prost(uint64, tag = "4")]
     pub epoch: u64,
     /// Opaque ciphertext.
     #[prost(bytes = "vec", tag = "5")]
     pub payload: Vec<u8>,
+    /// For [`Kind::JoinRequest`]: the invite id (empty otherwise).
+    #[prost(string, tag = "6")]
+    pub invite_id: String,
+    /// For [`Kind::JoinRequest`]: the invite's relay authenticator (empty otherwise). Never logged.
+    #[prost(bytes = "vec", tag = "7")]
+    pub invite_auth: Vec<u8>,
 }
 
 /// An MLS Welcome to queue for its recipients, carried by a [`Commit`].
@@ -395,6 +420,93 @@ pub struct AckWelcome {
     pub welcome_id: u64,
 }
 
+/// `CreateInvite{channel, invite_id, invite_auth, max_uses, expires_at, group_info}`: registers
+/// an invite for an existing channel of the token's org.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateInvite {
+    /// `org/namespace/service` (must exist, same org as the token).
+    #[prost(string, tag = "1")]
+    pub channel: String,
+    /// Invite id: 1..=64 chars of `[A-Za-z0-9_-]`, unique on the relay.
+    #[prost(string, tag = "2")]
+    pub invite_id: String,
+    /// Authenticator the joiner must present (compared in constant time). Never logged.
+    #[prost(bytes = "vec", tag = "3")]
+    pub invite_auth: Vec<u8>,
+    /// How many distinct identities may use the invite (>= 1).
+    #[prost(uint32, tag = "4")]
+    pub max_uses: u32,
+    /// Expiry (unix seconds); must be in the future.
+    #[prost(uint64, tag = "5")]
+    pub expires_at: u64,
+    /// Opaque group info, encrypted by the client.
+    #[prost(bytes = "vec", tag = "6")]
+    pub group_info: Vec<u8>,
+}
+
+/// `UpdateInvite{invite_id, group_info}`: replaces an invite's group info.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UpdateInvite {
+    /// Invite id.
+    #[prost(string, tag = "1")]
+    pub invite_id: String,
+    /// New opaque group info.
+    #[prost(bytes = "vec", tag = "2")]
+    pub group_info: Vec<u8>,
+}
+
+/// `RevokeInvite{invite_id}`: the invite becomes invalid.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RevokeInvite {
+    /// Invite id.
+    #[prost(string, tag = "1")]
+    pub invite_id: String,
+}
+
+/// `FetchInvite{channel, invite_id, invite_auth}`: validates and uses an invite (like a join
+/// request) and returns its group info.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FetchInvite {
+    /// Channel the invite is for.
+    #[prost(string, tag = "1")]
+    pub channel: String,
+    /// Invite id.
+    #[prost(string, tag = "2")]
+    pub invite_id: String,
+    /// The invite's authenticator. Never logged.
+    #[prost(bytes = "vec", tag = "3")]
+    pub invite_auth: Vec<u8>,
+}
+
+/// Reply to [`FetchInvite`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InviteInfo {
+    /// Channel.
+    #[prost(string, tag = "1")]
+    pub channel: String,
+    /// Invite id.
+    #[prost(string, tag = "2")]
+    pub invite_id: String,
+    /// Opaque group info (as last stored by `CreateInvite`/`UpdateInvite`).
+    #[prost(bytes = "vec", tag = "3")]
+    pub group_info: Vec<u8>,
+    /// Expiry (unix seconds).
+    #[prost(uint64, tag = "4")]
+    pub expires_at: u64,
+    /// Maximum number of distinct identities.
+    #[prost(uint32, tag = "5")]
+    pub max_uses: u32,
+    /// Distinct identities that used the invite so far (including the caller).
+    #[prost(uint32, tag = "6")]
+    pub uses: u32,
+    /// The channel's current epoch.
+    #[prost(uint64, tag = "7")]
+    pub epoch: u64,
+    /// The channel's last sequence number.
+    #[prost(uint64, tag = "8")]
+    pub last_seq: u64,
+}
+
 /// Generic success, and the end marker of multi-frame replies.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Done {
@@ -444,6 +556,10 @@ impl Body {
             Body::AckWelcome(_) => "ack_welcome",
             Body::CountKeyPackages(_) => "count_key_packages",
             Body::ChannelState(_) => "channel_state",
+            Body::CreateInvite(_) => "create_invite",
+            Body::UpdateInvite(_) => "update_invite",
+            Body::RevokeInvite(_) => "revoke_invite",
+            Body::FetchInvite(_) => "fetch_invite",
             Body::AuthOk(_) => "auth_ok",
             Body::Pong(_) => "pong",
             Body::Error(_) => "error",
@@ -454,6 +570,7 @@ impl Body {
             Body::KeyPackage(_) => "key_package",
             Body::Welcome(_) => "welcome",
             Body::Done(_) => "done",
+            Body::InviteInfo(_) => "invite_info",
         }
     }
 
@@ -475,6 +592,10 @@ impl Body {
                 | Body::AckWelcome(_)
                 | Body::CountKeyPackages(_)
                 | Body::ChannelState(_)
+                | Body::CreateInvite(_)
+                | Body::UpdateInvite(_)
+                | Body::RevokeInvite(_)
+                | Body::FetchInvite(_)
         )
     }
 
