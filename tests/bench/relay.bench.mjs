@@ -70,15 +70,20 @@ async function worker(name, identities) {
   return w
 }
 
-/** A sender process (its agent creates `channel`) and a receiver process, receiver added. */
-async function pair(tag, channel) {
+/** A sender process and a receiver process (one agent each), and `channel(name)` that makes
+ *  a fresh channel of the two: the relay's per-send cost grows with the channel's history
+ *  (see BENCHMARKS.md), so every measured case starts on an empty channel. */
+async function pair(tag) {
   const suffix = randomBytes(3).toString('hex')
   const sender = await worker(`${tag}-sender`, [`s-${suffix}`])
   const receiver = await worker(`${tag}-receiver`, [`r-${suffix}`])
-  await sender.call('createChannel', { name: channel })
-  await sender.call('addMembers', { channel, identities: [`r-${suffix}`] })
-  await receiver.call('waitForChannel', { channel, timeoutMs: 30_000 })
-  return { sender, receiver }
+  const channel = async (name) => {
+    await sender.call('createChannel', { name })
+    await sender.call('addMembers', { channel: name, identities: [`r-${suffix}`] })
+    await receiver.call('waitForChannel', { channel: name, timeoutMs: 30_000 })
+    return name
+  }
+  return { sender, receiver, channel }
 }
 
 function meter(extra = {}) {
@@ -98,6 +103,7 @@ async function latencyAt(sender, receiver, channel, r, count) {
     received: st.got,
     timedOut: got.timedOut,
     outOfOrder: st.outOfOrder,
+    duplicates: st.duplicates,
     sendErrors: sent.errors,
     senderMaxLagMs: +sent.maxLagMs.toFixed(1),
     ackRate: rate(count, (sent.lastAckUs - sent.startUs) / 1000),
@@ -109,10 +115,9 @@ async function latencyAt(sender, receiver, channel, r, count) {
 }
 
 async function phaseLatency() {
-  const channel = 'acme/bench/latency'
-  const { sender, receiver } = await pair('latency', channel)
+  const { sender, receiver, channel } = await pair('latency')
   log('latency: warm-up (200 msg at 200 msg/s)')
-  await latencyAt(sender, receiver, channel, 200, 200)
+  await latencyAt(sender, receiver, await channel('acme/bench/warm-up'), 200, 200)
   results.phases.latency = {}
   // Lower loads first (shorter: at most 5 s each), then the target load for `--seconds`.
   const rates = [...cfg.lowRates.filter((r) => r < cfg.rate), cfg.rate]
@@ -120,7 +125,7 @@ async function phaseLatency() {
     const secs = r === cfg.rate ? cfg.seconds : Math.min(5, cfg.seconds)
     const n = Math.round(r * secs)
     log(`latency: ${r} msg/s for ${secs} s (${n} messages)`)
-    const res = await latencyAt(sender, receiver, channel, r, n)
+    const res = await latencyAt(sender, receiver, await channel(`acme/bench/latency-${r}`), r, n)
     log(`  p50 ${res.latencyMs.p50} ms, p99 ${res.latencyMs.p99} ms, delivered ${res.deliveredRate} msg/s`)
     results.phases.latency[`${r}/s`] = res
   }
@@ -141,6 +146,8 @@ async function flood(tag, senderProc, receiver, channel, senders, count, window 
     messages: total,
     received: st.got,
     timedOut: got.timedOut,
+    outOfOrder: st.outOfOrder,
+    duplicates: st.duplicates,
     sendErrors: sent.errors,
     ackRate: rate(total, (sent.lastAckUs - sent.startUs) / 1000),
     deliveredRate: rate(st.got, (st.lastUs - sent.startUs) / 1000),
@@ -153,12 +160,13 @@ async function flood(tag, senderProc, receiver, channel, senders, count, window 
 }
 
 async function phaseThroughput() {
-  const channel = 'acme/bench/throughput'
-  const { sender, receiver } = await pair('tput', channel)
+  const { sender, receiver, channel } = await pair('tput')
   log(`throughput: warm-up, then 1 sender × ${cfg.flood} messages`)
-  await flood('warm-up', sender, receiver, channel, [0], 300)
-  const one = await flood('1 sender', sender, receiver, channel, [0], cfg.flood)
-  const serial = await flood('1 sender, window 1', sender, receiver, channel, [0], Math.min(1000, cfg.flood), 1)
+  await flood('warm-up', sender, receiver, await channel('acme/bench/tput-warm-up'), [0], 300)
+  const one = await flood('1 sender', sender, receiver, await channel('acme/bench/tput-1'), [0], cfg.flood)
+  const serial = await flood('1 sender, window 1', sender, receiver, await channel('acme/bench/tput-serial'), [0], Math.min(1000, cfg.flood), 1)
+  // Same number of messages with the window, for a like-for-like comparison (same history).
+  const oneShort = await flood('1 sender, 1000 only', sender, receiver, await channel('acme/bench/tput-short'), [0], Math.min(1000, cfg.flood))
   await sender.call('close')
 
   // Several sender agents in one process, each with its own Client (connection).
@@ -174,7 +182,7 @@ async function phaseThroughput() {
   const per = Math.ceil(cfg.flood / cfg.senders)
   log(`throughput: ${cfg.senders} senders × ${per} messages`)
   const many = await flood(`${cfg.senders} senders`, multi, receiver2, ch2, ids.map((_, i) => i), per)
-  results.phases.throughput = { one, serial, many }
+  results.phases.throughput = { one, oneShort, serial, many }
   await Promise.all([receiver.call('close'), multi.call('close'), receiver2.call('close')])
 }
 
@@ -227,6 +235,8 @@ async function phaseFanout() {
     expectedDeliveries: n * count,
     delivered,
     complete: per.filter((s) => s.got >= count).length,
+    outOfOrder: per.reduce((a, s) => a + s.outOfOrder, 0),
+    duplicates: per.reduce((a, s) => a + s.duplicates, 0),
     timedOut: got.some((g) => g.timedOut),
     sendErrors: sent.errors,
     ackRate: rate(count, (sent.lastAckUs - sent.startUs) / 1000),
@@ -250,7 +260,7 @@ function table() {
     }
   }
   if (p.throughput) {
-    for (const r of [p.throughput.one, p.throughput.serial, p.throughput.many]) {
+    for (const r of [p.throughput.one, p.throughput.oneShort, p.throughput.serial, p.throughput.many]) {
       rows.push(`| throughput, ${r.senders} sender agent(s), ${r.messages} × ${cfg.size} B, ≤ ${r.window} send() outstanding per agent | **${r.deliveredRate}** msg/s decrypted at the receiver (acks ${r.ackRate} msg/s); ${r.received}/${r.messages}; latency p50 ${r.latencyMs.p50} ms | ${cpu(r.cpuSeconds)} (over ${r.wallSeconds} s) |`)
     }
   }

@@ -83,10 +83,11 @@ const ops = {
    */
   async receive({ channel, count, timeoutMs, latencies = false }) {
     const lat = []
-    const per = agents.map(() => ({ got: 0, firstUs: 0, lastUs: 0, firstSentUs: 0, outOfOrder: 0, other: 0 }))
+    const per = agents.map(() => ({ got: 0, firstUs: 0, lastUs: 0, firstSentUs: 0, outOfOrder: 0, duplicates: 0, other: 0 }))
     const loops = agents.map(async (a, i) => {
       const st = per[i]
       let lastIndex = -1
+      const seen = new Set() // "sender:index"
       for await (const m of a.client.channel(channel).messages({ pollMs: 1000 })) {
         const now = nowUs()
         if (m.kind !== 'message') { st.other++; continue }
@@ -95,6 +96,10 @@ const ops = {
         if (st.got === 0) { st.firstUs = now; st.firstSentUs = p.sentUs }
         st.lastUs = now
         st.got++
+        const key = `${p.sender}:${p.index}`
+        if (seen.has(key)) st.duplicates++
+        seen.add(key)
+        // Relay order vs the order in which sender 0 called send().
         if (p.index <= lastIndex && p.sender === 0) st.outOfOrder++
         if (p.sender === 0) lastIndex = p.index
         if (latencies) lat.push((now - p.sentUs) / 1000)
