@@ -99,6 +99,10 @@ pub struct Limits {
     pub archive_ttl_secs: u64,
     /// Max items per `Fetch`.
     pub max_fetch: u32,
+    /// Longest invite lifetime (seconds); a later `CreateInvite.expires_at` is capped to it.
+    pub max_invite_ttl_secs: u64,
+    /// Largest `CreateInvite.max_uses`; larger values are capped to it.
+    pub max_invite_uses: u32,
 }
 
 impl Default for Limits {
@@ -115,6 +119,8 @@ impl Default for Limits {
             outbound_queue: 8192,
             archive_ttl_secs: 7 * 24 * 3600,
             max_fetch: 1000,
+            max_invite_ttl_secs: 30 * 24 * 3600,
+            max_invite_uses: 10_000,
         }
     }
 }
@@ -198,6 +204,8 @@ impl Config {
         parse_env("OUTBOUND_QUEUE", &mut l.outbound_queue)?;
         parse_env("ARCHIVE_TTL_SECS", &mut l.archive_ttl_secs)?;
         parse_env("MAX_FETCH", &mut l.max_fetch)?;
+        parse_env("MAX_INVITE_TTL_SECS", &mut l.max_invite_ttl_secs)?;
+        parse_env("MAX_INVITE_USES", &mut l.max_invite_uses)?;
         Ok(())
     }
 
@@ -214,10 +222,15 @@ impl Config {
                 "limits.max_frame_bytes must be within 1 KiB..16 MiB".to_string(),
             ));
         }
-        if l.frames_per_second <= 0.0 || l.burst < 1.0 || l.outbound_queue == 0 || l.max_fetch == 0
+        if l.frames_per_second <= 0.0
+            || l.burst < 1.0
+            || l.outbound_queue == 0
+            || l.max_fetch == 0
+            || l.max_invite_ttl_secs == 0
+            || l.max_invite_uses == 0
         {
             return Err(RelayError::Config(
-                "limits.frames_per_second, burst, outbound_queue, max_fetch must be positive"
+                "limits.frames_per_second, burst, outbound_queue, max_fetch, max_invite_ttl_secs, max_invite_uses must be positive"
                     .to_string(),
             ));
         }

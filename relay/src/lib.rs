@@ -3,8 +3,9 @@
 //! The Skytale relay: a blind MLS delivery service over iroh QUIC. It authenticates clients
 //! with EdDSA JWTs from the API server, orders channel items (application messages, proposals,
 //! commits) in one per-channel sequence, archives them in SQLite for offline catch-up, orders
-//! commits per epoch (first wins), queues welcomes per recipient and hands out key packages
-//! exactly once. It stores ciphertext and routing metadata only.
+//! commits per epoch (first wins), queues welcomes per recipient, hands out key packages
+//! exactly once, and keeps invites (id, authenticator hash, limits, opaque group info) so that
+//! non-members can post join requests. It stores ciphertext and routing metadata only.
 //!
 //! The wire protocol is documented in [`skytale_proto`]. Run `skytale-relay --config relay.toml`;
 //! see [`config`] for settings and `relay/README.md` for operations.
@@ -343,7 +344,7 @@ async fn prune_task(relay: Arc<Relay>) {
         tokio::time::sleep(every).await;
         let cutoff = now_ms().saturating_sub(ttl_ms);
         let res = {
-            let st = relay.state();
+            let mut st = relay.state();
             st.store.prune(cutoff).and_then(|n| Ok((n, st.store.archive_stats()?)))
         };
         match res {

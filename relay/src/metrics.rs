@@ -34,6 +34,12 @@ pub struct Metrics {
     pub archive_items: AtomicU64,
     /// Payload bytes currently archived.
     pub archive_bytes: AtomicU64,
+    /// Invites created.
+    pub invites_created: AtomicU64,
+    /// Invite uses counted (a new identity used an invite).
+    pub invite_uses: AtomicU64,
+    /// Invite validations refused (`SKYTALE_INVITE_INVALID`/`_EXPIRED`/`_USED_UP`).
+    pub invite_refusals: AtomicU64,
 }
 
 impl Metrics {
@@ -44,7 +50,7 @@ impl Metrics {
 
     /// Renders the Prometheus text exposition.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 14] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 17] = [
             ("skytale_relay_connections", "gauge", "Open connections.", &self.connections),
             ("skytale_relay_connections_total", "counter", "Accepted connections.", &self.connections_total),
             ("skytale_relay_connections_refused_total", "counter", "Connections refused by the limit.", &self.connections_refused),
@@ -59,6 +65,9 @@ impl Metrics {
             ("skytale_relay_rate_limited_total", "counter", "Requests refused by the rate limiter.", &self.rate_limited),
             ("skytale_relay_archive_items", "gauge", "Archived items stored.", &self.archive_items),
             ("skytale_relay_archive_bytes", "gauge", "Archived payload bytes stored.", &self.archive_bytes),
+            ("skytale_relay_invites_created_total", "counter", "Invites created.", &self.invites_created),
+            ("skytale_relay_invite_uses_total", "counter", "Invite uses by a new identity.", &self.invite_uses),
+            ("skytale_relay_invite_refusals_total", "counter", "Invite uses refused (invalid, expired, used up).", &self.invite_refusals),
         ];
         let mut out = String::new();
         for (name, kind, help, v) in rows {

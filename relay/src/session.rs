@@ -17,11 +17,15 @@ use tokio::time::Instant;
 
 use crate::error::{RelayError, Result};
 use crate::metrics::Metrics;
-use crate::store::NewItem;
+use crate::store::{ChannelRow, InviteRow, NewItem, Store};
 use crate::{now_ms, Relay, SessionCtl, Subscriber};
 
 /// Max recipients of one welcome.
 const MAX_WELCOME_RECIPIENTS: usize = 1000;
+/// Max length of an invite id (`[A-Za-z0-9_-]`).
+pub const MAX_INVITE_ID_LEN: usize = 64;
+/// Max length of an invite authenticator.
+pub const MAX_INVITE_AUTH_LEN: usize = 256;
 /// Rows read per lock acquisition during replay.
 const REPLAY_PAGE: usize = 256;
 
@@ -430,6 +434,50 @@ impl Session {
                 Ok(self.reply(rid, Body::Done(Done::default())).await)
             }
             Body::Send(m) => self.send_item(rid, m).await,
+            Body::CreateInvite(c) => self.create_invite(rid, c).await,
+            Body::UpdateInvite(u) => {
+                let max = relay.config.limits.max_frame_bytes;
+                if u.group_info.len() > max {
+                    return Err(wire(ErrorCode::InvalidRequest, "group_info exceeds the frame cap"));
+                }
+                {
+                    let st = relay.state();
+                    let inv = self.own_invite(&st.store, &u.invite_id)?;
+                    if inv.revoked {
+                        return Err(wire(ErrorCode::InviteInvalid, "invalid invite"));
+                    }
+                    st.store.update_invite(&inv.id, &u.group_info)?;
+                }
+                Ok(self.reply(rid, Body::Done(Done::default())).await)
+            }
+            Body::RevokeInvite(r) => {
+                {
+                    let st = relay.state();
+                    let inv = self.own_invite(&st.store, &r.invite_id)?;
+                    st.store.revoke_invite(&inv.id)?;
+                }
+                tracing::info!(conn = self.conn_id, "invite revoked");
+                Ok(self.reply(rid, Body::Done(Done::default())).await)
+            }
+            Body::FetchInvite(f) => {
+                self.check_channel(&f.channel)?;
+                let info = {
+                    let st = relay.state();
+                    let (inv, uses, row) =
+                        use_invite(&relay, &st.store, &f.channel, &f.invite_id, &f.invite_auth, &me)?;
+                    InviteInfo {
+                        channel: inv.channel,
+                        invite_id: inv.id,
+                        group_info: inv.group_info,
+                        expires_at: inv.expires_at,
+                        max_uses: inv.max_uses,
+                        uses,
+                        epoch: row.epoch,
+                        last_seq: row.last_seq,
+                    }
+                };
+                Ok(self.reply(rid, Body::InviteInfo(info)).await)
+            }
             Body::Commit(c) => self.commit(rid, c).await,
             Body::Fetch(f) => self.fetch(rid, f).await,
             Body::PublishKeyPackages(p) => {
@@ -608,13 +656,145 @@ impl Session {
         Ok(())
     }
 
-    async fn send_item(&mut self, rid: u64, m: Send) -> Result<bool> {
+    /// An invite by id that belongs to the caller's org (`SKYTALE_INVITE_INVALID` if unknown,
+    /// `SKYTALE_FORBIDDEN_CHANNEL` if it belongs to another org).
+    fn own_invite(&self, store: &Store, invite_id: &str) -> Result<InviteRow> {
+        let inv = store
+            .invite(invite_id)?
+            .ok_or_else(|| wire(ErrorCode::InviteInvalid, "invalid invite"))?;
+        self.check_channel(&inv.channel)?;
+        Ok(inv)
+    }
+
+    async fn create_invite(&mut self, rid: u64, c: CreateInvite) -> Result<bool> {
+        self.check_channel(&c.channel)?;
+        validate_invite_id(&c.invite_id)?;
+        let limits = &self.relay.config.limits;
+        if c.invite_auth.is_empty() || c.invite_auth.len() > MAX_INVITE_AUTH_LEN {
+            return Err(wire(
+                ErrorCode::InvalidRequest,
+                format!("invite_auth must be 1..={MAX_INVITE_AUTH_LEN} bytes"),
+            ));
+        }
+        if c.max_uses == 0 {
+            return Err(wire(ErrorCode::InvalidRequest, "max_uses must be at least 1"));
+        }
+        if c.group_info.len() > limits.max_frame_bytes {
+            return Err(wire(ErrorCode::InvalidRequest, "group_info exceeds the frame cap"));
+        }
+        let now = now_ms() / 1000;
+        if c.expires_at <= now {
+            return Err(wire(ErrorCode::InvalidRequest, "expires_at must be in the future"));
+        }
+        let (org, me) = self.me();
+        let inv = InviteRow {
+            id: c.invite_id,
+            org,
+            channel: c.channel,
+            auth_hash: auth_hash(&c.invite_auth).to_vec(),
+            max_uses: c.max_uses.min(limits.max_invite_uses),
+            expires_at: c.expires_at.min(now.saturating_add(limits.max_invite_ttl_secs)),
+            group_info: c.group_info,
+            revoked: false,
+        };
+        let relay = self.relay.clone();
+        {
+            let st = relay.state();
+            if st.store.channel(&inv.channel)?.is_none() {
+                return Err(wire(ErrorCode::ChannelNotFound, "no such channel"));
+            }
+            if !st.store.create_invite(&inv, &me, now_ms())? {
+                return Err(wire(ErrorCode::InvalidRequest, "invite id already exists"));
+            }
+        }
+        Metrics::add(&relay.metrics.invites_created, 1);
+        tracing::info!(conn = self.conn_id, channel = %inv.channel, max_uses = inv.max_uses, expires_at = inv.expires_at, "invite created");
+        Ok(self.reply(rid, Body::Done(Done::default())).await)
+    }
+
+    /// `Send{kind: JoinRequest}`: a non-member with an invite posts an opaque join request.
+    /// No epoch check (the item gets the channel's current epoch); archived, fanned out, deduped.
+    async fn join_request(&mut self, rid: u64, m: Send) -> Result<bool> {
         self.check_item(&m.channel, &m.client_msg_id)?;
+        let (org, me) = self.me();
+        let relay = self.relay.clone();
+        let ack = {
+            let mut st = relay.state();
+            let dup = st.store.find_dup(&m.channel, &me, &m.client_msg_id)?;
+            match dup {
+                // A retry of an accepted join request: its original Ack, even if the invite has
+                // since expired, been used up or revoked.
+                Some(d) if d.kind == Kind::JoinRequest as i32 => Ack {
+                    channel: m.channel.clone(),
+                    seq: d.seq,
+                    epoch: d.epoch,
+                    duplicate: true,
+                },
+                _ => {
+                    let (_, _, row) =
+                        use_invite(&relay, &st.store, &m.channel, &m.invite_id, &m.invite_auth, &me)?;
+                    if let Some(d) = dup {
+                        Ack {
+                            channel: m.channel.clone(),
+                            seq: d.seq,
+                            epoch: d.epoch,
+                            duplicate: true,
+                        }
+                    } else {
+                        let seq = row.last_seq + 1;
+                        let now = now_ms();
+                        let item = NewItem {
+                            channel: &m.channel,
+                            seq,
+                            epoch: row.epoch,
+                            kind: Kind::JoinRequest as i32,
+                            sender: &me,
+                            client_msg_id: &m.client_msg_id,
+                            payload: &m.payload,
+                            now_ms: now,
+                        };
+                        st.store.append(&item, &org, row.epoch, &[])?;
+                        self.archived(m.payload.len());
+                        let deliver = Deliver {
+                            channel: m.channel.clone(),
+                            seq,
+                            epoch: row.epoch,
+                            kind: Kind::JoinRequest as i32,
+                            sender: me.clone(),
+                            payload: m.payload,
+                            timestamp_ms: now,
+                        };
+                        fan_out(&relay, &st.hub, deliver, &me);
+                        tracing::info!(conn = self.conn_id, channel = %m.channel, seq, "join request accepted");
+                        Ack {
+                            channel: m.channel.clone(),
+                            seq,
+                            epoch: row.epoch,
+                            duplicate: false,
+                        }
+                    }
+                }
+            }
+        };
+        Ok(self.reply(rid, Body::Ack(ack)).await)
+    }
+
+    async fn send_item(&mut self, rid: u64, m: Send) -> Result<bool> {
         let kind = Kind::try_from(m.kind).unwrap_or(Kind::Unspecified);
+        if kind == Kind::JoinRequest {
+            return self.join_request(rid, m).await;
+        }
+        self.check_item(&m.channel, &m.client_msg_id)?;
         if !matches!(kind, Kind::Application | Kind::Proposal) {
             return Err(wire(
                 ErrorCode::InvalidRequest,
-                "Send kind must be Application or Proposal (commits use Commit)",
+                "Send kind must be Application, Proposal or JoinRequest (commits use Commit)",
+            ));
+        }
+        if !m.invite_id.is_empty() || !m.invite_auth.is_empty() {
+            return Err(wire(
+                ErrorCode::InvalidRequest,
+                "invite_id/invite_auth are only allowed with kind JoinRequest",
             ));
         }
         let (org, me) = self.me();
@@ -796,6 +976,81 @@ impl Session {
 enum Outcome {
     Ack(Ack),
     Nack(Nack),
+}
+
+/// Checks an invite id: 1..=64 chars of `[A-Za-z0-9_-]`.
+fn validate_invite_id(id: &str) -> Result<()> {
+    if id.is_empty()
+        || id.len() > MAX_INVITE_ID_LEN
+        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(wire(
+            ErrorCode::InvalidRequest,
+            format!("invite_id must be 1..={MAX_INVITE_ID_LEN} chars of [A-Za-z0-9_-]"),
+        ));
+    }
+    Ok(())
+}
+
+/// SHA-256 of an invite authenticator (the relay stores only this).
+fn auth_hash(auth: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(auth).into()
+}
+
+/// Constant-time equality of two byte strings (the length is not secret: both are hashes).
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Validates an invite for `channel` (whose org the caller already checked) and counts a use by
+/// `identity` (once per distinct identity). Returns the invite, its use count and the channel's
+/// state. Must be called under the state lock, so checking and counting are atomic.
+fn use_invite(
+    relay: &Relay,
+    store: &Store,
+    channel: &str,
+    invite_id: &str,
+    invite_auth: &[u8],
+    identity: &str,
+) -> Result<(InviteRow, u32, ChannelRow)> {
+    let refuse = |code: ErrorCode, msg: &str| {
+        Metrics::add(&relay.metrics.invite_refusals, 1);
+        wire(code, msg)
+    };
+    let presented = auth_hash(invite_auth);
+    let inv = match store.invite(invite_id)? {
+        Some(inv) => {
+            // compare first, always, so timing does not depend on which check fails
+            let auth_ok = ct_eq(&presented, &inv.auth_hash);
+            if auth_ok && !inv.revoked && inv.channel == channel {
+                inv
+            } else {
+                return Err(refuse(ErrorCode::InviteInvalid, "invalid invite"));
+            }
+        }
+        None => return Err(refuse(ErrorCode::InviteInvalid, "invalid invite")),
+    };
+    if now_ms() / 1000 >= inv.expires_at {
+        return Err(refuse(ErrorCode::InviteExpired, "the invite has expired"));
+    }
+    let Some(row) = store.channel(channel)? else {
+        return Err(refuse(ErrorCode::InviteInvalid, "invalid invite"));
+    };
+    let uses = store.invite_uses(&inv.id)?;
+    if store.invite_used_by(&inv.id, identity)? {
+        return Ok((inv, uses, row));
+    }
+    if uses >= inv.max_uses {
+        return Err(refuse(ErrorCode::InviteUsedUp, "the invite has been used up"));
+    }
+    store.add_invite_use(&inv.id, identity, now_ms())?;
+    Metrics::add(&relay.metrics.invite_uses, 1);
+    Ok((inv, uses + 1, row))
 }
 
 /// Pushes a delivery to every subscriber of its channel except connections of the sender.

@@ -1,5 +1,7 @@
 //! The embedded store (SQLite, WAL): channels (epoch, last seq), the archive of channel items,
-//! queued welcomes, and key packages. It holds ciphertext and routing metadata only.
+//! queued welcomes, key packages, and invites (id, channel, a SHA-256 of the invite
+//! authenticator, limits, opaque group info) with the identities that used them. It holds
+//! ciphertext and routing metadata only.
 //!
 //! If the workspace enables SQLCipher for `libsqlite3-sys` (the core's keystore does), this
 //! database is simply opened without a key, i.e. unencrypted: payloads are MLS ciphertext.
@@ -96,7 +98,47 @@ CREATE TABLE IF NOT EXISTS key_packages (
   created_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS key_packages_identity ON key_packages(org, identity);
+CREATE TABLE IF NOT EXISTS invites (
+  id TEXT PRIMARY KEY,
+  org TEXT NOT NULL,
+  channel TEXT NOT NULL,
+  auth_hash BLOB NOT NULL,
+  max_uses INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  group_info BLOB NOT NULL,
+  revoked INTEGER NOT NULL DEFAULT 0,
+  created_by TEXT NOT NULL,
+  created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS invites_expires ON invites(expires_at);
+CREATE TABLE IF NOT EXISTS invite_uses (
+  invite_id TEXT NOT NULL,
+  identity TEXT NOT NULL,
+  used_ms INTEGER NOT NULL,
+  PRIMARY KEY (invite_id, identity)
+) WITHOUT ROWID;
 ";
+
+/// A stored invite.
+#[derive(Clone, Debug)]
+pub struct InviteRow {
+    /// Invite id.
+    pub id: String,
+    /// Org of the invite's channel.
+    pub org: String,
+    /// Channel.
+    pub channel: String,
+    /// SHA-256 of the invite authenticator.
+    pub auth_hash: Vec<u8>,
+    /// Max distinct identities.
+    pub max_uses: u32,
+    /// Expiry, unix seconds.
+    pub expires_at: u64,
+    /// Opaque group info.
+    pub group_info: Vec<u8>,
+    /// Revoked.
+    pub revoked: bool,
+}
 
 fn u(v: i64) -> u64 {
     v.max(0) as u64
@@ -308,15 +350,115 @@ impl Store {
             .optional()?)
     }
 
-    /// Deletes archived items and welcomes older than `cutoff_ms`; returns rows deleted.
-    pub fn prune(&self, cutoff_ms: u64) -> Result<usize> {
-        let a = self
+    /// Stores a new invite; `false` if the id is already taken (also by a revoked invite).
+    pub fn create_invite(&self, inv: &InviteRow, created_by: &str, now_ms: u64) -> Result<bool> {
+        Ok(self.conn.execute(
+            "INSERT OR IGNORE INTO invites
+               (id, org, channel, auth_hash, max_uses, expires_at, group_info, revoked, created_by, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9)",
+            params![
+                inv.id,
+                inv.org,
+                inv.channel,
+                inv.auth_hash,
+                i64::from(inv.max_uses),
+                i(inv.expires_at),
+                inv.group_info,
+                created_by,
+                i(now_ms)
+            ],
+        )? > 0)
+    }
+
+    /// An invite by id.
+    pub fn invite(&self, id: &str) -> Result<Option<InviteRow>> {
+        Ok(self
             .conn
-            .execute("DELETE FROM messages WHERE created_ms < ?1", params![i(cutoff_ms)])?;
-        let b = self
+            .query_row(
+                "SELECT id, org, channel, auth_hash, max_uses, expires_at, group_info, revoked
+                 FROM invites WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok(InviteRow {
+                        id: r.get(0)?,
+                        org: r.get(1)?,
+                        channel: r.get(2)?,
+                        auth_hash: r.get(3)?,
+                        max_uses: u32::try_from(u(r.get(4)?)).unwrap_or(u32::MAX),
+                        expires_at: u(r.get(5)?),
+                        group_info: r.get(6)?,
+                        revoked: r.get::<_, i64>(7)? != 0,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Replaces an invite's group info.
+    pub fn update_invite(&self, id: &str, group_info: &[u8]) -> Result<()> {
+        self.conn.execute(
+            "UPDATE invites SET group_info = ?2 WHERE id = ?1",
+            params![id, group_info],
+        )?;
+        Ok(())
+    }
+
+    /// Marks an invite revoked and drops its group info (the row keeps the id taken until it
+    /// expires and is pruned).
+    pub fn revoke_invite(&self, id: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE invites SET revoked = 1, group_info = X'' WHERE id = ?1",
+            params![id],
+        )?;
+        Ok(())
+    }
+
+    /// Number of distinct identities that used an invite.
+    pub fn invite_uses(&self, id: &str) -> Result<u32> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM invite_uses WHERE invite_id = ?1",
+            params![id],
+            |r| r.get(0),
+        )?;
+        Ok(u32::try_from(u(n)).unwrap_or(u32::MAX))
+    }
+
+    /// True if `identity` already used the invite.
+    pub fn invite_used_by(&self, id: &str, identity: &str) -> Result<bool> {
+        Ok(self
             .conn
-            .execute("DELETE FROM welcomes WHERE created_ms < ?1", params![i(cutoff_ms)])?;
-        Ok(a + b)
+            .query_row(
+                "SELECT 1 FROM invite_uses WHERE invite_id = ?1 AND identity = ?2",
+                params![id, identity],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Records that `identity` used the invite.
+    pub fn add_invite_use(&self, id: &str, identity: &str, now_ms: u64) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO invite_uses (invite_id, identity, used_ms) VALUES (?1, ?2, ?3)",
+            params![id, identity, i(now_ms)],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes archived items and welcomes older than `cutoff_ms`, and invites (with their uses)
+    /// that expired before `cutoff_ms`; returns rows deleted.
+    pub fn prune(&mut self, cutoff_ms: u64) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let a = tx.execute("DELETE FROM messages WHERE created_ms < ?1", params![i(cutoff_ms)])?;
+        let b = tx.execute("DELETE FROM welcomes WHERE created_ms < ?1", params![i(cutoff_ms)])?;
+        let cutoff_secs = i(cutoff_ms / 1000);
+        tx.execute(
+            "DELETE FROM invite_uses WHERE invite_id IN (SELECT id FROM invites WHERE expires_at < ?1)",
+            params![cutoff_secs],
+        )?;
+        let c = tx.execute("DELETE FROM invites WHERE expires_at < ?1", params![cutoff_secs])?;
+        tx.commit()?;
+        Ok(a + b + c)
     }
 
     /// Archive size: (items, payload bytes).
