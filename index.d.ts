@@ -112,6 +112,27 @@ export declare class Client {
   rotateKey(channel: string): Promise<CommitResult>
   /** Waits until this agent has been added to `channel` (rejects with `SKYTALE_TIMEOUT`). */
   waitForChannel(channel: string, timeoutMs: number): Promise<ClientChannel>
+  /**
+   * Creates an invite token (`skt_inv_…`) for `channel`: at most `maxUses` joins, valid for
+   * `ttlSeconds`. Any online member admits the joiner; if none is online the joiner gets in
+   * by an external commit with a proof of the invite secret.
+   */
+  createInvite(channel: string, maxUses: number, ttlSeconds: number): Promise<string>
+  /**
+   * Joins `channel` with an invite token; rejects with `SKYTALE_INVITE_INVALID`,
+   * `SKYTALE_INVITE_EXPIRED`, `SKYTALE_INVITE_USED_UP`, `SKYTALE_INVITE_WRONG_CHANNEL`, or
+   * `SKYTALE_JOIN_TIMEOUT` after `timeoutMs`.
+   */
+  joinWithToken(channel: string, token: string, timeoutMs: number): Promise<ClientChannel>
+  /** Leaves `channel`: asks the other members to remove this agent and forgets it locally. */
+  leave(channel: string): Promise<void>
+  /** Names of the channels this agent is a member of. */
+  channels(): Array<string>
+  /**
+   * The next client-wide event (connected, disconnected, joined, error), or `null` after
+   * `timeoutMs`.
+   */
+  nextEvent(timeoutMs: number): Promise<ClientEventInfo | null>
   /** Whether the client currently has an authenticated relay connection. */
   get connected(): boolean
   /** Closes the connection; pending sends reject with `SKYTALE_CLIENT_CLOSED`. */
@@ -184,6 +205,18 @@ export interface ClientConnectOptions {
   apiKey: string
   /** Relay address `iroh://<endpoint-id>@host:port`; default: the one the API server publishes. */
   relay?: string
+}
+
+/** A client-wide event (see `Client.nextEvent`). */
+export interface ClientEventInfo {
+  /** What happened. */
+  kind: 'connected' | 'disconnected' | 'joined' | 'error'
+  /** Channel concerned (joined, some errors). */
+  channel?: string
+  /** Stable code (error, disconnected). */
+  code?: string
+  /** Detail (error) or who added this agent (joined). */
+  message?: string
 }
 
 /** What a commit created by this agent produced. */

@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url'
 import readline from 'node:readline'
 
 const WORKER = fileURLToPath(new URL('./agent-worker.mjs', import.meta.url))
+/** The SkytaleChannelManager worker. */
+export const MANAGER_WORKER = fileURLToPath(new URL('./manager-worker.mjs', import.meta.url))
 
 /** An error returned by a worker, with the native error's `code`. */
 export class RemoteError extends Error {
@@ -24,8 +26,8 @@ const dec = (v) => {
 }
 
 /** Starts a worker process; `call(op, args)` resolves with its answer or rejects with RemoteError. */
-export function startAgentProcess() {
-  const child = spawn(process.execPath, [WORKER], { stdio: ['pipe', 'pipe', 'inherit'] })
+export function startAgentProcess(worker = WORKER) {
+  const child = spawn(process.execPath, [worker], { stdio: ['pipe', 'pipe', 'inherit'] })
   const pending = new Map()
   let next = 1
   readline.createInterface({ input: child.stdout }).on('line', (line) => {
@@ -34,7 +36,7 @@ export function startAgentProcess() {
     if (!p) return
     pending.delete(msg.id)
     if (msg.ok) p.resolve(dec(msg.value))
-    else p.reject(new RemoteError(msg.code, msg.message))
+    else { const e = new RemoteError(msg.code, msg.message); e.errorName = msg.name; p.reject(e) }
   })
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => {
     for (const p of pending.values()) p.reject(new Error(`agent process exited (${code ?? signal})`))

@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, oneshot, watch, Mutex, Notify};
 use zeroize::Zeroizing;
 
 use crate::error::{ClientError, Result};
+use crate::invites::InviteToken;
 use crate::tokens::{TokenSource, REFRESH_MARGIN};
 
 /// How a [`Client`] reaches the API server and the relay.
@@ -132,6 +133,45 @@ struct Shared {
     closed: watch::Sender<bool>,
     outbox: StdMutex<VecDeque<OutItem>>,
     outbox_notify: Notify,
+    followups: StdMutex<VecDeque<FollowUp>>,
+    followup_notify: Notify,
+    relay_addr: StdMutex<String>,
+}
+
+/// Work found while processing an item, done after the channel lock is released.
+#[derive(Debug)]
+enum FollowUp {
+    /// Add a joiner that presented a valid invite.
+    Admit { channel: String, joiner: String, key_package: Vec<u8> },
+    /// Remove a member (external joiner without a valid proof, or a member that asked to leave).
+    Remove { channel: String, identity: String },
+    /// Re-upload the sealed GroupInfo of this channel's live invites (the epoch changed).
+    RefreshInvites { channel: String },
+}
+
+/// Plaintext envelope of channel messages sent by a [`Client`]: user data or a control message.
+const ENVELOPE_DATA: u8 = 0;
+const ENVELOPE_CONTROL: u8 = 1;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "t", rename_all = "camelCase")]
+enum Control {
+    /// A member shares an invite with the other members so any of them can admit joiners.
+    Invite { token: String, max_uses: u32, expires_at: u64 },
+    /// The sender asks to be removed.
+    Leave,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredInvite {
+    token: String,
+    max_uses: u32,
+    expires_at: u64,
+}
+
+fn invite_key(channel: &str, id_hex: &str) -> String {
+    format!("invite/{channel}/{id_hex}")
 }
 
 /// A connected agent. Cheap to clone; all clones share one connection.
@@ -176,6 +216,9 @@ impl Client {
             closed,
             outbox: StdMutex::new(VecDeque::new()),
             outbox_notify: Notify::new(),
+            followups: StdMutex::new(VecDeque::new()),
+            followup_notify: Notify::new(),
+            relay_addr: StdMutex::new(String::new()),
         });
         let (first_tx, first_rx) = oneshot::channel();
         tokio::spawn(connection_loop(shared.clone(), first_tx));
@@ -189,6 +232,7 @@ impl Client {
             Err(_) => return Err(ClientError::Closed),
         }
         tokio::spawn(outbox_loop(shared.clone()));
+        tokio::spawn(followup_loop(shared.clone()));
         Ok(Client { shared })
     }
 
@@ -257,24 +301,180 @@ impl Client {
     /// Encrypts and sends `data` to `channel`; resolves with the relay sequence number once
     /// the relay has archived it. While disconnected the send waits in the outbox.
     pub async fn send(&self, channel: &str, data: &[u8]) -> Result<u64> {
-        if !self.shared.agent.has_channel(channel)? {
-            return Err(CoreError::ChannelNotFound(channel.to_string()).into());
+        let mut framed = Vec::with_capacity(data.len() + 1);
+        framed.push(ENVELOPE_DATA);
+        framed.extend_from_slice(data);
+        self.shared.enqueue(channel, framed).await
+    }
+
+    /// Creates an invite for `channel` (this agent must be a member): `maxUses` joins, valid for
+    /// `ttl`. Returns the token (`skt_inv_…`) to hand to the joiner. The invite is shared with
+    /// the other members through the channel, so any online member admits the joiner; a sealed,
+    /// current GroupInfo is kept on the relay so the joiner can also get in when nobody is online.
+    pub async fn create_invite(&self, channel: &str, max_uses: u32, ttl: Duration) -> Result<Zeroizing<String>> {
+        if max_uses == 0 || ttl.is_zero() {
+            return Err(ClientError::InvalidArgument("maxUses and ttl must be positive".into()));
         }
-        if *self.shared.closed.borrow() {
-            return Err(ClientError::Closed);
+        let agent = &self.shared.agent;
+        if !agent.is_member(channel)? {
+            return Err(CoreError::NotAMember(channel.to_string()).into());
         }
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut outbox = self.shared.outbox.lock().map_err(|_| ClientError::Closed)?;
-            outbox.push_back(OutItem {
-                channel: channel.to_string(),
-                client_msg_id: random_id(),
-                data: Zeroizing::new(data.to_vec()),
-                done: tx,
+        let relay = self.shared.relay_addr.lock().map(|r| r.clone()).unwrap_or_default();
+        let invite = InviteToken::generate(channel, &relay);
+        let expires_at = now_secs() + ttl.as_secs().max(1);
+        let conn = self.shared.live_conn().await?;
+        let group_info = invite.seal_group_info(&agent.export_group_info(channel)?)?;
+        conn.create_invite(skytale_proto::frames::CreateInvite {
+            channel: channel.to_string(),
+            invite_id: invite.id_hex(),
+            invite_auth: invite.relay_auth(),
+            max_uses,
+            expires_at,
+            group_info,
+        })
+        .await?;
+        let token = invite.encode();
+        let stored = StoredInvite { token: token.to_string(), max_uses, expires_at };
+        let json = Zeroizing::new(serde_json::to_vec(&stored).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
+        agent.kv_put(&invite_key(channel, &invite.id_hex()), &json)?;
+        let control = Control::Invite { token: token.to_string(), max_uses, expires_at };
+        let mut framed = Zeroizing::new(vec![ENVELOPE_CONTROL]);
+        framed.extend_from_slice(&serde_json::to_vec(&control).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
+        self.shared.enqueue(channel, framed.to_vec()).await?;
+        Ok(token)
+    }
+
+    /// Joins `channel` with an invite token. Sends a join request (the KeyPackage sealed under
+    /// the invite secret) that any online member admits; if no Welcome arrives within a short
+    /// grace period, joins by an external commit from the sealed GroupInfo on the relay, with a
+    /// proof of the invite secret that every member checks. Fails fast with
+    /// `SKYTALE_INVITE_INVALID`, `SKYTALE_INVITE_EXPIRED`, `SKYTALE_INVITE_USED_UP` or
+    /// `SKYTALE_INVITE_WRONG_CHANNEL`; `SKYTALE_JOIN_TIMEOUT` after `timeout`.
+    pub async fn join_with_token(&self, channel: &str, token: &str, timeout: Duration) -> Result<()> {
+        let invite = InviteToken::parse(token)?;
+        if invite.channel != channel {
+            return Err(ClientError::Invite {
+                code: "SKYTALE_INVITE_WRONG_CHANNEL",
+                message: format!("the token is for another channel than {channel}"),
             });
         }
-        self.shared.outbox_notify.notify_one();
-        rx.await.map_err(|_| ClientError::Closed)?
+        let agent = self.shared.agent.clone();
+        if agent.has_channel(channel)? && agent.is_member(channel)? {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut events = self.events();
+        let conn = self.shared.live_conn().await?;
+        let kp = agent.generate_key_packages(1)?.into_iter().next().ok_or(ClientError::Closed)?;
+        let sealed = invite.seal_join_request(agent.identity(), &kp)?;
+        conn.send_join_request(channel, &random_id(), &invite.id_hex(), invite.relay_auth(), sealed).await?;
+        // Give online members a moment to admit us with a Welcome.
+        let grace = (timeout / 4).min(Duration::from_secs(3));
+        if self.wait_joined(channel, &mut events, tokio::time::Instant::now() + grace).await? {
+            return self.remember_invite(&invite);
+        }
+        // Nobody answered: join by external commit.
+        let mut attempt = 0u64;
+        loop {
+            if agent.has_channel(channel)? && agent.is_member(channel)? {
+                return self.remember_invite(&invite);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::Invite { code: "SKYTALE_JOIN_TIMEOUT", message: format!("not admitted to {channel} in time") });
+            }
+            let conn = self.shared.live_conn().await?;
+            let info = conn.fetch_invite(channel, &invite.id_hex(), invite.relay_auth()).await?;
+            let group_info = invite.open_group_info(&info.group_info).ok_or_else(|| ClientError::Invite {
+                code: "SKYTALE_INVITE_INVALID",
+                message: "the invite's group info does not open with this token".into(),
+            })?;
+            let slot = self.shared.slot(channel);
+            let guard = slot.lock.lock().await;
+            let epoch_hint = info.epoch;
+            let aad = invite.external_join_aad(agent.identity(), epoch_hint)?;
+            let (name, out) = match agent.join_by_external_commit(&group_info, &aad) {
+                Ok(v) => v,
+                Err(CoreError::ChannelExists(_)) => return self.remember_invite(&invite),
+                Err(e) => return Err(e.into()),
+            };
+            if out.from_epoch != epoch_hint {
+                // The sealed GroupInfo is older than the channel: wait for a member to refresh it.
+                let _ = agent.forget_channel(&name);
+                drop(guard);
+                attempt += 1;
+                if self.wait_joined(channel, &mut events, tokio::time::Instant::now() + Duration::from_millis(200 * attempt.min(10))).await? {
+                    return self.remember_invite(&invite);
+                }
+                continue;
+            }
+            let msg = Commit {
+                channel: channel.to_string(),
+                client_msg_id: random_id(),
+                epoch: out.from_epoch,
+                payload: out.commit.clone(),
+                welcome: None,
+            };
+            match conn.commit(msg).await {
+                Ok(ack) => {
+                    let _ = agent.set_last_seq(&name, ack.seq);
+                    drop(guard);
+                    conn.subscribe(&name, ack.seq).await?;
+                    self.remember_invite(&invite)?;
+                    self.shared.schedule(FollowUp::RefreshInvites { channel: name.clone() });
+                    self.shared.emit(ClientEvent::Joined { channel: name, by: agent.identity().to_string() });
+                    return Ok(());
+                }
+                Err(ProtoError::WrongEpoch { .. }) => {
+                    let _ = agent.forget_channel(&name);
+                    drop(guard);
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt.min(10))).await;
+                }
+                Err(e) => {
+                    let _ = agent.forget_channel(&name);
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    /// Asks the other members to remove this agent, then forgets the channel locally.
+    pub async fn leave(&self, channel: &str) -> Result<()> {
+        let agent = &self.shared.agent;
+        if agent.is_member(channel)? {
+            let mut framed = vec![ENVELOPE_CONTROL];
+            framed.extend_from_slice(&serde_json::to_vec(&Control::Leave).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
+            self.shared.enqueue(channel, framed).await?;
+        }
+        if let Ok(conn) = self.shared.live_conn().await {
+            let _ = conn.unsubscribe(channel).await;
+        }
+        for (key, _) in agent.kv_list(&format!("invite/{channel}/"))? {
+            agent.kv_delete(&key)?;
+        }
+        agent.forget_channel(channel)?;
+        Ok(())
+    }
+
+    fn remember_invite(&self, invite: &InviteToken) -> Result<()> {
+        // The joiner keeps the invite too, so it can refresh the sealed GroupInfo after commits.
+        let stored = StoredInvite { token: invite.encode().to_string(), max_uses: 0, expires_at: 0 };
+        let json = Zeroizing::new(serde_json::to_vec(&stored).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
+        self.shared.agent.kv_put(&invite_key(&invite.channel, &invite.id_hex()), &json)?;
+        Ok(())
+    }
+
+    async fn wait_joined(&self, channel: &str, events: &mut broadcast::Receiver<ClientEvent>, until: tokio::time::Instant) -> Result<bool> {
+        loop {
+            if self.shared.agent.has_channel(channel)? && self.shared.agent.is_member(channel)? {
+                return Ok(true);
+            }
+            tokio::select! {
+                _ = events.recv() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = tokio::time::sleep_until(until) => return Ok(self.shared.agent.has_channel(channel)? && self.shared.agent.is_member(channel)?),
+            }
+        }
     }
 
     /// The first event of `channel` with `seq > after_seq`, in relay order, waiting up to
@@ -370,11 +570,101 @@ fn to_event(item: skytale_core::InboxItem) -> ChannelEvent {
             self_removed: v.get("selfRemoved").and_then(|b| b.as_bool()).unwrap_or(false),
         }
     } else {
-        ChannelEvent::Message { seq: item.seq, sender: item.sender, data: item.data, epoch: item.epoch }
+        let data = match item.data.first() {
+            Some(&ENVELOPE_DATA) => item.data[1..].to_vec(),
+            _ => item.data,
+        };
+        ChannelEvent::Message { seq: item.seq, sender: item.sender, data, epoch: item.epoch }
     }
 }
 
 impl Shared {
+    /// Queues enveloped plaintext for the channel and waits for the relay's ack.
+    async fn enqueue(&self, channel: &str, framed: Vec<u8>) -> Result<u64> {
+        if !self.agent.has_channel(channel)? {
+            return Err(CoreError::ChannelNotFound(channel.to_string()).into());
+        }
+        if *self.closed.borrow() {
+            return Err(ClientError::Closed);
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut outbox = self.outbox.lock().map_err(|_| ClientError::Closed)?;
+            outbox.push_back(OutItem {
+                channel: channel.to_string(),
+                client_msg_id: random_id(),
+                data: Zeroizing::new(framed),
+                done: tx,
+            });
+        }
+        self.outbox_notify.notify_one();
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    fn schedule(&self, f: FollowUp) {
+        if let Ok(mut q) = self.followups.lock() {
+            q.push_back(f);
+        }
+        self.followup_notify.notify_one();
+    }
+
+    /// Live invites of a channel held in the keystore.
+    fn invites_of(&self, channel: &str) -> Vec<(InviteToken, StoredInvite)> {
+        let now = now_secs();
+        self.agent
+            .kv_list(&format!("invite/{channel}/"))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<StoredInvite>(&v).ok())
+            .filter(|s| s.expires_at == 0 || s.expires_at > now)
+            .filter_map(|s| InviteToken::parse(&s.token).ok().map(|t| (t, s)))
+            .collect()
+    }
+
+    /// Handles a control message; the channel lock is held.
+    fn handle_control(&self, channel: &str, sender: &str, body: &[u8]) {
+        match serde_json::from_slice::<Control>(body) {
+            Ok(Control::Invite { token, max_uses, expires_at }) => {
+                if let Ok(t) = InviteToken::parse(&token) {
+                    if t.channel == channel {
+                        let stored = StoredInvite { token, max_uses, expires_at };
+                        if let Ok(json) = serde_json::to_vec(&stored) {
+                            let json = Zeroizing::new(json);
+                            let _ = self.agent.kv_put(&invite_key(channel, &t.id_hex()), &json);
+                        }
+                    }
+                }
+            }
+            Ok(Control::Leave) => {
+                self.schedule(FollowUp::Remove { channel: channel.to_string(), identity: sender.to_string() })
+            }
+            Err(_) => self.emit_error(Some(channel), "SKYTALE_INVALID_MESSAGE", format!("unreadable control message from {sender}")),
+        }
+    }
+
+    /// A join request item (not an MLS message); the channel lock is held.
+    fn handle_join_request(&self, d: &Deliver) {
+        let _ = self.agent.set_last_seq(&d.channel, d.seq);
+        let Some(id) = InviteToken::join_request_id(&d.payload) else { return };
+        let id_hex = hex::encode(id);
+        let Some((invite, _)) = self.invites_of(&d.channel).into_iter().find(|(t, _)| t.id_hex() == id_hex) else {
+            return; // not an invite we know (or expired): another member may admit
+        };
+        match invite.open_join_request(&d.sender, &d.payload) {
+            Some(kp) => {
+                let already = self.agent.members(&d.channel).map(|m| m.contains(&d.sender)).unwrap_or(true);
+                if !already {
+                    self.schedule(FollowUp::Admit { channel: d.channel.clone(), joiner: d.sender.clone(), key_package: kp });
+                }
+            }
+            None => self.emit_error(
+                Some(&d.channel),
+                "SKYTALE_INVITE_INVALID",
+                format!("join request from {} does not open with the invite (wrong secret or replayed for another identity)", d.sender),
+            ),
+        }
+    }
+
     fn slot(&self, channel: &str) -> Arc<ChannelSlot> {
         let mut map = match self.channels.lock() {
             Ok(m) => m,
@@ -439,8 +729,42 @@ impl Shared {
         if d.seq <= last {
             return;
         }
+        if d.kind == Kind::JoinRequest as i32 {
+            self.handle_join_request(d);
+            return;
+        }
         match agent.process_delivered(&d.channel, &d.payload, d.seq) {
             Ok(Incoming::Proposal { .. }) => {}
+            Ok(Incoming::Message { data, sender, .. }) if data.first() == Some(&ENVELOPE_CONTROL) => {
+                let _ = agent.inbox_remove(&d.channel, d.seq);
+                self.handle_control(&d.channel, &sender, &data[1..]);
+            }
+            Ok(Incoming::Commit { external, authenticated_data, sender, self_removed, .. }) => {
+                if external {
+                    let from_epoch = d.epoch;
+                    // Judge only with an invite we hold; a member that does not know the named
+                    // invite leaves the verdict to those that do (they process this commit too).
+                    let valid = match InviteToken::external_join_id(&authenticated_data) {
+                        None => false,
+                        Some(id) => match self.invites_of(&d.channel).into_iter().find(|(t, _)| t.id == id) {
+                            Some((t, _)) => t.verify_external_join(&sender, from_epoch, &authenticated_data),
+                            None => true,
+                        },
+                    };
+                    if !valid {
+                        self.emit_error(
+                            Some(&d.channel),
+                            "SKYTALE_INVITE_INVALID",
+                            format!("{sender} joined without a valid invite proof; removing it"),
+                        );
+                        self.schedule(FollowUp::Remove { channel: d.channel.clone(), identity: sender.clone() });
+                    }
+                }
+                if !self_removed {
+                    self.schedule(FollowUp::RefreshInvites { channel: d.channel.clone() });
+                }
+                self.slot(&d.channel).notify.notify_waiters();
+            }
             Ok(_) => self.slot(&d.channel).notify.notify_waiters(),
             Err(e) => {
                 // Skip the item (it can never be processed) but say so.
@@ -521,6 +845,7 @@ impl Shared {
                 match conn.commit(msg.clone()).await {
                     Ok(_ack) => {
                         self.agent.merge_pending_commit(channel)?;
+                        self.schedule(FollowUp::RefreshInvites { channel: channel.to_string() });
                         return Ok(out);
                     }
                     Err(ProtoError::WrongEpoch { .. }) => {
@@ -602,10 +927,75 @@ async fn outbox_loop(shared: Arc<Shared>) {
     }
 }
 
+async fn followup_loop(shared: Arc<Shared>) {
+    let mut closed = shared.closed.subscribe();
+    loop {
+        if *closed.borrow() {
+            return;
+        }
+        let next = shared.followups.lock().ok().and_then(|mut q| q.pop_front());
+        let Some(job) = next else {
+            tokio::select! {
+                _ = shared.followup_notify.notified() => {}
+                _ = closed.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            continue;
+        };
+        match job {
+            FollowUp::Admit { channel, joiner, key_package } => {
+                let kp = key_package.clone();
+                let res = shared
+                    .commit_op(&channel, Some(vec![joiner.clone()]), move |agent, name| {
+                        agent.add_members(name, &[kp.clone()], CommitMode::Stage)
+                    })
+                    .await;
+                match res {
+                    Ok(_) => tracing::debug!(channel, "admitted a joiner"),
+                    Err(e) if matches!(e.code(), "SKYTALE_INVALID_ARGUMENT" | "SKYTALE_KEY_PACKAGE_USED" | "SKYTALE_NOT_A_MEMBER") => {}
+                    Err(e) => shared.emit_error(Some(&channel), e.code(), format!("admitting {joiner}: {e}")),
+                }
+            }
+            FollowUp::Remove { channel, identity } => {
+                let ids = vec![identity.clone()];
+                let still = shared.agent.members(&channel).map(|m| m.contains(&identity)).unwrap_or(false);
+                if still {
+                    let res = shared
+                        .commit_op(&channel, None, move |agent, name| agent.remove_members(name, &ids, CommitMode::Stage))
+                        .await;
+                    if let Err(e) = res {
+                        if !matches!(e.code(), "SKYTALE_MEMBER_NOT_FOUND" | "SKYTALE_NOT_A_MEMBER") {
+                            shared.emit_error(Some(&channel), e.code(), format!("removing {identity}: {e}"));
+                        }
+                    }
+                }
+            }
+            FollowUp::RefreshInvites { channel } => {
+                let invites = shared.invites_of(&channel);
+                if invites.is_empty() || !shared.agent.is_member(&channel).unwrap_or(false) {
+                    continue;
+                }
+                let Ok(conn) = shared.live_conn().await else { continue };
+                let Ok(gi) = shared.agent.export_group_info(&channel) else { continue };
+                for (invite, _) in invites {
+                    if let Ok(sealed) = invite.seal_group_info(&gi) {
+                        if let Err(e) = conn.update_invite(&invite.id_hex(), sealed).await {
+                            tracing::debug!(code = e.code(), "refreshing an invite failed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn connect_once(shared: &Arc<Shared>) -> Result<(Arc<RelayConnection>, PushReceiver, u64)> {
     let token = shared.tokens.get().await?;
     let addr_str = shared.config.relay.clone().or(token.relay.clone()).ok_or(ClientError::NoRelay)?;
     let addr: RelayAddr = addr_str.parse()?;
+    if let Ok(mut r) = shared.relay_addr.lock() {
+        *r = addr_str.clone();
+    }
     let (conn, pushes) = RelayConnection::connect(&shared.endpoint, &addr).await?;
     let conn = Arc::new(conn);
     let ok = conn.auth(&token.jwt, shared.agent.identity()).await?;

@@ -33,6 +33,15 @@ pub enum ClientError {
     /// Invalid argument.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// An invite problem (`SKYTALE_INVITE_INVALID`, `SKYTALE_INVITE_WRONG_CHANNEL`,
+    /// `SKYTALE_JOIN_TIMEOUT`, …).
+    #[error("{code}: {message}")]
+    Invite {
+        /// Stable code.
+        code: &'static str,
+        /// Detail (never the secret).
+        message: String,
+    },
     /// A wait ran out of time.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -50,6 +59,7 @@ impl ClientError {
             ClientError::CommitContention(_) => "SKYTALE_COMMIT_CONTENTION",
             ClientError::InvalidArgument(_) => "SKYTALE_INVALID_ARGUMENT",
             ClientError::Timeout(_) => "SKYTALE_TIMEOUT",
+            ClientError::Invite { code, .. } => code,
         }
     }
 

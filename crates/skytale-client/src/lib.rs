@@ -15,8 +15,10 @@
 
 mod client;
 mod error;
+mod invites;
 mod tokens;
 
 pub use client::{ChannelEvent, Client, ClientConfig, ClientEvent};
 pub use error::{ClientError, Result};
+pub use invites::InviteToken;
 pub use tokens::{Token, TokenSource};

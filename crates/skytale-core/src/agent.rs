@@ -747,6 +747,16 @@ impl Agent {
         Ok(items)
     }
 
+    /// Removes one inbox item (e.g. a control message the driver consumed itself).
+    pub fn inbox_remove(&self, name: &str, seq: u64) -> Result<()> {
+        let inner = self.lock()?;
+        inner
+            .store
+            .conn()
+            .execute("DELETE FROM skytale_inbox WHERE channel = ?1 AND seq = ?2", params![name, seq as i64])?;
+        Ok(())
+    }
+
     /// Removes inbox items of a channel up to and including `seq` (the app has taken them).
     pub fn inbox_ack(&self, name: &str, seq: u64) -> Result<()> {
         let inner = self.lock()?;
@@ -798,6 +808,25 @@ impl Agent {
     /// Stores an opaque value with this agent.
     pub fn kv_put(&self, key: &str, value: &[u8]) -> Result<()> {
         self.lock()?.store.kv_put(key, value)
+    }
+
+    /// All stored values whose key starts with `prefix`, ordered by key.
+    pub fn kv_list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let inner = self.lock()?;
+        let mut stmt = inner
+            .store
+            .conn()
+            .prepare_cached("SELECT key, value FROM skytale_kv WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key")?;
+        let rows = stmt
+            .query_map([prefix], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Deletes a stored value.
+    pub fn kv_delete(&self, key: &str) -> Result<()> {
+        self.lock()?.store.conn().execute("DELETE FROM skytale_kv WHERE key = ?1", [key])?;
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use std::result::Result;
 use napi_derive::napi;
-use skytale_client::{ChannelEvent, Client as CoreClient, ClientConfig, ClientError};
+use skytale_client::{ChannelEvent, Client as CoreClient, ClientConfig, ClientError, ClientEvent};
 use zeroize::Zeroizing;
 
 use crate::agent::Agent;
@@ -84,10 +84,34 @@ where
     })
 }
 
+/// A client-wide event (see `Client.nextEvent`).
+#[napi(object)]
+pub struct ClientEventInfo {
+    /// What happened.
+    #[napi(ts_type = "'connected' | 'disconnected' | 'joined' | 'error'")]
+    pub kind: String,
+    /// Channel concerned (joined, some errors).
+    pub channel: Option<String>,
+    /// Stable code (error, disconnected).
+    pub code: Option<String>,
+    /// Detail (error) or who added this agent (joined).
+    pub message: Option<String>,
+}
+
+fn event_to_js(ev: ClientEvent) -> ClientEventInfo {
+    match ev {
+        ClientEvent::Connected => ClientEventInfo { kind: "connected".into(), channel: None, code: None, message: None },
+        ClientEvent::Disconnected { code } => ClientEventInfo { kind: "disconnected".into(), channel: None, code, message: None },
+        ClientEvent::Joined { channel, by } => ClientEventInfo { kind: "joined".into(), channel: Some(channel), code: None, message: Some(by) },
+        ClientEvent::Error { channel, code, message } => ClientEventInfo { kind: "error".into(), channel, code: Some(code), message: Some(message) },
+    }
+}
+
 /// An agent connected to a relay: tokens, reconnects and background processing are handled.
 #[napi]
 pub struct Client {
     inner: CoreClient,
+    events: Arc<tokio::sync::Mutex<tokio::sync::broadcast::Receiver<ClientEvent>>>,
 }
 
 #[napi]
@@ -105,7 +129,10 @@ impl Client {
                 let core = core?;
                 CoreClient::connect(core, config).await
             },
-            |inner| Client { inner },
+            |inner| {
+                let events = Arc::new(tokio::sync::Mutex::new(inner.events()));
+                Client { inner, events }
+            },
         )
     }
 
@@ -156,6 +183,71 @@ impl Client {
             env,
             async move { inner.wait_for_channel(&channel, Duration::from_millis(timeout_ms as u64)).await.map(|_| (inner, channel)) },
             |(inner, name)| ClientChannel { inner, name },
+        )
+    }
+
+    /// Creates an invite token (`skt_inv_…`) for `channel`: at most `maxUses` joins, valid for
+    /// `ttlSeconds`. Any online member admits the joiner; if none is online the joiner gets in
+    /// by an external commit with a proof of the invite secret.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn create_invite<'env>(&self, env: &'env Env, channel: String, max_uses: u32, ttl_seconds: u32) -> napi::Result<PromiseRaw<'env, String>> {
+        let inner = self.inner.clone();
+        run(
+            env,
+            async move { inner.create_invite(&channel, max_uses, Duration::from_secs(ttl_seconds as u64)).await.map(|t| t.to_string()) },
+            |t| t,
+        )
+    }
+
+    /// Joins `channel` with an invite token; rejects with `SKYTALE_INVITE_INVALID`,
+    /// `SKYTALE_INVITE_EXPIRED`, `SKYTALE_INVITE_USED_UP`, `SKYTALE_INVITE_WRONG_CHANNEL`, or
+    /// `SKYTALE_JOIN_TIMEOUT` after `timeoutMs`.
+    #[napi(ts_return_type = "Promise<ClientChannel>")]
+    pub fn join_with_token<'env>(&self, env: &'env Env, channel: String, token: String, timeout_ms: u32) -> napi::Result<PromiseRaw<'env, ClientChannel>> {
+        let inner = self.inner.clone();
+        let token = Zeroizing::new(token);
+        run(
+            env,
+            async move {
+                inner.join_with_token(&channel, &token, Duration::from_millis(timeout_ms as u64)).await.map(|_| (inner, channel))
+            },
+            |(inner, name)| ClientChannel { inner, name },
+        )
+    }
+
+    /// Leaves `channel`: asks the other members to remove this agent and forgets it locally.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn leave<'env>(&self, env: &'env Env, channel: String) -> napi::Result<PromiseRaw<'env, ()>> {
+        let inner = self.inner.clone();
+        run(env, async move { inner.leave(&channel).await }, |v| v)
+    }
+
+    /// Names of the channels this agent is a member of.
+    #[napi]
+    pub fn channels(&self, env: Env) -> napi::Result<Vec<String>> {
+        let agent = self.inner.agent();
+        let names = agent.channel_names().map_err(|e| js_error_code(&env, e.code(), &e.to_string()))?;
+        Ok(names.into_iter().filter(|n| agent.is_member(n).unwrap_or(false)).collect())
+    }
+
+    /// The next client-wide event (connected, disconnected, joined, error), or `null` after
+    /// `timeoutMs`.
+    #[napi(ts_return_type = "Promise<ClientEventInfo | null>")]
+    pub fn next_event<'env>(&self, env: &'env Env, timeout_ms: u32) -> napi::Result<PromiseRaw<'env, Option<ClientEventInfo>>> {
+        let events = self.events.clone();
+        run(
+            env,
+            async move {
+                let mut rx = events.lock().await;
+                loop {
+                    match tokio::time::timeout(Duration::from_millis(timeout_ms as u64), rx.recv()).await {
+                        Ok(Ok(ev)) => return Ok(Some(ev)),
+                        Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+                        Ok(Err(_)) | Err(_) => return Ok(None),
+                    }
+                }
+            },
+            |ev| ev.map(event_to_js),
         )
     }
 
@@ -240,7 +332,3 @@ impl ClientChannel {
     }
 }
 
-#[allow(dead_code)]
-fn _assert_send(c: CoreClient) -> Arc<CoreClient> {
-    Arc::new(c)
-}
