@@ -294,3 +294,29 @@ async fn invites_and_uses_survive_restart() {
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].kind, Kind::JoinRequest as i32);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_invites_are_pruned_and_secrets_never_logged() {
+    let key = Keypair::generate();
+    let relay = RelayProc::start("inv-prune", &key, &[("SKYTALE_RELAY_ARCHIVE_TTL_SECS", "1")]);
+    let ch = "acme/team/chat";
+    let auth = format!("AUTH-MARKER-{}", rand::random::<u64>());
+    let gi = format!("GROUPINFO-MARKER-{}", rand::random::<u64>());
+    let jr = format!("JOIN-MARKER-{}", rand::random::<u64>());
+    let (a, _pa) = relay.authed(&key, "acme", "alice").await;
+    a.create_channel(ch).await.unwrap();
+    a.create_invite(invite(ch, "gone", auth.as_bytes(), 2, 2, gi.as_bytes())).await.unwrap();
+    let (x, _px) = relay.authed(&key, "acme", "joiner").await;
+    x.send_join_request(ch, "j", "gone", auth.as_bytes().to_vec(), jr.clone().into_bytes()).await.unwrap();
+    let e = x.fetch_invite(ch, "gone", b"bad".to_vec()).await.unwrap_err();
+    assert_eq!(code(&e), "SKYTALE_INVITE_INVALID");
+    // expired (2 s) and then older than the archive TTL (1 s): pruned, so the id is free again
+    tokio::time::sleep(Duration::from_millis(5000)).await;
+    let e = x.fetch_invite(ch, "gone", auth.as_bytes().to_vec()).await.unwrap_err();
+    assert_eq!(code(&e), "SKYTALE_INVITE_INVALID");
+    a.create_invite(invite(ch, "gone", b"new", 1, 3600, b"")).await.unwrap();
+    let logs = relay.logs();
+    for marker in [&auth, &gi, &jr] {
+        assert!(!logs.contains(marker.as_str()), "a secret/payload marker leaked into the logs");
+    }
+}

@@ -31,7 +31,8 @@
 //! | `ChannelState{channel}` | `ChannelInfo` | `SKYTALE_CHANNEL_NOT_FOUND` if missing |
 //! | `Subscribe{channel, after_seq}` | `ChannelInfo` | creates the channel if missing; then pushes archived items with `seq > after_seq`, then live ones |
 //! | `Unsubscribe{channel}` | `Done` | |
-//! | `Send{channel, client_msg_id, kind, epoch, payload}` | `Ack{seq, epoch}` / `Nack` | kind `Application` or `Proposal`; channel must exist; `epoch` must be current |
+//! | `Send{channel, client_msg_id, kind, epoch, payload}` | `Ack{seq, epoch}` / `Nack` | kind `Application` or `Proposal`; channel must exist; `epoch` must be current; `invite_id`/`invite_auth` must be empty |
+//! | `Send{kind: JoinRequest, channel, client_msg_id, invite_id, invite_auth, payload}` | `Ack{seq, epoch}` / `Error(SKYTALE_INVITE_*)` | for non-members holding an invite; no epoch check (the item gets the channel's current epoch) |
 //! | `Commit{channel, client_msg_id, epoch, payload, welcome?}` | `Ack{seq, epoch+1}` / `Nack{current_epoch}` | creates the channel (epoch 0) if missing |
 //! | `Fetch{channel, after_seq, limit}` | `Deliver`*, `Done{count, last_seq, more}` | catch-up without subscribing |
 //! | `PublishKeyPackages{key_packages}` | `Done{count}` | for the authenticated identity; count = now held |
@@ -39,6 +40,10 @@
 //! | `ClaimKeyPackage{identity}` | `KeyPackage` / `Error(SKYTALE_KEY_PACKAGE_NOT_FOUND)` | each key package is handed out exactly once |
 //! | `FetchWelcomes` | `Welcome`*, `Done{count}` | |
 //! | `AckWelcome{welcome_id}` | `Done` | deletes the welcome |
+//! | `CreateInvite{channel, invite_id, invite_auth, max_uses, expires_at, group_info}` | `Done` | channel must exist (`SKYTALE_CHANNEL_NOT_FOUND`); duplicate or malformed fields → `SKYTALE_INVALID_REQUEST` |
+//! | `UpdateInvite{invite_id, group_info}` | `Done` | replaces the group info; unknown/revoked → `SKYTALE_INVITE_INVALID` |
+//! | `RevokeInvite{invite_id}` | `Done` | idempotent; afterwards every use → `SKYTALE_INVITE_INVALID` |
+//! | `FetchInvite{channel, invite_id, invite_auth}` | `InviteInfo{channel, invite_id, group_info, expires_at, max_uses, uses, epoch, last_seq}` | validates and counts a use like a join request |
 //!
 //! Pushes (`request_id == 0`): `Deliver` (subscribed channels), `Welcome` (right after `AuthOk`
 //! for queued ones, and live when a commit names this identity), and a fatal `Error` just before
@@ -67,6 +72,31 @@
 //!   pushed again on each connect until `AckWelcome` (at-least-once; dedupe by `welcome_id`).
 //!   The welcome carries `commit_seq`: subscribe with `after_seq = commit_seq`.
 //! - **Key packages**: published per identity, claimed exactly once (claim deletes).
+//! - **Invites** (joining while nobody is online): a member registers an invite with
+//!   `CreateInvite`. The relay only sees the invite id, an authenticator (`invite_auth`, of which
+//!   it stores a SHA-256 and compares in constant time) and opaque `group_info` encrypted by the
+//!   client; invite secrets never reach it. `invite_id` is 1..=64 chars of `[A-Za-z0-9_-]` and
+//!   unique on the relay (a revoked id stays taken until pruned); `invite_auth` is 1..=256 bytes;
+//!   `max_uses >= 1` (capped to the relay's `max_invite_uses`, default 10000); `expires_at` (unix
+//!   seconds) must be in the future (capped to now + `max_invite_ttl_secs`, default 30 days);
+//!   `group_info` at most the frame cap. `FetchInvite` returns the effective values.
+//!   `UpdateInvite`/`RevokeInvite` work for invites of the token's org (another org's →
+//!   `SKYTALE_FORBIDDEN_CHANNEL`, unknown → `SKYTALE_INVITE_INVALID`).
+//! - **Invite validation** (`Send{kind: JoinRequest}` and `FetchInvite`): the channel must be of
+//!   the token's org (`SKYTALE_FORBIDDEN_CHANNEL`); then unknown id, revoked, other channel,
+//!   wrong `invite_auth` or a missing channel → `SKYTALE_INVITE_INVALID` (one code for all);
+//!   then past `expires_at` → `SKYTALE_INVITE_EXPIRED`; then use counting per distinct identity:
+//!   an identity that already used the invite passes without counting again, a new one gets
+//!   `SKYTALE_INVITE_USED_UP` once `uses == max_uses`, else it is recorded (`uses += 1`).
+//!   Invites and uses are durable; invites are pruned once expired for longer than the archive
+//!   TTL (until then a use gets `SKYTALE_INVITE_EXPIRED`).
+//! - **Join requests**: `Send{kind: JoinRequest}` is archived in the channel's sequence with the
+//!   channel's current epoch (the `epoch` field is ignored), fanned out to subscribers except the
+//!   sender, replayed on `Subscribe`/`Fetch` to members that were offline, and deduped by
+//!   `client_msg_id` (a retry of an accepted join request gets its original `Ack` even if the
+//!   invite has since expired, been used up or been revoked). A member answers by adding the
+//!   joiner (commit + welcome) or the joiner joins with an external commit: to the relay that is
+//!   an ordinary `Commit` (no membership is checked).
 //!
 //! ## Authorization
 //! - `Auth.jwt`: EdDSA (Ed25519) JWT from the API server; `aud` = `skytale-relay`, `iss`, `exp`,
@@ -81,7 +111,8 @@
 //! codes close the connection ([`ErrorCode::is_fatal`]): auth failures, oversize/malformed frames,
 //! unsupported version, connection limit, idle timeout, slow consumer, shutdown. Others
 //! (`SKYTALE_FORBIDDEN_CHANNEL`, `SKYTALE_RATE_LIMITED`, `SKYTALE_WRONG_EPOCH`,
-//! `SKYTALE_KEY_PACKAGE_NOT_FOUND`, …) fail only the request.
+//! `SKYTALE_KEY_PACKAGE_NOT_FOUND`, `SKYTALE_INVITE_INVALID`, `SKYTALE_INVITE_EXPIRED`,
+//! `SKYTALE_INVITE_USED_UP`, …) fail only the request.
 //!
 //! ## Writing a client
 //! - [`conn::RelayAddr`]: parse `iroh://<id>@host:port` (the relay prints it on start and serves
@@ -91,7 +122,8 @@
 //! - [`conn::RelayConnection::connect`] → `(RelayConnection, PushReceiver)`. The connection is
 //!   `Clone`; requests can run concurrently (`auth`, `ping`, `create_channel`, `channel_state`,
 //!   `subscribe`, `unsubscribe`, `send`, `commit`, `fetch`, `publish_key_packages`,
-//!   `count_key_packages`, `claim_key_package`, `fetch_welcomes`, `ack_welcome`, or the generic
+//!   `count_key_packages`, `claim_key_package`, `fetch_welcomes`, `ack_welcome`, `create_invite`,
+//!   `update_invite`, `revoke_invite`, `fetch_invite`, `send_join_request`, or the generic
 //!   `request(Body)`). Failures are [`ProtoError`]: `Relay{code, ..}` for `Error` replies,
 //!   `WrongEpoch{current_epoch, last_seq}` for `Nack`, `Closed{code}` when the relay closed the
 //!   connection (the code is the fatal `Error`/close reason, e.g. `SKYTALE_AUTH_EXPIRED`).
