@@ -210,7 +210,11 @@ export interface ClientConnectOptions {
 /** A client-wide event (see `Client.nextEvent`). */
 export interface ClientEventInfo {
   /** What happened. */
-  kind: 'connected' | 'disconnected' | 'joined' | 'error'
+  kind: 'connected' | 'disconnected' | 'joined' | 'members' | 'error'
+  /** Identities added (`members`). */
+  added?: Array<string>
+  /** Identities removed (`members`). */
+  removed?: Array<string>
   /** Channel concerned (joined, some errors). */
   channel?: string
   /** Stable code (error, disconnected). */

@@ -104,6 +104,10 @@ class SkytaleChannelManager extends EventEmitter {
       if (!ev || this.#closed) continue
       if (ev.kind === 'error') this.#emitError(new SkytaleError(ev.message ?? 'error', ev.code ?? 'SKYTALE_INTERNAL'))
       else if (ev.kind === 'joined') { this.emit('joined', { channel: ev.channel, by: ev.message }); this.#startPump(ev.channel) }
+      else if (ev.kind === 'members') {
+        for (const identity of ev.added ?? []) this.emit('member-joined', { channel: ev.channel, identity, by: ev.message })
+        for (const identity of ev.removed ?? []) this.emit('member-left', { channel: ev.channel, identity, by: ev.message })
+      }
       else this.emit(ev.kind, ev)
     }
   }
@@ -137,11 +141,7 @@ class SkytaleChannelManager extends EventEmitter {
   }
 
   #dispatch(channel, m, emitMessages) {
-    if (m.kind === 'commit') {
-      for (const identity of m.added ?? []) this.emit('member-joined', { channel, identity, by: m.sender })
-      for (const identity of m.removed ?? []) this.emit('member-left', { channel, identity, by: m.sender })
-      return null
-    }
+    if (m.kind === 'commit') return null // membership events come from the client's event stream
     const msg = toMessage(channel, m)
     if (emitMessages) this.emit('message', msg)
     return msg

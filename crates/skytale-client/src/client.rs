@@ -97,6 +97,17 @@ pub enum ClientEvent {
         /// Identity that added this agent.
         by: String,
     },
+    /// Members were added or removed by a commit (this agent's or another member's).
+    MembersChanged {
+        /// Channel name.
+        channel: String,
+        /// Identities added.
+        added: Vec<String>,
+        /// Identities removed.
+        removed: Vec<String>,
+        /// The committer.
+        by: String,
+    },
     /// Something failed in the background (an undecryptable item, a refused welcome, …).
     Error {
         /// Channel concerned, if any.
@@ -301,10 +312,17 @@ impl Client {
     /// Encrypts and sends `data` to `channel`; resolves with the relay sequence number once
     /// the relay has archived it. While disconnected the send waits in the outbox.
     pub async fn send(&self, channel: &str, data: &[u8]) -> Result<u64> {
+        self.send_queued(channel, data)?.await
+    }
+
+    /// Queues `data` for `channel` at once (so sends keep the order of the calls) and returns
+    /// a future that resolves with the relay sequence number once the relay has archived it.
+    pub fn send_queued(&self, channel: &str, data: &[u8]) -> Result<impl std::future::Future<Output = Result<u64>> + Send + 'static> {
         let mut framed = Vec::with_capacity(data.len() + 1);
         framed.push(ENVELOPE_DATA);
         framed.extend_from_slice(data);
-        self.shared.enqueue(channel, framed).await
+        let rx = self.shared.push_outbox(channel, framed)?;
+        Ok(async move { rx.await.map_err(|_| ClientError::Closed)? })
     }
 
     /// Creates an invite for `channel` (this agent must be a member): `maxUses` joins, valid for
@@ -581,6 +599,11 @@ fn to_event(item: skytale_core::InboxItem) -> ChannelEvent {
 impl Shared {
     /// Queues enveloped plaintext for the channel and waits for the relay's ack.
     async fn enqueue(&self, channel: &str, framed: Vec<u8>) -> Result<u64> {
+        self.push_outbox(channel, framed)?.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Appends to the outbox (in call order) and returns the receiver of the relay's answer.
+    fn push_outbox(&self, channel: &str, framed: Vec<u8>) -> Result<oneshot::Receiver<Result<u64>>> {
         if !self.agent.has_channel(channel)? {
             return Err(CoreError::ChannelNotFound(channel.to_string()).into());
         }
@@ -598,7 +621,7 @@ impl Shared {
             });
         }
         self.outbox_notify.notify_one();
-        rx.await.map_err(|_| ClientError::Closed)?
+        Ok(rx)
     }
 
     fn schedule(&self, f: FollowUp) {
@@ -739,7 +762,10 @@ impl Shared {
                 let _ = agent.inbox_remove(&d.channel, d.seq);
                 self.handle_control(&d.channel, &sender, &data[1..]);
             }
-            Ok(Incoming::Commit { external, authenticated_data, sender, self_removed, .. }) => {
+            Ok(Incoming::Commit { external, authenticated_data, sender, self_removed, added, removed, .. }) => {
+                if !added.is_empty() || !removed.is_empty() {
+                    self.emit(ClientEvent::MembersChanged { channel: d.channel.clone(), added, removed, by: sender.clone() });
+                }
                 if external {
                     let from_epoch = d.epoch;
                     // Judge only with an invite we hold; a member that does not know the named
@@ -846,6 +872,14 @@ impl Shared {
                     Ok(_ack) => {
                         self.agent.merge_pending_commit(channel)?;
                         self.schedule(FollowUp::RefreshInvites { channel: channel.to_string() });
+                        if !out.added.is_empty() || !out.removed.is_empty() {
+                            self.emit(ClientEvent::MembersChanged {
+                                channel: channel.to_string(),
+                                added: out.added.clone(),
+                                removed: out.removed.clone(),
+                                by: self.agent.identity().to_string(),
+                            });
+                        }
                         return Ok(out);
                     }
                     Err(ProtoError::WrongEpoch { .. }) => {

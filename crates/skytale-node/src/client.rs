@@ -88,8 +88,12 @@ where
 #[napi(object)]
 pub struct ClientEventInfo {
     /// What happened.
-    #[napi(ts_type = "'connected' | 'disconnected' | 'joined' | 'error'")]
+    #[napi(ts_type = "'connected' | 'disconnected' | 'joined' | 'members' | 'error'")]
     pub kind: String,
+    /// Identities added (`members`).
+    pub added: Option<Vec<String>>,
+    /// Identities removed (`members`).
+    pub removed: Option<Vec<String>>,
     /// Channel concerned (joined, some errors).
     pub channel: Option<String>,
     /// Stable code (error, disconnected).
@@ -100,10 +104,24 @@ pub struct ClientEventInfo {
 
 fn event_to_js(ev: ClientEvent) -> ClientEventInfo {
     match ev {
-        ClientEvent::Connected => ClientEventInfo { kind: "connected".into(), channel: None, code: None, message: None },
-        ClientEvent::Disconnected { code } => ClientEventInfo { kind: "disconnected".into(), channel: None, code, message: None },
-        ClientEvent::Joined { channel, by } => ClientEventInfo { kind: "joined".into(), channel: Some(channel), code: None, message: Some(by) },
-        ClientEvent::Error { channel, code, message } => ClientEventInfo { kind: "error".into(), channel, code: Some(code), message: Some(message) },
+        ClientEvent::Connected => ClientEventInfo { kind: "connected".into(), channel: None, code: None, message: None, added: None, removed: None },
+        ClientEvent::Disconnected { code } => {
+            ClientEventInfo { kind: "disconnected".into(), channel: None, code, message: None, added: None, removed: None }
+        }
+        ClientEvent::Joined { channel, by } => {
+            ClientEventInfo { kind: "joined".into(), channel: Some(channel), code: None, message: Some(by), added: None, removed: None }
+        }
+        ClientEvent::MembersChanged { channel, added, removed, by } => ClientEventInfo {
+            kind: "members".into(),
+            channel: Some(channel),
+            code: None,
+            message: Some(by),
+            added: Some(added),
+            removed: Some(removed),
+        },
+        ClientEvent::Error { channel, code, message } => {
+            ClientEventInfo { kind: "error".into(), channel, code: Some(code), message: Some(message), added: None, removed: None }
+        }
     }
 }
 
@@ -284,8 +302,18 @@ impl ClientChannel {
     /// While disconnected the send waits and is delivered exactly once after reconnecting.
     #[napi(ts_return_type = "Promise<number>")]
     pub fn send<'env>(&self, env: &'env Env, data: Uint8Array) -> napi::Result<PromiseRaw<'env, i64>> {
-        let (inner, name, data) = (self.inner.clone(), self.name.clone(), data.to_vec());
-        run(env, async move { inner.send(&name, &data).await }, |s| s as i64)
+        // Queue now, on the JS thread, so concurrent sends keep the order of the calls.
+        let queued = self.inner.send_queued(&self.name, &data);
+        run(
+            env,
+            async move {
+                match queued {
+                    Ok(fut) => fut.await,
+                    Err(e) => Err(e),
+                }
+            },
+            |s| s as i64,
+        )
     }
 
     /// The first message or membership change with `seq > afterSeq` (0 = the oldest not yet
