@@ -26,7 +26,7 @@ declare module '../index' {
 /** Base class of every Skytale error; `code` is stable (`SKYTALE_…`). */
 export declare class SkytaleError extends Error {
   readonly code: string
-  constructor(message: string, code: string, options?: ErrorOptions)
+  constructor(message: string, code: string, options?: { cause?: unknown })
 }
 /** The API key, token or keystore key was refused, or a channel of another org was touched. */
 export declare class AuthError extends SkytaleError {}
@@ -116,4 +116,13 @@ export declare class SkytaleChannelManager extends EventEmitter {
   on(event: 'error', listener: (err: SkytaleError) => void): this
   on(event: 'connected' | 'disconnected', listener: (e: unknown) => void): this
   on(event: string | symbol, listener: (...args: any[]) => void): this
+}
+
+import type { Agent as NativeAgent, Client as NativeClient, ClientConnectOptions } from '../index'
+
+/** `Client.connect` also takes the agent inside the options: `Client.connect({ agent, apiUrl, apiKey, relay })`. */
+export declare class Client extends NativeClient {
+  /** Connects an agent to the relay (see the native `Client.connect`). */
+  static connect(options: ClientConnectOptions & { agent: NativeAgent }): Promise<NativeClient>
+  static connect(agent: NativeAgent, options: ClientConnectOptions): Promise<NativeClient>
 }

@@ -196,7 +196,9 @@ impl Store {
         Ok(self
             .conn
             .query_row(
-                "SELECT seq, epoch, kind FROM messages WHERE channel = ?1 AND sender = ?2 AND client_msg_id = ?3",
+                // `client_msg_id <> ''` lets SQLite use the partial index `messages_dedupe`
+                // (without it this lookup scans the channel: O(n) per send).
+                "SELECT seq, epoch, kind FROM messages WHERE channel = ?1 AND sender = ?2 AND client_msg_id = ?3 AND client_msg_id <> ''",
                 params![channel, sender, client_msg_id],
                 |r| {
                     Ok(Dup {
