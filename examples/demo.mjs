@@ -24,12 +24,13 @@ const step = (text) => console.log(`\n→ ${text}`)
 const info = (text) => console.log(`  ${text}`)
 
 // --- prerequisites: the native addon, the relay binary and the built API server --------------
+/** The SDK, or null when its native addon is not built yet (any other load error is thrown). */
 function loadSdk() {
   try {
-    const sdk = require('../lib/index.js')
-    return typeof sdk.SkytaleChannelManager === 'function' ? sdk : null
-  } catch {
-    return null
+    return require('../lib/index.js')
+  } catch (e) {
+    if (/Cannot find native binding|Failed to load native binding/.test(e?.message ?? '')) return null
+    throw e
   }
 }
 let sdk = loadSdk()
@@ -178,15 +179,17 @@ async function showRelayStore(relayDir) {
   try {
     const kinds = { 1: 'application', 2: 'proposal', 3: 'commit', 4: 'join-request' }
     const res = db.exec(
-      'SELECT seq, epoch, kind, sender, length(payload), hex(substr(payload, 1, 24)) FROM messages WHERE channel = ? ORDER BY seq',
+      'SELECT seq, epoch, kind, sender, length(payload), hex(substr(payload, 1, 8)), hex(substr(payload, -20)) FROM messages WHERE channel = ? ORDER BY seq',
       [CHANNEL],
     )
     const rows = res[0]?.values ?? []
     info(`table messages, channel ${CHANNEL}: ${rows.length} items`)
-    const header = ['seq', 'epoch', 'kind', 'sender', 'bytes', 'ciphertext (first 24 bytes, hex)']
-    const table = [header, ...rows.map(([seq, epoch, kind, sender, size, hex]) => [seq, epoch, kinds[kind] ?? kind, sender, size, `${hex.toLowerCase()}…`])]
+    const header = ['seq', 'epoch', 'kind', 'sender', 'bytes', 'payload (hex: first 8 … last 20 bytes)']
+    const table = [header, ...rows.map(([seq, epoch, kind, sender, size, head, tail]) => [seq, epoch, kinds[kind] ?? kind, sender, size, `${head.toLowerCase()}…${tail.toLowerCase()}`])]
     const widths = header.map((_, i) => Math.max(...table.map((r) => String(r[i]).length)))
     for (const r of table) info(r.map((c, i) => String(c).padEnd(widths[i])).join('  ').trimEnd())
+    info('(an MLS message starts with its framing in clear — version, wire format, group id = channel name, epoch;')
+    info(' the content, sender included, is AES-128-GCM ciphertext that only the channel members can open)')
     const count = (sql) => db.exec(sql)[0]?.values?.[0]?.[0] ?? 0
     info(`also: ${count('SELECT count(*) FROM welcomes')} queued welcome(s), ${count('SELECT count(*) FROM key_packages')} unclaimed key package(s) — opaque MLS bytes as well`)
   } finally {

@@ -152,7 +152,7 @@ describe('skytale CLI: dev stack, doctor, channels', () => {
     expect(statSync(join(root, '.skytale', 'dev.json')).mode & 0o777).toBe(0o600)
   })
 
-  it('doctor: a healthy stack exits 0; a wrong API key or keystore key exits 1 and says what is wrong', async () => {
+  it('doctor: a healthy stack exits 0; a wrong API key or API URL exits 1 and says what is wrong', async () => {
     const ok = await run(['doctor'], env, root)
     expect(ok.code, ok.stdout + ok.stderr).toBe(0)
     expect(ok.stdout).toContain('everything looks fine')
@@ -199,6 +199,14 @@ describe('skytale CLI: dev stack, doctor, channels', () => {
 
     const members = await run(['--identity', 'alice', 'members', ch], env, root)
     expect(members.stdout.trim().split('\n').sort()).toEqual(['alice', 'bob'])
+
+    // doctor on an existing keystore: opens with the right key, says so with a wrong one
+    const good = await run(['--identity', 'alice', 'doctor'], env, root)
+    expect(good.code, good.stdout).toBe(0)
+    expect(good.stdout).toMatch(/ok\s+keystore\s+\S+ opens with the configured key/)
+    const wrong = await run(['--identity', 'alice', 'doctor'], { ...env, SKYTALE_KEYSTORE_KEY: 'ab'.repeat(32) }, root)
+    expect(wrong.code).toBe(1)
+    expect(wrong.stdout).toMatch(/FAIL\s+keystore\s+.*does not open it.*SKYTALE_KEYSTORE_WRONG_KEY/)
   })
 
   it('dev stops both processes on SIGTERM and exits 0', async () => {
