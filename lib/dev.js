@@ -14,6 +14,7 @@ const fs = require('node:fs')
 const net = require('node:net')
 const path = require('node:path')
 const readline = require('node:readline')
+const { SkytaleError } = require('./errors.js')
 
 const REPO = path.resolve(__dirname, '..')
 
@@ -21,15 +22,7 @@ const REPO = path.resolve(__dirname, '..')
 const DEFAULT_PORTS = { api: 7780, relay: 7781, relayHttp: 7782 }
 
 function devError(code, message) {
-  let ErrorClass = Error
-  try {
-    ErrorClass = require('./errors.js').SkytaleError || Error
-  } catch {
-    // errors.js not available: a plain Error with a code
-  }
-  const err = ErrorClass === Error ? new Error(message) : new ErrorClass(message, code)
-  if (err.code !== code) err.code = code
-  return err
+  return new SkytaleError(message, code)
 }
 
 /** Path of the relay binary: $SKYTALE_RELAY_BIN, $CARGO_TARGET_DIR/release, or <repo>/target/release. */
