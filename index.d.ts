@@ -78,6 +78,11 @@ export declare class Channel {
    * `SKYTALE_INVALID_MESSAGE`).
    */
   processIncoming(wire: Uint8Array): Promise<IncomingEvent>
+  /**
+   * A signed GroupInfo of the current epoch with the ratchet tree (MLS message bytes), from
+   * which a new member can join by an external commit.
+   */
+  exportGroupInfo(): Promise<Uint8Array>
   /** Identities of the current members. */
   members(): Promise<string[]>
   /** Whether this agent is still a member (false after being removed). */
@@ -124,6 +129,11 @@ export declare class Client {
    * `SKYTALE_JOIN_TIMEOUT` after `timeoutMs`.
    */
   joinWithToken(channel: string, token: string, timeoutMs: number): Promise<ClientChannel>
+  /**
+   * Joins by an external commit from a GroupInfo obtained out of band, without an invite
+   * proof: members remove such a joiner when they apply its commit. For tests.
+   */
+  joinByGroupInfoUnchecked(groupInfo: Uint8Array): Promise<string>
   /** Leaves `channel`: asks the other members to remove this agent and forgets it locally. */
   leave(channel: string): Promise<void>
   /** Names of the channels this agent is a member of. */

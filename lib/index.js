@@ -7,4 +7,18 @@ require('./iter.js')
 const { SkytaleChannelManager } = require('./manager.js')
 const errors = require('./errors.js')
 
-module.exports = { ...native, SkytaleChannelManager, ...errors }
+/**
+ * The native `Client`, whose `connect` also takes the agent inside the options:
+ * `Client.connect({ agent, apiUrl, apiKey, relay })` or `Client.connect(agent, { apiUrl, … })`.
+ */
+class Client extends native.Client {
+  static connect(agentOrOptions, options) {
+    if (options === undefined && agentOrOptions && typeof agentOrOptions === 'object' && 'agent' in agentOrOptions) {
+      const { agent, ...rest } = agentOrOptions
+      return native.Client.connect(agent, rest)
+    }
+    return native.Client.connect(agentOrOptions, options)
+  }
+}
+
+module.exports = { ...native, Client, SkytaleChannelManager, ...errors }

@@ -3,17 +3,7 @@
 'use strict'
 
 const native = require('../index.js')
-const { Client, ClientChannel } = native
-
-// `Client.connect({ agent, apiUrl, apiKey, relay })` as well as `Client.connect(agent, options)`.
-const nativeConnect = Client.connect
-Client.connect = function connect(agentOrOptions, options) {
-  if (options === undefined && agentOrOptions && typeof agentOrOptions === 'object' && 'agent' in agentOrOptions) {
-    const { agent, ...rest } = agentOrOptions
-    return nativeConnect.call(Client, agent, rest)
-  }
-  return nativeConnect.call(Client, agentOrOptions, options)
-}
+const { ClientChannel } = native
 
 /**
  * Async iterator over the channel's messages (and membership changes), in relay order.

@@ -82,6 +82,9 @@ const ops = {
   netEpoch: ({ channel }) => client.channel(channel).epoch,
   netSecret: ({ channel }) => client.channel(channel).exportSecret('test', 32),
   connected: () => client?.connected ?? false,
+  exportGroupInfo: ({ channel }) => agent.channel(channel).exportGroupInfo(),
+  joinUnchecked: ({ groupInfo }) => client.joinByGroupInfoUnchecked(groupInfo),
+  netMembers: ({ channel }) => client.channel(channel).members(),
 }
 
 const rl = readline.createInterface({ input: process.stdin })

@@ -456,6 +456,28 @@ impl Client {
         }
     }
 
+    /// Joins `channel` by an external commit from a GroupInfo obtained out of band, WITHOUT an
+    /// invite proof. Members remove such a joiner as soon as they apply its commit; this exists
+    /// to test that they do (and for deployments that add an out-of-band admission check).
+    pub async fn join_by_group_info_unchecked(&self, group_info: &[u8]) -> Result<String> {
+        let agent = self.shared.agent.clone();
+        let conn = self.shared.live_conn().await?;
+        let (name, out) = agent.join_by_external_commit(group_info, b"")?;
+        let msg = Commit { channel: name.clone(), client_msg_id: random_id(), epoch: out.from_epoch, payload: out.commit, welcome: None };
+        match conn.commit(msg).await {
+            Ok(ack) => {
+                let _ = agent.set_last_seq(&name, ack.seq);
+                self.shared.slot(&name);
+                conn.subscribe(&name, ack.seq).await?;
+                Ok(name)
+            }
+            Err(e) => {
+                let _ = agent.forget_channel(&name);
+                Err(e.into())
+            }
+        }
+    }
+
     /// Asks the other members to remove this agent, then forgets the channel locally.
     pub async fn leave(&self, channel: &str) -> Result<()> {
         let agent = &self.shared.agent;

@@ -85,6 +85,14 @@ impl Channel {
         CoreTask::spawn(move || handle.get()?.process_incoming(&name, &wire), |_, ev| Ok(ev.into()))
     }
 
+    /// A signed GroupInfo of the current epoch with the ratchet tree (MLS message bytes), from
+    /// which a new member can join by an external commit.
+    #[napi(ts_return_type = "Promise<Uint8Array>")]
+    pub fn export_group_info(&self) -> AsyncTask<CoreTask<Vec<u8>, Uint8Array>> {
+        let (handle, name) = (self.handle.clone(), self.name.clone());
+        CoreTask::spawn(move || handle.get()?.export_group_info(&name), |_, v| Ok(Uint8Array::from(v)))
+    }
+
     /// Identities of the current members.
     #[napi(ts_return_type = "Promise<string[]>")]
     pub fn members(&self) -> AsyncTask<CoreTask<Vec<String>, Vec<String>>> {

@@ -233,6 +233,15 @@ impl Client {
         )
     }
 
+    /// Joins by an external commit from a GroupInfo obtained out of band, without an invite
+    /// proof: members remove such a joiner when they apply its commit. For tests.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn join_by_group_info_unchecked<'env>(&self, env: &'env Env, group_info: Uint8Array) -> napi::Result<PromiseRaw<'env, String>> {
+        let inner = self.inner.clone();
+        let gi = group_info.to_vec();
+        run(env, async move { inner.join_by_group_info_unchecked(&gi).await }, |n| n)
+    }
+
     /// Leaves `channel`: asks the other members to remove this agent and forgets it locally.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn leave<'env>(&self, env: &'env Env, channel: String) -> napi::Result<PromiseRaw<'env, ()>> {
