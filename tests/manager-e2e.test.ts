@@ -67,6 +67,26 @@ describe('SkytaleChannelManager end to end', () => {
     expect(await bob.call('channels')).toEqual([ch])
   })
 
+  it('any online member that holds the invite admits the joiner, not only its creator', async () => {
+    const ch = 'acme/relay/admit'
+    const aliceId = uniq('alice'), bobId = uniq('bob'), carolId = uniq('carol')
+    const alice = await manager(aliceId)
+    const bob = await manager(bobId)
+    await alice.call('create', { channel: ch })
+    await bob.call('join', { channel: ch, token: await alice.call('invite', { channel: ch }), timeoutMs: 30_000 })
+    const forCarol = await alice.call('invite', { channel: ch, maxUses: 1, ttlSeconds: 600 })
+    await sleep(500) // bob receives the invite through the channel
+    await alice.call('close')
+    await alice.stop()
+    const carol = await manager(carolId)
+    await carol.call('join', { channel: ch, token: forCarol, timeoutMs: 30_000 })
+    expect((await carol.call('members', { channel: ch })).sort()).toEqual([aliceId, bobId, carolId].sort())
+    const bobEvents = await bob.call('events')
+    expect(bobEvents).toContainEqual(expect.objectContaining({ ev: 'member-joined', identity: carolId }))
+    await carol.call('send', { channel: ch, text: 'thanks bob' })
+    expect(await bob.call('receiveN', { channel: ch, count: 1 })).toEqual(['thanks bob'])
+  })
+
   it('joins while no member is online (external commit with an invite proof)', async () => {
     const ch = 'acme/offline/join'
     const aliceId = uniq('alice')
