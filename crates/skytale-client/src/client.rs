@@ -181,6 +181,18 @@ struct StoredInvite {
     expires_at: u64,
 }
 
+fn pending_commit_key(channel: &str) -> String {
+    format!("pending-commit/{channel}")
+}
+
+fn encode_commit(c: &Commit) -> Vec<u8> {
+    prost::Message::encode_to_vec(c)
+}
+
+fn decode_commit(bytes: &[u8]) -> Option<Commit> {
+    <Commit as prost::Message>::decode(bytes).ok()
+}
+
 fn invite_key(channel: &str, id_hex: &str) -> String {
     format!("invite/{channel}/{id_hex}")
 }
@@ -889,10 +901,14 @@ impl Shared {
                     _ => None,
                 },
             };
+            // Remember what is in flight, so a restart can resend it (same client_msg_id: the
+            // relay answers with the original Ack if it archived it) instead of forking.
+            self.agent.kv_put(&pending_commit_key(channel), &encode_commit(&msg))?;
             loop {
                 match conn.commit(msg.clone()).await {
                     Ok(_ack) => {
                         self.agent.merge_pending_commit(channel)?;
+                        let _ = self.agent.kv_delete(&pending_commit_key(channel));
                         self.schedule(FollowUp::RefreshInvites { channel: channel.to_string() });
                         if !out.added.is_empty() || !out.removed.is_empty() {
                             self.emit(ClientEvent::MembersChanged {
@@ -906,6 +922,7 @@ impl Shared {
                     }
                     Err(ProtoError::WrongEpoch { .. }) => {
                         self.agent.clear_pending_commit(channel)?;
+                        let _ = self.agent.kv_delete(&pending_commit_key(channel));
                         tracing::debug!(channel, attempt, "commit lost the epoch; catching up");
                         break;
                     }
@@ -917,13 +934,15 @@ impl Shared {
                         conn = match self.next_conn(&conn).await {
                             Ok(c) => c,
                             Err(err) => {
-                                let _ = self.agent.clear_pending_commit(channel);
+                                // Closed while in flight: keep the pending commit and its record;
+                                // the next start resends it and merges or discards it.
                                 return Err(err);
                             }
                         };
                     }
                     Err(e) => {
                         self.agent.clear_pending_commit(channel)?;
+                        let _ = self.agent.kv_delete(&pending_commit_key(channel));
                         return Err(e.into());
                     }
                 }
@@ -1062,6 +1081,9 @@ async fn connect_once(shared: &Arc<Shared>) -> Result<(Arc<RelayConnection>, Pus
         conn.publish_key_packages(kps).await?;
     }
     for name in shared.agent.channel_names()? {
+        if shared.agent.has_pending_commit(&name).unwrap_or(false) {
+            recover_pending_commit(shared, &conn, &name).await?;
+        }
         if shared.agent.is_member(&name).unwrap_or(false) {
             shared.slot(&name);
             let after = shared.agent.last_seq(&name)?;
@@ -1090,6 +1112,31 @@ async fn heartbeat(conn: Arc<RelayConnection>) {
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// How long a ping may take before the connection is considered dead.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A commit of this agent was pending when the process stopped: resend it with its original
+/// client_msg_id. The relay answers the original Ack if it had archived it (merge), accepts it
+/// now (merge), or refuses it because the epoch moved on (discard). Never sent: discard.
+async fn recover_pending_commit(shared: &Arc<Shared>, conn: &RelayConnection, channel: &str) -> Result<()> {
+    let key = pending_commit_key(channel);
+    let record = shared.agent.kv_get(&key)?.and_then(|b| decode_commit(&b));
+    match record {
+        Some(commit) => match conn.commit(commit).await {
+            Ok(_) => {
+                shared.agent.merge_pending_commit(channel)?;
+                shared.schedule(FollowUp::RefreshInvites { channel: channel.to_string() });
+            }
+            Err(ProtoError::WrongEpoch { .. }) => shared.agent.clear_pending_commit(channel)?,
+            Err(e) if is_transport(&e) => return Err(e.into()),
+            Err(e) => {
+                shared.emit_error(Some(channel), e.code(), format!("pending commit refused: {e}"));
+                shared.agent.clear_pending_commit(channel)?;
+            }
+        },
+        None => shared.agent.clear_pending_commit(channel)?,
+    }
+    shared.agent.kv_delete(&key)?;
+    Ok(())
+}
 
 fn backoff(attempt: u32) -> Duration {
     let base = 100u64.saturating_mul(1u64 << attempt.min(6)).min(5_000);
