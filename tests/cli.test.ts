@@ -139,7 +139,13 @@ describe('skytale CLI: dev stack, doctor, channels', () => {
     })
   })
   afterAll(async () => {
-    if (dev && dev.exitCode === null) { dev.kill('SIGKILL'); await devExit }
+    // SIGTERM lets `skytale dev` stop its children (SIGKILL would orphan them); SIGKILL only as a last resort.
+    if (dev && dev.exitCode === null) {
+      dev.kill('SIGTERM')
+      const timer = setTimeout(() => dev.kill('SIGKILL'), 15_000)
+      await devExit
+      clearTimeout(timer)
+    }
     rmSync(root, { recursive: true, force: true })
   })
 
