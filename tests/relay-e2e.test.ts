@@ -129,6 +129,18 @@ describe('relay end to end', () => {
     expect(await alice.call('netEpoch', { channel: ch })).toBe(2)
   })
 
+  it('500 concurrent sends are pipelined and still arrive in call order, exactly once', async () => {
+    const ch = 'acme/e2e/pipelined'
+    const { alice, bob } = await pair(ch)
+    const [seqs, got] = await Promise.all([
+      alice.call('netSendManyConcurrent', { channel: ch, prefix: 'p-', count: 500 }),
+      bob.call('netReceive', { channel: ch, count: 500, timeoutMs: 60_000 }),
+    ])
+    expect(new Set(seqs).size).toBe(500)
+    expect([...seqs].sort((a: number, b: number) => a - b)).toEqual(seqs)
+    expect(got.filter((x: any) => x.text !== undefined).map((x: any) => x.text)).toEqual(Array.from({ length: 500 }, (_, i) => `p-${i}`))
+  })
+
   it('two members commit at the same epoch: one wins, the other retries; no fork', async () => {
     const ch = 'acme/e2e/race'
     const { alice, bob } = await pair(ch)

@@ -982,23 +982,82 @@ impl Shared {
     }
 }
 
+/// Most sends written to the relay before waiting for their acks.
+const SEND_WINDOW: usize = 64;
+
 async fn outbox_loop(shared: Arc<Shared>) {
     let mut closed = shared.closed.subscribe();
     loop {
         if *closed.borrow() {
             return;
         }
-        let item = shared.outbox.lock().ok().and_then(|mut o| o.pop_front());
-        let Some(item) = item else {
+        let batch: Vec<OutItem> = match shared.outbox.lock() {
+            Ok(mut o) => {
+                let n = o.len().min(SEND_WINDOW);
+                o.drain(..n).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        if batch.is_empty() {
             tokio::select! {
                 _ = shared.outbox_notify.notified() => {}
                 _ = closed.changed() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
             continue;
+        }
+        let results = shared.send_pipelined(&batch).await;
+        for (item, res) in batch.into_iter().zip(results) {
+            // Anything the fast path could not settle goes through the careful one-by-one path
+            // (same client_msg_id: the relay drops duplicates), in order.
+            let res = match res {
+                Some(r) => r,
+                None => shared.deliver_one(&item).await,
+            };
+            let _ = item.done.send(res);
+        }
+    }
+}
+
+impl Shared {
+    /// Fast path: encrypts the items in order, writes all their Sends, then collects the Acks
+    /// (frames go out in order: the writes are polled in order and the stream lock is FIFO).
+    /// Returns `Some(result)` for items settled here, `None` for those to retry one by one.
+    async fn send_pipelined(&self, batch: &[OutItem]) -> Vec<Option<Result<u64>>> {
+        let Some(conn) = self.conn.borrow().clone() else {
+            return batch.iter().map(|_| None).collect();
         };
-        let res = shared.deliver_one(&item).await;
-        let _ = item.done.send(res);
+        let mut prepared = Vec::with_capacity(batch.len());
+        for item in batch {
+            let slot = self.slot(&item.channel);
+            let _guard = slot.lock.lock().await;
+            let enc = self
+                .agent
+                .epoch(&item.channel)
+                .and_then(|epoch| self.agent.encrypt(&item.channel, &item.data).map(|p| (epoch, p)));
+            prepared.push(enc);
+        }
+        let sends = batch.iter().zip(prepared.iter()).map(|(item, enc)| {
+            let conn = conn.clone();
+            async move {
+                match enc {
+                    Ok((epoch, payload)) => Some(
+                        conn.send(&item.channel, &item.client_msg_id, Kind::Application, *epoch, payload.clone()).await,
+                    ),
+                    Err(_) => None,
+                }
+            }
+        });
+        let replies = futures::future::join_all(sends).await;
+        replies
+            .into_iter()
+            .zip(prepared)
+            .map(|(reply, enc)| match (reply, enc) {
+                (Some(Ok(ack)), _) => Some(Ok(ack.seq)),
+                (_, Err(e)) => Some(Err(e.into())),
+                _ => None,
+            })
+            .collect()
     }
 }
 
