@@ -25,13 +25,19 @@ pub struct Claims {
     pub exp: u64,
     /// Issuer.
     pub iss: String,
-    /// Scope (informational).
+    /// Scope: `channels:rw` (read and write) or `channels:r` (read only).
     #[serde(default)]
     pub scope: Option<serde_json::Value>,
+    /// Issued at (unix seconds).
+    #[serde(default)]
+    pub iat: Option<u64>,
+    /// Id of the API key that minted the token (for revocation).
+    #[serde(default)]
+    pub akid: Option<String>,
     /// Token id.
     #[serde(default)]
     pub jti: Option<String>,
-    /// Optional identity binding: if present, `Auth.identity` must equal it.
+    /// The agent identity the token is for (required by the relay).
     #[serde(default)]
     pub identity: Option<String>,
 }
@@ -175,6 +181,11 @@ impl Verifier {
         tracing::info!(keys = map.len(), "JWKS loaded");
         *lock(&self.jwks) = map;
         Ok(true)
+    }
+
+    /// Refetches the JWKS now (the periodic refresh): keys no longer listed stop verifying.
+    pub async fn refresh(&self) -> Result<bool> {
+        self.refetch(true).await
     }
 
     fn lookup(&self, kid: Option<&str>) -> Option<DecodingKey> {

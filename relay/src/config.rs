@@ -58,6 +58,14 @@ pub struct AuthConfig {
     pub leeway_secs: u64,
     /// Minimum interval between JWKS refetches on unknown `kid` (seconds).
     pub jwks_min_refetch_secs: u64,
+    /// The JWKS is refetched on this interval (seconds), so a key removed from it stops
+    /// verifying within this time.
+    pub jwks_refresh_secs: u64,
+    /// The API server's revocation feed (`GET /v1/revocations`); default: derived from
+    /// `jwks_url` (same origin). Revoked API keys and agents lose their sessions.
+    pub revocations_url: Option<String>,
+    /// How often the revocation feed is polled (seconds).
+    pub revocation_poll_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -69,6 +77,9 @@ impl Default for AuthConfig {
             audience: skytale_proto::AUDIENCE.to_string(),
             leeway_secs: 30,
             jwks_min_refetch_secs: 10,
+            jwks_refresh_secs: 300,
+            revocations_url: None,
+            revocation_poll_secs: 10,
         }
     }
 }
@@ -192,6 +203,11 @@ impl Config {
         }
         parse_env("LEEWAY_SECS", &mut self.auth.leeway_secs)?;
         parse_env("JWKS_MIN_REFETCH_SECS", &mut self.auth.jwks_min_refetch_secs)?;
+        parse_env("JWKS_REFRESH_SECS", &mut self.auth.jwks_refresh_secs)?;
+        parse_env("REVOCATION_POLL_SECS", &mut self.auth.revocation_poll_secs)?;
+        if let Some(v) = env("REVOCATIONS_URL") {
+            self.auth.revocations_url = Some(v);
+        }
         let l = &mut self.limits;
         parse_env("MAX_FRAME_BYTES", &mut l.max_frame_bytes)?;
         parse_env("MAX_CONNECTIONS", &mut l.max_connections)?;

@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod revocations;
 pub mod session;
 pub mod store;
 
@@ -42,7 +43,9 @@ use crate::store::Store;
 pub struct SessionCtl {
     /// Set when a push could not be queued because the connection's queue was full.
     pub slow: AtomicBool,
-    /// Wakes the session when `slow` was set.
+    /// Set when the token that opened the session was revoked (API key or agent).
+    pub revoked: AtomicBool,
+    /// Wakes the session when `slow` or `revoked` was set.
     pub notify: Notify,
 }
 
@@ -55,6 +58,10 @@ pub struct Subscriber {
     pub tx: mpsc::Sender<Bytes>,
     /// Slow-consumer signalling.
     pub ctl: Arc<SessionCtl>,
+    /// API key id that minted the session's token (`akid` claim), for revocation.
+    pub akid: Option<String>,
+    /// Issue time of the session's token (unix seconds), for agent revocation.
+    pub iat: u64,
 }
 
 impl Subscriber {
@@ -111,6 +118,8 @@ pub struct Relay {
     pub metrics: Metrics,
     /// Token verifier.
     pub verifier: Verifier,
+    /// Revoked API keys and agents (from the API server's feed).
+    pub revocations: revocations::Revocations,
     /// Store and hub, under one lock (sequencing is atomic with fan-out registration).
     pub state: Mutex<State>,
     limiter: Mutex<HashMap<(String, String), Bucket>>,
@@ -274,6 +283,7 @@ pub async fn run(config: Config) -> Result<()> {
         config,
         metrics,
         verifier,
+        revocations: revocations::Revocations::default(),
         state: Mutex::new(State {
             store,
             hub: Hub::default(),
@@ -288,6 +298,8 @@ pub async fn run(config: Config) -> Result<()> {
 
     tokio::spawn(http::serve(http_listener, relay.clone()));
     tokio::spawn(prune_task(relay.clone()));
+    tokio::spawn(revocations::poll_task(relay.clone()));
+    tokio::spawn(revocations::jwks_refresh_task(relay.clone()));
 
     println!("skytale-relay listening {} {}", relay.address, relay.http_url);
     {

@@ -46,6 +46,11 @@ struct Peer {
     org: String,
     identity: String,
     exp: u64,
+    /// Token scope `channels:r`: no Send, Commit, channel creation, invites or key-package claims.
+    read_only: bool,
+    /// API key id and issue time of the current token (revocation handles).
+    akid: Option<String>,
+    iat: u64,
 }
 
 struct Session {
@@ -225,6 +230,10 @@ impl Session {
                     return self.fatal(0, ErrorCode::ShuttingDown, "relay is shutting down").await;
                 }
                 _ = self.ctl.notify.notified() => {
+                    if self.ctl.revoked.load(Ordering::SeqCst) {
+                        Metrics::add(&self.relay.metrics.auth_failures, 1);
+                        return self.fatal(0, ErrorCode::AuthInvalid, "the API key or agent of this session was revoked").await;
+                    }
                     if self.ctl.slow.load(Ordering::SeqCst) {
                         return self.fatal(0, ErrorCode::SlowConsumer, "push queue full; reconnect and resume").await;
                     }
@@ -265,16 +274,25 @@ impl Session {
 
     async fn authenticate(&mut self, rid: u64, auth: Auth) -> Result<()> {
         let claims = self.relay.verifier.verify(&auth.jwt).await?;
-        let identity = if auth.identity.is_empty() {
-            claims.identity.clone().unwrap_or_else(|| claims.sub.clone())
-        } else {
-            auth.identity.clone()
-        };
+        // The identity is the API server's word, never the client's: no claim, no session.
+        let identity = claims.identity.clone().ok_or_else(|| {
+            wire(
+                ErrorCode::AuthInvalid,
+                "token has no identity claim: ask the API server for an agent token (POST /v1/tokens {identity})",
+            )
+        })?;
         validate_identity(&identity)?;
-        if let Some(bound) = &claims.identity {
-            if bound != &identity {
-                return Err(wire(ErrorCode::AuthInvalid, "identity does not match the token"));
-            }
+        if !auth.identity.is_empty() && auth.identity != identity {
+            return Err(wire(ErrorCode::AuthInvalid, "identity does not match the token"));
+        }
+        let read_only = match claims.scope.as_ref().and_then(|s| s.as_str()) {
+            Some("channels:rw") => false,
+            Some("channels:r") => true,
+            _ => return Err(wire(ErrorCode::AuthInvalid, "token scope must be channels:rw or channels:r")),
+        };
+        let iat = claims.iat.unwrap_or(0);
+        if self.relay.revocations.is_revoked(claims.akid.as_deref(), &claims.org, &identity, iat) {
+            return Err(wire(ErrorCode::AuthInvalid, "the API key or agent of this token was revoked"));
         }
         if let Some(p) = &self.peer {
             if p.org != claims.org || p.identity != identity {
@@ -284,24 +302,30 @@ impl Session {
                 ));
             }
         } else {
-            let sub = Subscriber {
-                identity: identity.clone(),
-                tx: self.push_tx.clone(),
-                ctl: self.ctl.clone(),
-            };
-            self.relay
-                .state()
-                .hub
-                .online
-                .entry((claims.org.clone(), identity.clone()))
-                .or_default()
-                .insert(self.conn_id, sub);
-            tracing::info!(conn = self.conn_id, org = %claims.org, sub = %claims.sub, identity = %identity, "authenticated");
+            tracing::info!(conn = self.conn_id, org = %claims.org, sub = %claims.sub, identity = %identity, read_only, "authenticated");
         }
+        // (Re-)register for pushes with the current token's revocation handles.
+        let sub = Subscriber {
+            identity: identity.clone(),
+            tx: self.push_tx.clone(),
+            ctl: self.ctl.clone(),
+            akid: claims.akid.clone(),
+            iat,
+        };
+        self.relay
+            .state()
+            .hub
+            .online
+            .entry((claims.org.clone(), identity.clone()))
+            .or_default()
+            .insert(self.conn_id, sub);
         self.peer = Some(Peer {
             org: claims.org.clone(),
             identity: identity.clone(),
             exp: claims.exp,
+            read_only,
+            akid: claims.akid.clone(),
+            iat,
         });
         self.reply(
             rid,
@@ -338,6 +362,27 @@ impl Session {
                 .await;
         }
         let name = body.name();
+        let read_only = self.peer.as_ref().is_some_and(|p| p.read_only);
+        let writes = matches!(
+            body,
+            Body::Send(_)
+                | Body::Commit(_)
+                | Body::CreateChannel(_)
+                | Body::CreateInvite(_)
+                | Body::UpdateInvite(_)
+                | Body::RevokeInvite(_)
+                | Body::ClaimKeyPackage(_)
+        );
+        if read_only && writes {
+            return self
+                .error(
+                    rid,
+                    ErrorCode::ScopeForbidden,
+                    format!("a channels:r token cannot {name}"),
+                    0,
+                )
+                .await;
+        }
         let res = self.dispatch(rid, body).await;
         match res {
             Ok(alive) => alive,
@@ -577,6 +622,8 @@ impl Session {
                     identity: me.clone(),
                     tx: self.push_tx.clone(),
                     ctl: self.ctl.clone(),
+                    akid: self.peer.as_ref().and_then(|p| p.akid.clone()),
+                    iat: self.peer.as_ref().map(|p| p.iat).unwrap_or(0),
                 },
             );
             (row, created)
@@ -949,6 +996,7 @@ impl Session {
                             sender: me.clone(),
                             payload,
                             commit_seq: seq,
+                            commit_epoch: row.epoch + 1,
                         }),
                     );
                     if let Ok(bytes) = encode_frame(&frame, usize::MAX) {

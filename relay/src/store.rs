@@ -294,8 +294,10 @@ impl Store {
     /// Queued welcomes of a recipient, oldest first.
     pub fn welcomes_for(&self, org: &str, recipient: &str) -> Result<Vec<Welcome>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, channel, sender, payload, commit_seq FROM welcomes
-             WHERE org = ?1 AND recipient = ?2 ORDER BY id",
+            "SELECT w.id, w.channel, w.sender, w.payload, w.commit_seq,
+                    COALESCE((SELECT m.epoch + 1 FROM messages m WHERE m.channel = w.channel AND m.seq = w.commit_seq), 0)
+               FROM welcomes w
+              WHERE w.org = ?1 AND w.recipient = ?2 ORDER BY w.id",
         )?;
         let rows = stmt.query_map(params![org, recipient], |r| {
             Ok(Welcome {
@@ -304,6 +306,7 @@ impl Store {
                 sender: r.get(2)?,
                 payload: r.get(3)?,
                 commit_seq: u(r.get(4)?),
+                commit_epoch: u(r.get(5)?),
             })
         })?;
         Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)

@@ -632,11 +632,21 @@ async fn reauth_refreshes_token_and_identity_binding() {
     let (c, _p) = relay.connect().await;
     let e = c.auth(&key.sign(&cl), "agent-8").await.unwrap_err();
     assert_eq!(code(&e), "SKYTALE_AUTH_INVALID");
-    // an empty Auth.identity takes the token's identity claim (else its sub)
+    // an empty Auth.identity takes the token's identity claim
     let (c, _p) = relay.connect().await;
     assert_eq!(c.auth(&key.sign(&cl), "").await.unwrap().identity, "agent-7");
+    // a token without an identity claim is refused: the client cannot declare who it is
+    let mut no_identity = claims("acme", "acct-2", 3600);
+    no_identity.as_object_mut().unwrap().remove("identity");
     let (c, _p) = relay.connect().await;
-    assert_eq!(c.auth(&key.token("acme", "acct-2"), "").await.unwrap().identity, "acct-2");
+    let e = c.auth(&key.sign(&no_identity), "acct-2").await.unwrap_err();
+    assert_eq!(code(&e), "SKYTALE_AUTH_INVALID");
+    // an unknown scope is refused
+    let mut odd_scope = claims("acme", "acct-3", 3600);
+    odd_scope["scope"] = "relay".into();
+    let (c, _p) = relay.connect().await;
+    let e = c.auth(&key.sign(&odd_scope), "").await.unwrap_err();
+    assert_eq!(code(&e), "SKYTALE_AUTH_INVALID");
     let (c, _p) = relay.connect().await;
     assert_eq!(c.auth(&key.sign(&cl), "agent-7").await.unwrap().identity, "agent-7");
     // a short-lived token: the session is closed with SKYTALE_AUTH_EXPIRED once it runs out

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use iroh::Endpoint;
 use rand::Rng;
-use skytale_core::{Agent, CommitMode, CommitOutput, Error as CoreError, Incoming};
+use skytale_core::{Agent, CommitMode, CommitOutput, Delivery, Error as CoreError, Incoming};
 use skytale_proto::conn::{client_endpoint, PushReceiver, RelayAddr, RelayConnection};
 use skytale_proto::frames::{Body, Commit, Deliver, Kind, Welcome, WelcomeOut};
 use skytale_proto::ProtoError;
@@ -222,7 +222,7 @@ impl Client {
     /// every channel is subscribed; fails fast on a bad API key or an unreachable relay.
     /// Afterwards the client reconnects by itself.
     pub async fn connect(agent: Arc<Agent>, config: ClientConfig) -> Result<Client> {
-        let tokens = TokenSource::new(&config.api_url, config.api_key.clone())?;
+        let tokens = TokenSource::for_identity(&config.api_url, config.api_key.clone(), agent.identity())?;
         let bind = "0.0.0.0:0".parse().map_err(|_| ClientError::InvalidArgument("bind address".into()))?;
         let endpoint = client_endpoint(bind).await?;
         let (conn, _) = watch::channel(None);
@@ -302,6 +302,9 @@ impl Client {
     pub async fn add_member(&self, channel: &str, identity: &str) -> Result<CommitOutput> {
         let conn = self.shared.live_conn().await?;
         let kp = conn.claim_key_package(identity).await?;
+        // The relay hands out whatever it holds: only a key package certified for exactly this
+        // identity (by our org's issuer, for its own signature key) may be added.
+        self.shared.agent.verify_key_package(channel, &kp, identity, now_secs())?;
         let recipients = vec![identity.to_string()];
         self.shared
             .commit_op(channel, Some(recipients), move |agent, name| agent.add_members(name, &[kp.clone()], CommitMode::Stage))
@@ -353,7 +356,7 @@ impl Client {
         let invite = InviteToken::generate(channel, &relay);
         let expires_at = now_secs() + ttl.as_secs().max(1);
         let conn = self.shared.live_conn().await?;
-        let group_info = invite.seal_group_info(&agent.export_group_info(channel)?)?;
+        let group_info = invite.seal_group_info(&self.shared.group_info_with_epoch(channel)?)?;
         conn.create_invite(skytale_proto::frames::CreateInvite {
             channel: channel.to_string(),
             invite_id: invite.id_hex(),
@@ -414,9 +417,13 @@ impl Client {
             }
             let conn = self.shared.live_conn().await?;
             let info = conn.fetch_invite(channel, &invite.id_hex(), invite.relay_auth()).await?;
-            let group_info = invite.open_group_info(&info.group_info).ok_or_else(|| ClientError::Invite {
+            let opened = invite.open_group_info(&info.group_info).ok_or_else(|| ClientError::Invite {
                 code: "SKYTALE_INVITE_INVALID",
                 message: "the invite's group info does not open with this token".into(),
+            })?;
+            let (sealed_epoch, group_info) = split_epoch(&opened).ok_or_else(|| ClientError::Invite {
+                code: "SKYTALE_INVITE_INVALID",
+                message: "the invite's group info is malformed".into(),
             })?;
             let slot = self.shared.slot(channel);
             let guard = slot.lock.lock().await;
@@ -427,7 +434,7 @@ impl Client {
                 Err(CoreError::ChannelExists(_)) => return self.remember_invite(&invite),
                 Err(e) => return Err(e.into()),
             };
-            if out.from_epoch != epoch_hint {
+            if sealed_epoch != epoch_hint {
                 // The sealed GroupInfo is older than the channel: wait for a member to refresh it.
                 let _ = agent.forget_channel(&name);
                 drop(guard);
@@ -440,13 +447,14 @@ impl Client {
             let msg = Commit {
                 channel: channel.to_string(),
                 client_msg_id: random_id(),
-                epoch: out.from_epoch,
+                epoch: epoch_hint,
                 payload: out.commit.clone(),
                 welcome: None,
             };
             match conn.commit(msg).await {
                 Ok(ack) => {
                     let _ = agent.set_last_seq(&name, ack.seq);
+                    let _ = agent.set_relay_epoch(&name, ack.epoch);
                     drop(guard);
                     conn.subscribe(&name, ack.seq).await?;
                     self.remember_invite(&invite)?;
@@ -475,10 +483,12 @@ impl Client {
         let agent = self.shared.agent.clone();
         let conn = self.shared.live_conn().await?;
         let (name, out) = agent.join_by_external_commit(group_info, b"")?;
-        let msg = Commit { channel: name.clone(), client_msg_id: random_id(), epoch: out.from_epoch, payload: out.commit, welcome: None };
+        let epoch = conn.channel_state(&name).await.map(|i| i.epoch).unwrap_or(out.from_epoch);
+        let msg = Commit { channel: name.clone(), client_msg_id: random_id(), epoch, payload: out.commit, welcome: None };
         match conn.commit(msg).await {
             Ok(ack) => {
                 let _ = agent.set_last_seq(&name, ack.seq);
+                let _ = agent.set_relay_epoch(&name, ack.epoch);
                 self.shared.slot(&name);
                 conn.subscribe(&name, ack.seq).await?;
                 Ok(name)
@@ -631,6 +641,23 @@ fn to_event(item: skytale_core::InboxItem) -> ChannelEvent {
 }
 
 impl Shared {
+    /// The relay epoch to send and commit at: the relay's commit slot count as this agent has
+    /// followed it (it differs from the MLS epoch once a commit was rejected by the members).
+    fn send_epoch(&self, channel: &str) -> Result<u64> {
+        match self.agent.relay_epoch(channel)? {
+            Some(e) => Ok(e),
+            None => Ok(self.agent.epoch(channel)?),
+        }
+    }
+
+    /// The channel's GroupInfo prefixed with the relay epoch it belongs to (what invites seal,
+    /// so an external joiner can tell a stale one and commit at the right relay epoch).
+    fn group_info_with_epoch(&self, channel: &str) -> Result<Vec<u8>> {
+        let mut out = self.send_epoch(channel)?.to_be_bytes().to_vec();
+        out.extend_from_slice(&self.agent.export_group_info(channel)?);
+        Ok(out)
+    }
+
     /// Queues enveloped plaintext for the channel and waits for the relay's ack.
     async fn enqueue(&self, channel: &str, framed: Vec<u8>) -> Result<u64> {
         self.push_outbox(channel, framed)?.await.map_err(|_| ClientError::Closed)?
@@ -710,6 +737,10 @@ impl Shared {
         match invite.open_join_request(&d.sender, &d.payload) {
             Some(kp) => {
                 let already = self.agent.members(&d.channel).map(|m| m.contains(&d.sender)).unwrap_or(true);
+                if let Err(e) = self.agent.verify_key_package(&d.channel, &kp, &d.sender, now_secs()) {
+                    self.emit_error(Some(&d.channel), e.code(), format!("join request from {}: {e}", d.sender));
+                    return;
+                }
                 if !already {
                     self.schedule(FollowUp::Admit { channel: d.channel.clone(), joiner: d.sender.clone(), key_package: kp });
                 }
@@ -790,7 +821,8 @@ impl Shared {
             self.handle_join_request(d);
             return;
         }
-        match agent.process_delivered(&d.channel, &d.payload, d.seq) {
+        let delivery = delivery_of(d);
+        match agent.process_delivered(&d.channel, &d.payload, delivery) {
             Ok(Incoming::Proposal { .. }) => {}
             Ok(Incoming::Message { data, sender, .. }) if data.first() == Some(&ENVELOPE_CONTROL) => {
                 let _ = agent.inbox_remove(&d.channel, d.seq);
@@ -827,10 +859,14 @@ impl Shared {
             }
             Ok(_) => self.slot(&d.channel).notify.notify_waiters(),
             Err(e) => {
-                // Skip the item (it can never be processed) but say so.
-                let _ = agent.set_last_seq(&d.channel, d.seq);
+                // Skip the item (it can never be processed) but say so. A rejected commit still
+                // consumed its relay slot: every member skips it alike and stays in step.
+                if let Err(se) = agent.skip_delivered(&d.channel, delivery) {
+                    tracing::warn!(code = se.code(), "recording a skipped item failed");
+                }
                 if e.code() != "SKYTALE_REPLAY" {
-                    self.emit_error(Some(&d.channel), e.code(), format!("item {} from {}: {e}", d.seq, d.sender));
+                    let what = if d.kind == Kind::Commit as i32 { "commit" } else { "item" };
+                    self.emit_error(Some(&d.channel), e.code(), format!("{what} {} from {} refused: {e}", d.seq, d.sender));
                 }
             }
         }
@@ -848,6 +884,13 @@ impl Shared {
                 if done.last_seq > after {
                     let _ = self.agent.set_last_seq(channel, done.last_seq);
                 }
+                // Caught up: if nothing arrived meanwhile, the relay's epoch is ours (this fixes
+                // a joiner whose Welcome did not say it).
+                if let Ok(info) = conn.channel_state(channel).await {
+                    if info.last_seq == self.agent.last_seq(channel)? {
+                        self.agent.set_relay_epoch(channel, info.epoch)?;
+                    }
+                }
                 return Ok(());
             }
         }
@@ -863,6 +906,9 @@ impl Shared {
         match self.agent.join_channel(&w.payload) {
             Ok(name) => {
                 let _ = self.agent.set_last_seq(&name, w.commit_seq);
+                if w.commit_epoch > 0 {
+                    let _ = self.agent.set_relay_epoch(&name, w.commit_epoch);
+                }
                 self.slot(&name);
                 if let Err(e) = conn.subscribe(&name, w.commit_seq).await {
                     self.emit_error(Some(&name), e.code(), format!("subscribe after join: {e}"));
@@ -890,11 +936,12 @@ impl Shared {
             let _guard = slot.lock.lock().await;
             // Apply whatever arrived first, so the commit is made on the newest epoch.
             self.catch_up_locked(&conn, channel).await.ok();
+            let relay_epoch = self.send_epoch(channel)?;
             let out = make(&self.agent, channel)?;
             let msg = Commit {
                 channel: channel.to_string(),
                 client_msg_id: random_id(),
-                epoch: out.from_epoch,
+                epoch: relay_epoch,
                 payload: out.commit.clone(),
                 welcome: match (&recipients, &out.welcome) {
                     (Some(r), Some(w)) => Some(WelcomeOut { recipients: r.clone(), payload: w.clone() }),
@@ -906,8 +953,9 @@ impl Shared {
             self.agent.kv_put(&pending_commit_key(channel), &encode_commit(&msg))?;
             loop {
                 match conn.commit(msg.clone()).await {
-                    Ok(_ack) => {
+                    Ok(ack) => {
                         self.agent.merge_pending_commit(channel)?;
+                        self.agent.set_relay_epoch(channel, ack.epoch)?;
                         let _ = self.agent.kv_delete(&pending_commit_key(channel));
                         self.schedule(FollowUp::RefreshInvites { channel: channel.to_string() });
                         if !out.added.is_empty() || !out.removed.is_empty() {
@@ -962,7 +1010,7 @@ impl Shared {
         loop {
             let (epoch, payload) = {
                 let _guard = slot.lock.lock().await;
-                let epoch = self.agent.epoch(&item.channel)?;
+                let epoch = self.send_epoch(&item.channel)?;
                 (epoch, self.agent.encrypt(&item.channel, &item.data)?)
             };
             match conn.send(&item.channel, &item.client_msg_id, Kind::Application, epoch, payload).await {
@@ -1032,9 +1080,8 @@ impl Shared {
             let slot = self.slot(&item.channel);
             let _guard = slot.lock.lock().await;
             let enc = self
-                .agent
-                .epoch(&item.channel)
-                .and_then(|epoch| self.agent.encrypt(&item.channel, &item.data).map(|p| (epoch, p)));
+                .send_epoch(&item.channel)
+                .and_then(|epoch| Ok(self.agent.encrypt(&item.channel, &item.data).map(|p| (epoch, p))?));
             prepared.push(enc);
         }
         let sends = batch.iter().zip(prepared.iter()).map(|(item, enc)| {
@@ -1110,7 +1157,7 @@ async fn followup_loop(shared: Arc<Shared>) {
                     continue;
                 }
                 let Ok(conn) = shared.live_conn().await else { continue };
-                let Ok(gi) = shared.agent.export_group_info(&channel) else { continue };
+                let Ok(gi) = shared.group_info_with_epoch(&channel) else { continue };
                 for (invite, _) in invites {
                     if let Ok(sealed) = invite.seal_group_info(&gi) {
                         if let Err(e) = conn.update_invite(&invite.id_hex(), sealed).await {
@@ -1124,6 +1171,9 @@ async fn followup_loop(shared: Arc<Shared>) {
 }
 
 async fn connect_once(shared: &Arc<Shared>) -> Result<(Arc<RelayConnection>, PushReceiver, u64)> {
+    // The API server vouches for this agent: register its key (renews the credential), pin the
+    // org's issuer keys, read revocations. Then a token bound to this identity.
+    shared.tokens.enroll(&shared.agent).await?;
     let token = shared.tokens.get().await?;
     let addr_str = shared.config.relay.clone().or(token.relay.clone()).ok_or(ClientError::NoRelay)?;
     let addr: RelayAddr = addr_str.parse()?;
@@ -1180,8 +1230,9 @@ async fn recover_pending_commit(shared: &Arc<Shared>, conn: &RelayConnection, ch
     let record = shared.agent.kv_get(&key)?.and_then(|b| decode_commit(&b));
     match record {
         Some(commit) => match conn.commit(commit).await {
-            Ok(_) => {
+            Ok(ack) => {
                 shared.agent.merge_pending_commit(channel)?;
+                shared.agent.set_relay_epoch(channel, ack.epoch)?;
                 shared.schedule(FollowUp::RefreshInvites { channel: channel.to_string() });
             }
             Err(ProtoError::WrongEpoch { .. }) => shared.agent.clear_pending_commit(channel)?,
@@ -1279,6 +1330,21 @@ async fn connection_loop(shared: Arc<Shared>, first: oneshot::Sender<Result<()>>
             _ = closed.changed() => {}
         }
     }
+}
+
+/// Where a delivered item sits in the relay's order (a commit takes slot `epoch`).
+fn delivery_of(d: &Deliver) -> Delivery {
+    let relay_epoch = if d.kind == Kind::Commit as i32 { d.epoch + 1 } else { d.epoch };
+    Delivery { seq: d.seq, relay_epoch, at_secs: d.timestamp_ms / 1000 }
+}
+
+/// Splits `relay epoch (8 bytes, big endian) ‖ GroupInfo` as sealed into invites.
+fn split_epoch(bytes: &[u8]) -> Option<(u64, Vec<u8>)> {
+    if bytes.len() < 9 {
+        return None;
+    }
+    let (e, gi) = bytes.split_at(8);
+    Some((u64::from_be_bytes(e.try_into().ok()?), gi.to_vec()))
 }
 
 fn now_secs() -> u64 {

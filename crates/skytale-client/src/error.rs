@@ -12,8 +12,10 @@ pub enum ClientError {
     /// An error frame or transport failure of the relay connection.
     #[error(transparent)]
     Relay(#[from] skytale_proto::ProtoError),
-    /// The API server refused the API key (`SKYTALE_AUTH_KEY_INVALID`, `SKYTALE_AUTH_KEY_REVOKED`,
-    /// `SKYTALE_AUTH_RATE_LIMITED`) or could not be reached (`SKYTALE_API_UNREACHABLE`).
+    /// The API server refused the request (`SKYTALE_AUTH_KEY_INVALID`, `SKYTALE_AUTH_KEY_REVOKED`,
+    /// `SKYTALE_RATE_LIMITED`, `SKYTALE_AUTH_IDENTITY_FORBIDDEN`, `SKYTALE_AGENT_KEY_MISMATCH`,
+    /// `SKYTALE_AGENT_REVOKED`, `SKYTALE_AGENT_NOT_REGISTERED`, …) or could not be reached
+    /// (`SKYTALE_API_UNREACHABLE`).
     #[error("{code}: {message}")]
     Api {
         /// Stable code.
@@ -75,6 +77,12 @@ impl ClientError {
                 | "SKYTALE_NO_RELAY"
                 | "SKYTALE_INVALID_ADDRESS"
                 | "SKYTALE_CLIENT_CLOSED"
+                | "SKYTALE_AUTH_IDENTITY_FORBIDDEN"
+                | "SKYTALE_FORBIDDEN"
+                | "SKYTALE_AGENT_KEY_MISMATCH"
+                | "SKYTALE_AGENT_REVOKED"
+                | "SKYTALE_AGENT_NOT_REGISTERED"
+                | "SKYTALE_CREDENTIAL_INVALID"
         )
     }
 }

@@ -16,6 +16,7 @@
 mod client;
 mod error;
 mod invites;
+mod registry;
 mod tokens;
 
 pub use client::{ChannelEvent, Client, ClientConfig, ClientEvent};

@@ -1,6 +1,7 @@
-//! Relay tokens: fetched from the API server with the API key (`POST /v1/tokens`), cached, and
-//! refreshed before they expire. The API key and tokens live in zeroizing strings and are never
-//! logged.
+//! Relay tokens: fetched from the API server with the API key (`POST /v1/tokens {identity}`),
+//! cached, and refreshed before they expire; and the HTTP plumbing shared with the agent
+//! registry ([`crate::registry`]). The API key and tokens live in zeroizing strings and are
+//! never logged.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,11 +41,13 @@ impl Token {
     }
 }
 
-/// Fetches and caches tokens.
+/// Talks to the API server for one agent identity: tokens (fetched and cached), and through
+/// [`crate::registry`] registration, issuer keys and revocations.
 pub struct TokenSource {
-    api_url: String,
+    pub(crate) api_url: String,
     api_key: Zeroizing<String>,
-    http: reqwest::Client,
+    pub(crate) identity: String,
+    pub(crate) http: reqwest::Client,
     cached: Mutex<Option<Token>>,
 }
 
@@ -67,7 +70,37 @@ struct ApiError {
     message: String,
 }
 
-fn parse_iso8601(s: &str) -> Option<u64> {
+/// Maps an API server error code to the client's static code (unknown ones stay generic).
+fn api_code(code: &str, status: u16) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "SKYTALE_AUTH_KEY_INVALID",
+        "SKYTALE_AUTH_KEY_REVOKED",
+        "SKYTALE_RATE_LIMITED",
+        "SKYTALE_AUTH_IDENTITY_FORBIDDEN",
+        "SKYTALE_FORBIDDEN",
+        "SKYTALE_AGENT_KEY_MISMATCH",
+        "SKYTALE_AGENT_REVOKED",
+        "SKYTALE_AGENT_NOT_REGISTERED",
+        "SKYTALE_INVALID_REQUEST",
+        "SKYTALE_NOT_FOUND",
+        "SKYTALE_CONFLICT",
+    ];
+    if let Some(k) = KNOWN.iter().find(|k| **k == code) {
+        return k;
+    }
+    match (code, status) {
+        ("auth_key_invalid", _) | (_, 401) => "SKYTALE_AUTH_KEY_INVALID",
+        ("auth_key_revoked", _) => "SKYTALE_AUTH_KEY_REVOKED",
+        ("rate_limited", _) | (_, 429) => "SKYTALE_RATE_LIMITED",
+        _ => "SKYTALE_API_ERROR",
+    }
+}
+
+fn unreachable(what: &str, e: reqwest::Error) -> ClientError {
+    ClientError::Api { code: "SKYTALE_API_UNREACHABLE", message: format!("{what}: {}", e.without_url()) }
+}
+
+pub(crate) fn parse_iso8601(s: &str) -> Option<u64> {
     // "2026-11-23T18:00:00.000Z"
     let (date, time) = s.split_once('T')?;
     let mut d = date.split('-').map(|x| x.parse::<i64>());
@@ -95,7 +128,52 @@ impl TokenSource {
             .timeout(Duration::from_secs(15))
             .build()
             .map_err(|e| ClientError::Api { code: "SKYTALE_API_UNREACHABLE", message: e.to_string() })?;
-        Ok(TokenSource { api_url: api_url.trim_end_matches('/').to_string(), api_key, http, cached: Mutex::new(None) })
+        Ok(TokenSource {
+            api_url: api_url.trim_end_matches('/').to_string(),
+            api_key,
+            identity: String::new(),
+            http,
+            cached: Mutex::new(None),
+        })
+    }
+
+    /// The same, for tokens bound to `identity`.
+    pub fn for_identity(api_url: &str, api_key: Zeroizing<String>, identity: &str) -> Result<TokenSource> {
+        let mut t = TokenSource::new(api_url, api_key)?;
+        t.identity = identity.to_string();
+        Ok(t)
+    }
+
+    /// Sends a request to the API server (`body` = JSON, `None` = GET) with the API key when
+    /// `authed`, and returns the JSON reply; API errors keep their `SKYTALE_*` code.
+    pub(crate) async fn request_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<serde_json::Value>,
+        authed: bool,
+    ) -> Result<T> {
+        let url = format!("{}{path}", self.api_url);
+        let mut req = match &body {
+            Some(b) => self.http.post(&url).header("content-type", "application/json").body(b.to_string()),
+            None => self.http.get(&url),
+        };
+        if authed {
+            let bearer = Zeroizing::new(format!("Bearer {}", self.api_key.as_str()));
+            req = req.header("authorization", bearer.as_str());
+        }
+        let what = format!("{} {path}", if body.is_some() { "POST" } else { "GET" });
+        let resp = req.send().await.map_err(|e| unreachable(&what, e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| unreachable(&what, e))?;
+        if !status.is_success() {
+            let (code, message) = match serde_json::from_slice::<ApiErrorBody>(&bytes) {
+                Ok(b) => (b.error.code, b.error.message),
+                Err(_) => (String::new(), format!("HTTP {status}")),
+            };
+            return Err(ClientError::Api { code: api_code(&code, status.as_u16()), message: format!("{what}: {message}") });
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|_| ClientError::Api { code: "SKYTALE_API_ERROR", message: format!("{what}: malformed reply") })
     }
 
     /// A valid token: the cached one if it has more than [`REFRESH_MARGIN`] left, else a new one.
@@ -112,39 +190,19 @@ impl TokenSource {
     }
 
     async fn fetch(&self) -> Result<Token> {
-        let bearer = Zeroizing::new(format!("Bearer {}", self.api_key.as_str()));
-        let resp = self
-            .http
-            .post(format!("{}/v1/tokens", self.api_url))
-            .header("authorization", bearer.as_str())
-            .header("content-type", "application/json")
-            .body("{}")
-            .send()
-            .await
-            .map_err(|e| ClientError::Api { code: "SKYTALE_API_UNREACHABLE", message: format!("POST /v1/tokens: {}", e.without_url()) })?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Api { code: "SKYTALE_API_UNREACHABLE", message: e.without_url().to_string() })?;
-        if !status.is_success() {
-            let (code, message) = match serde_json::from_slice::<ApiErrorBody>(&body) {
-                Ok(b) => (b.error.code, b.error.message),
-                Err(_) => (String::new(), format!("HTTP {status}")),
-            };
-            let code = match code.as_str() {
-                "auth_key_invalid" => "SKYTALE_AUTH_KEY_INVALID",
-                "auth_key_revoked" => "SKYTALE_AUTH_KEY_REVOKED",
-                "rate_limited" => "SKYTALE_AUTH_RATE_LIMITED",
-                _ if status.as_u16() == 401 => "SKYTALE_AUTH_KEY_INVALID",
-                _ => "SKYTALE_API_ERROR",
-            };
-            return Err(ClientError::Api { code, message });
-        }
-        let reply: TokenReply = serde_json::from_slice(&body)
-            .map_err(|_| ClientError::Api { code: "SKYTALE_API_ERROR", message: "malformed token reply".into() })?;
+        let body = if self.identity.is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::json!({ "identity": self.identity })
+        };
+        let reply: TokenReply = self.request_json("/v1/tokens", Some(body), true).await?;
         let expires_at = parse_iso8601(&reply.expires_at).unwrap_or_else(|| now_secs() + 600);
         Ok(Token { jwt: Zeroizing::new(reply.token), expires_at, relay: reply.relay.filter(|r| !r.is_empty()) })
+    }
+
+    /// Drops the cached token (e.g. after the relay refused it).
+    pub async fn invalidate(&self) {
+        *self.cached.lock().await = None;
     }
 }
 

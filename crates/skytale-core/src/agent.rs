@@ -16,11 +16,12 @@ use openmls_rust_crypto::RustCrypto;
 use rusqlite::{params, OptionalExtension};
 use zeroize::Zeroizing;
 
+use crate::credential::{credential_identity_unverified, RevokedAgent, TrustAnchors};
 use crate::error::{Error, Result};
 use crate::events::{CommitMode, CommitOutput, Incoming};
 use crate::keystore::Keystore;
 use crate::mls_errors as me;
-use crate::names::{validate_channel_name, validate_identity};
+use crate::names::{channel_org, validate_channel_name, validate_identity};
 use crate::provider::Provider;
 use crate::secret::KeystoreSecret;
 
@@ -48,7 +49,14 @@ struct Inner {
     signer: SignatureKeyPair,
     credential: CredentialWithKey,
     groups: HashMap<String, MlsGroup>,
+    /// Issuer keys pinned for this agent's org; `None` = offline agent that checks no credentials.
+    anchors: Option<TrustAnchors>,
+    /// Revoked agents (from the API server's revocation feed).
+    revoked: Vec<RevokedAgent>,
 }
+
+mod trust;
+pub(crate) use trust::LeafVerifier;
 
 /// An agent: an identity with its encrypted keystore and MLS channels.
 pub struct Agent {
@@ -76,12 +84,27 @@ fn group_config() -> MlsGroupJoinConfig {
         .build()
 }
 
-/// Identity string of an MLS credential.
+/// Identity string of an MLS credential: the identity an agent credential names (unverified:
+/// verification happens where a leaf enters a group), or the raw identity of a plain one.
 pub(crate) fn credential_identity(cred: &Credential) -> String {
     match BasicCredential::try_from(cred.clone()) {
-        Ok(basic) => String::from_utf8_lossy(basic.identity()).into_owned(),
+        Ok(basic) => credential_identity_unverified(basic.identity())
+            .unwrap_or_else(|| String::from_utf8_lossy(basic.identity()).into_owned()),
         Err(_) => "<unknown>".to_string(),
     }
+}
+
+/// Where a delivered item sits in the relay's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Relay sequence number.
+    pub seq: u64,
+    /// The relay's epoch (commit slot count) after this item: a commit's slot + 1, otherwise the
+    /// item's epoch.
+    pub relay_epoch: u64,
+    /// The relay's timestamp of the item (unix seconds): the same for every member, so time
+    /// checks of a commit (credential expiry) give the same verdict everywhere.
+    pub at_secs: u64,
 }
 
 fn serialize(msg: &MlsMessageOut) -> Result<Vec<u8>> {
@@ -136,10 +159,16 @@ impl Agent {
                 signer
             }
         };
+        let stored_credential = store.kv_get(trust::CREDENTIAL_KEY)?;
         let credential = CredentialWithKey {
-            credential: BasicCredential::new(opts.identity.as_bytes().to_vec()).into(),
+            credential: BasicCredential::new(
+                stored_credential.map(|c| c.to_vec()).unwrap_or_else(|| opts.identity.as_bytes().to_vec()),
+            )
+            .into(),
             signature_key: signer.public().into(),
         };
+        let anchors = trust::load_json::<TrustAnchors>(&store, trust::ANCHORS_KEY)?;
+        let revoked = trust::load_json::<Vec<RevokedAgent>>(&store, trust::REVOKED_KEY)?.unwrap_or_default();
         let cipher_version = store.cipher_version().to_string();
         Ok(Agent {
             inner: Mutex::new(Inner {
@@ -149,6 +178,8 @@ impl Agent {
                 signer,
                 credential,
                 groups: HashMap::new(),
+                anchors,
+                revoked,
             }),
             identity: opts.identity.to_string(),
             cipher_version,
@@ -242,6 +273,13 @@ impl Agent {
             let group_id = staged.group_context().group_id().as_slice().to_vec();
             let name = String::from_utf8(group_id).map_err(|_| Error::InvalidMessage("channel name is not UTF-8".into()))?;
             validate_channel_name(&name)?;
+            {
+                // Every member of the group we would join must be certified by our org's issuer.
+                let verifier = inner.verifier(&name)?;
+                for m in staged.members() {
+                    verifier.check(&m.credential, &m.signature_key, None, None)?;
+                }
+            }
             if inner.channel_exists(&name)? {
                 let active = inner.group(&name).map(|g| g.is_active()).unwrap_or(false);
                 if active {
@@ -315,6 +353,12 @@ impl Agent {
                 .map_err(|e| Error::Internal(format!("external commit: {e}")))?
                 .finalize(&provider)
                 .map_err(|e| Error::Internal(format!("external commit: {e}")))?;
+            {
+                let verifier = inner.verifier(&name)?;
+                for m in group.members() {
+                    verifier.check(&m.credential, &m.signature_key, None, None)?;
+                }
+            }
             let commit = serialize(bundle.commit())?;
             let epoch = group.epoch().as_u64();
             inner.store.conn().execute(
@@ -401,6 +445,12 @@ impl Agent {
                 if kp.ciphersuite() != CIPHERSUITE {
                     return Err(Error::InvalidMessage("key package of another ciphersuite".into()));
                 }
+                inner.verifier(name)?.check(
+                    kp.leaf_node().credential(),
+                    kp.leaf_node().signature_key().as_slice(),
+                    None,
+                    Some(now() as u64),
+                )?;
                 let kp_ref = kp.hash_ref(&inner.crypto).map_err(|e| Error::Internal(e.to_string()))?;
                 let used: Option<i64> = inner
                     .store
@@ -578,12 +628,14 @@ impl Agent {
     /// Processes an incoming message delivered by the relay under sequence number `seq`, and in
     /// the same transaction records `seq` as the channel's last processed one and, for
     /// application messages and commits, stores the event in the channel's inbox (see
-    /// [`Agent::inbox`]). A crash therefore neither loses nor repeats an item.
-    pub fn process_delivered(&self, name: &str, wire: &[u8], seq: u64) -> Result<Incoming> {
-        self.process_incoming_inner(name, wire, Some(seq))
+    /// [`Agent::inbox`]), and the relay epoch after it. A crash therefore neither loses nor
+    /// repeats an item. A commit whose new members are not certified is refused with
+    /// `SKYTALE_CREDENTIAL_INVALID` and changes nothing; record it with [`Agent::skip_delivered`].
+    pub fn process_delivered(&self, name: &str, wire: &[u8], delivery: Delivery) -> Result<Incoming> {
+        self.process_incoming_inner(name, wire, Some(delivery))
     }
 
-    fn process_incoming_inner(&self, name: &str, wire: &[u8], seq: Option<u64>) -> Result<Incoming> {
+    fn process_incoming_inner(&self, name: &str, wire: &[u8], delivery: Option<Delivery>) -> Result<Incoming> {
         let msg = parse_message(wire)?;
         let protocol = msg
             .try_into_protocol_message()
@@ -591,6 +643,7 @@ impl Agent {
         let mut inner = self.lock()?;
         inner.transaction(Some(name), |inner| {
             let own = inner.identity.clone();
+            let inner = &mut *inner;
             let (crypto, conn) = (&inner.crypto, inner.store.conn());
             let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
             if protocol.group_id().as_slice() != name.as_bytes() {
@@ -612,9 +665,11 @@ impl Agent {
             let processed = group
                 .process_message(&provider, protocol)
                 .map_err(|e| me::process_error(name, message_epoch, current_epoch, e))?;
-            let event = apply_processed(&provider, group, processed)?;
-            if let Some(seq) = seq {
-                record_delivery(conn, name, seq, &event)?;
+            let verifier = LeafVerifier::new(inner.anchors.as_ref(), &inner.revoked, channel_org(name)?);
+            let at = delivery.map(|d| d.at_secs).unwrap_or(now() as u64);
+            let event = apply_processed(&provider, group, processed, &verifier, at)?;
+            if let Some(d) = delivery {
+                record_delivery(conn, name, d, &event)?;
             }
             let _ = own;
             Ok(event)
@@ -622,8 +677,9 @@ impl Agent {
     }
 }
 
-fn record_delivery(conn: &rusqlite::Connection, name: &str, seq: u64, event: &Incoming) -> Result<()> {
-    conn.execute("UPDATE skytale_channels SET last_seq = MAX(last_seq, ?2) WHERE name = ?1", params![name, seq as i64])?;
+fn record_delivery(conn: &rusqlite::Connection, name: &str, d: Delivery, event: &Incoming) -> Result<()> {
+    let seq = d.seq;
+    record_position(conn, name, d)?;
     let row = match event {
         Incoming::Message { sender, data, epoch } => Some(("message", sender.clone(), *epoch, data.clone())),
         Incoming::Commit { sender, epoch, added, removed, self_removed, external, .. } => {
@@ -642,7 +698,22 @@ fn record_delivery(conn: &rusqlite::Connection, name: &str, seq: u64, event: &In
     Ok(())
 }
 
-fn apply_processed(provider: &Provider<'_>, group: &mut MlsGroup, processed: ProcessedMessage) -> Result<Incoming> {
+/// Records a delivered item's position: last seq and relay epoch (neither ever goes back).
+fn record_position(conn: &rusqlite::Connection, name: &str, d: Delivery) -> Result<()> {
+    conn.execute(
+        "UPDATE skytale_channels SET last_seq = MAX(last_seq, ?2), relay_epoch = MAX(COALESCE(relay_epoch, 0), ?3) WHERE name = ?1",
+        params![name, d.seq as i64, d.relay_epoch as i64],
+    )?;
+    Ok(())
+}
+
+fn apply_processed(
+    provider: &Provider<'_>,
+    group: &mut MlsGroup,
+    processed: ProcessedMessage,
+    verifier: &LeafVerifier<'_>,
+    at: u64,
+) -> Result<Incoming> {
     {
         {
             let sender = credential_identity(processed.credential());
@@ -667,6 +738,7 @@ fn apply_processed(provider: &Provider<'_>, group: &mut MlsGroup, processed: Pro
                 }
                 ProcessedMessageContent::StagedCommitMessage(staged) => {
                     let external = matches!(sender_kind, Sender::NewMemberCommit);
+                    verifier.check_commit(group, &staged, &sender, external, at)?;
                     let added = staged
                         .add_proposals()
                         .map(|p| credential_identity(p.add_proposal().key_package().leaf_node().credential()))

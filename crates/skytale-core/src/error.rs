@@ -69,6 +69,10 @@ pub enum Error {
     /// An operation needs a state the channel is not in (e.g. a pending commit exists).
     #[error("invalid channel state: {0}")]
     InvalidState(String),
+    /// An agent credential is missing, forged, for another org or identity, bound to another
+    /// signature key, expired or revoked; or the issuer's keys cannot be trusted.
+    #[error("credential refused: {0}")]
+    CredentialInvalid(String),
     /// Storage failed below MLS (disk full, I/O error).
     #[error("storage error: {0}")]
     Storage(String),
@@ -98,6 +102,7 @@ impl Error {
             Error::MemberNotFound(_) => "SKYTALE_MEMBER_NOT_FOUND",
             Error::InvalidArgument(_) => "SKYTALE_INVALID_ARGUMENT",
             Error::InvalidState(_) => "SKYTALE_INVALID_STATE",
+            Error::CredentialInvalid(_) => "SKYTALE_CREDENTIAL_INVALID",
             Error::Storage(_) => "SKYTALE_STORAGE",
             Error::Internal(_) => "SKYTALE_INTERNAL",
         }

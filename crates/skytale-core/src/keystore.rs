@@ -31,7 +31,7 @@ use crate::secret::{KeystoreSecret, SecretKey32};
 const DB_FILE: &str = "keystore.db";
 const META_FILE: &str = "keystore.json";
 const KCV_LABEL: &[u8] = b"skytale/keystore-check/v1";
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Argon2id parameters used for new passphrase-protected keystores
 /// (memory 19 MiB, 2 passes, 1 lane: the OWASP minimum for Argon2id).
@@ -270,6 +270,16 @@ impl Keystore {
                      PRIMARY KEY (channel, seq)
                  );
                  PRAGMA user_version = 2;",
+            )?;
+            tx.commit()?;
+        }
+        if version < 3 {
+            // The relay's epoch (commit slot count) after the last processed item: it moves on
+            // for every commit the relay ordered, including commits the members rejected.
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(
+                "ALTER TABLE skytale_channels ADD COLUMN relay_epoch INTEGER;
+                 PRAGMA user_version = 3;",
             )?;
             tx.commit()?;
         }

@@ -21,6 +21,7 @@
 //! ```
 
 mod agent;
+mod credential;
 mod error;
 mod events;
 mod keystore;
@@ -29,7 +30,11 @@ mod names;
 mod provider;
 mod secret;
 
-pub use agent::{Agent, AgentOptions, InboxItem, CIPHERSUITE};
+pub use agent::{Agent, AgentOptions, Delivery, InboxItem, CIPHERSUITE};
+pub use credential::{
+    credential_identity_unverified, fingerprint, rotate_anchors, verify_credential, Expected, IssuerKey, RevokedAgent,
+    TrustAnchors, VerifiedCredential, CREDENTIAL_AUD, CREDENTIAL_TYP,
+};
 pub use error::{Error, Result};
 pub use events::{CommitMode, CommitOutput, Incoming};
 pub use keystore::{Keystore, ARGON2_M_COST_KIB, ARGON2_P_COST, ARGON2_T_COST};

@@ -128,13 +128,13 @@ fn delivered_items_land_in_the_inbox_with_their_seq_atomically() {
     bob.join_channel(out.welcome.as_ref().unwrap()).unwrap();
     let w1 = alice.encrypt(ch, b"one").unwrap();
     let w2 = alice.encrypt(ch, b"two").unwrap();
-    bob.process_delivered(ch, &w1, 5).unwrap();
+    bob.process_delivered(ch, &w1, dl(5)).unwrap();
     // A failed item changes nothing: neither the seq nor the inbox.
-    assert_eq!(bob.process_delivered(ch, &w1, 6).unwrap_err().code(), "SKYTALE_REPLAY");
+    assert_eq!(bob.process_delivered(ch, &w1, dl(6)).unwrap_err().code(), "SKYTALE_REPLAY");
     assert_eq!(bob.last_seq(ch).unwrap(), 5);
-    bob.process_delivered(ch, &w2, 7).unwrap();
+    bob.process_delivered(ch, &w2, dl(7)).unwrap();
     let rot = alice.rotate_key(ch, CommitMode::Merge).unwrap();
-    bob.process_delivered(ch, &rot.commit, 9).unwrap();
+    bob.process_delivered(ch, &rot.commit, dl(9)).unwrap();
     let items = bob.inbox(ch, 0, 10).unwrap();
     assert_eq!(items.iter().map(|i| (i.seq, i.kind.as_str())).collect::<Vec<_>>(), vec![(5, "message"), (7, "message"), (9, "commit")]);
     assert_eq!(items[1].data, b"two");
@@ -167,4 +167,8 @@ fn external_commit_join_from_group_info() {
     // A joiner without a valid proof can be removed by any member.
     let rm = alice.remove_members(ch, &["bob".to_string()], CommitMode::Merge).unwrap();
     assert!(matches!(bob.process_incoming(ch, &rm.commit).unwrap(), Incoming::Commit { self_removed: true, .. }));
+}
+
+fn dl(seq: u64) -> skytale_core::Delivery {
+    skytale_core::Delivery { seq, relay_epoch: 0, at_secs: 1_700_000_000 }
 }

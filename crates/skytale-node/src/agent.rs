@@ -35,6 +35,7 @@ pub struct Agent {
     handle: Arc<Handle>,
     identity: String,
     cipher_version: String,
+    fingerprint: String,
 }
 
 #[napi]
@@ -58,10 +59,12 @@ impl Agent {
                 let secret = secret?;
                 let core = CoreAgent::open(AgentOptions { data_dir: &data_dir, identity: &identity, secret: &secret })?;
                 let cipher_version = core.cipher_version().to_string();
+                let fingerprint = core.fingerprint()?;
                 Ok(Agent {
                     handle: Arc::new(Handle { core: RwLock::new(Some(Arc::new(core))) }),
                     identity,
                     cipher_version,
+                    fingerprint,
                 })
             },
             same,
@@ -77,6 +80,21 @@ impl Agent {
     #[napi(getter)]
     pub fn identity(&self) -> String {
         self.identity.clone()
+    }
+
+    /// Fingerprint of this agent's MLS signature key (`"a1b2 c3d4 …"`, SHA-256 based): compare
+    /// it out of band with what other members see in `memberFingerprints()`.
+    #[napi(getter)]
+    pub fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+
+    /// This agent's credential from the API server (a compact JWS), or `null` before it
+    /// connected once.
+    #[napi(ts_return_type = "Promise<string | null>")]
+    pub fn credential(&self) -> AsyncTask<CoreTask<Option<String>, Option<String>>> {
+        let handle = self.handle.clone();
+        CoreTask::spawn(move || handle.get()?.credential(), same)
     }
 
     /// The SQLCipher version of the keystore (non-empty: the store is encrypted).

@@ -100,6 +100,13 @@ impl Channel {
         CoreTask::spawn(move || handle.get()?.members(&name), same)
     }
 
+    /// Each member's identity → fingerprint of its signature key, for out-of-band checks.
+    #[napi(ts_return_type = "Promise<Record<string, string>>")]
+    pub fn member_fingerprints(&self) -> AsyncTask<CoreTask<Vec<(String, String)>, std::collections::HashMap<String, String>>> {
+        let (handle, name) = (self.handle.clone(), self.name.clone());
+        CoreTask::spawn(move || handle.get()?.member_fingerprints(&name), |_, v| Ok(v.into_iter().collect()))
+    }
+
     /// Whether this agent is still a member (false after being removed).
     #[napi(ts_return_type = "Promise<boolean>")]
     pub fn is_member(&self) -> AsyncTask<CoreTask<bool, bool>> {

@@ -358,6 +358,23 @@ impl ClientChannel {
         self.inner.agent().members(&self.name).map_err(|e| js_error_code(&env, e.code(), &e.to_string()))
     }
 
+    /// Each member's identity → fingerprint of its signature key, for out-of-band checks
+    /// (`skytale members --fingerprints`).
+    #[napi(ts_return_type = "Promise<Record<string, string>>")]
+    pub fn member_fingerprints<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, std::collections::HashMap<String, String>>> {
+        let (agent, name) = (self.inner.agent().clone(), self.name.clone());
+        run(
+            env,
+            async move {
+                tokio::task::spawn_blocking(move || agent.member_fingerprints(&name))
+                    .await
+                    .map_err(|_| skytale_client::ClientError::Closed)?
+                    .map_err(skytale_client::ClientError::from)
+            },
+            |v| v.into_iter().collect(),
+        )
+    }
+
     /// Derives `length` bytes from the current epoch's exporter secret (same for all members).
     #[napi]
     pub fn export_secret(&self, env: Env, label: String, length: u32) -> napi::Result<Uint8Array> {

@@ -54,11 +54,13 @@ pub enum ErrorCode {
     InviteExpired,
     /// The invite has been used by its maximum number of distinct identities.
     InviteUsedUp,
+    /// The token's scope does not allow the request (`channels:r` cannot send, commit or invite).
+    ScopeForbidden,
 }
 
 impl ErrorCode {
     /// All codes, for docs and tests.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::AuthRequired,
         ErrorCode::AuthInvalid,
         ErrorCode::AuthExpired,
@@ -82,6 +84,7 @@ impl ErrorCode {
         ErrorCode::InviteInvalid,
         ErrorCode::InviteExpired,
         ErrorCode::InviteUsedUp,
+        ErrorCode::ScopeForbidden,
     ];
 
     /// The stable code string.
@@ -110,6 +113,7 @@ impl ErrorCode {
             ErrorCode::InviteInvalid => "SKYTALE_INVITE_INVALID",
             ErrorCode::InviteExpired => "SKYTALE_INVITE_EXPIRED",
             ErrorCode::InviteUsedUp => "SKYTALE_INVITE_USED_UP",
+            ErrorCode::ScopeForbidden => "SKYTALE_SCOPE_FORBIDDEN",
         }
     }
 

@@ -410,6 +410,10 @@ pub struct Welcome {
     /// Sequence number of the commit that carried it (subscribe with `after_seq` = this).
     #[prost(uint64, tag = "5")]
     pub commit_seq: u64,
+    /// The relay epoch (commit slot count) after the commit that added the recipient; 0 when
+    /// unknown (the commit was pruned from the archive).
+    #[prost(uint64, tag = "6")]
+    pub commit_epoch: u64,
 }
 
 /// `AckWelcome{welcome_id}`.

@@ -78,7 +78,7 @@ pub fn claims(org: &str, sub: &str, ttl: i64) -> serde_json::Value {
     let now = now() as i64;
     serde_json::json!({
         "iss": ISSUER, "aud": "skytale-relay", "sub": sub, "org": org,
-        "scope": "relay", "jti": format!("jti-{}", rand::random::<u64>()),
+        "identity": sub, "scope": "channels:rw", "jti": format!("jti-{}", rand::random::<u64>()),
         "iat": now, "exp": now + ttl,
     })
 }
@@ -258,6 +258,8 @@ pub struct JwksServer {
     pub url: String,
     pub doc: std::sync::Arc<std::sync::Mutex<String>>,
     pub hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The document served at `/v1/revocations` (the relay's revocation feed).
+    pub revocations: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl JwksServer {
@@ -266,14 +268,20 @@ impl JwksServer {
         let url = format!("http://{}/.well-known/jwks.json", l.local_addr().unwrap());
         let doc = std::sync::Arc::new(std::sync::Mutex::new(serde_json::json!({ "keys": keys }).to_string()));
         let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (d, h) = (doc.clone(), hits.clone());
+        let revocations =
+            std::sync::Arc::new(std::sync::Mutex::new(r#"{"cursor":0,"apiKeys":[],"agents":[]}"#.to_string()));
+        let (d, h, r) = (doc.clone(), hits.clone(), revocations.clone());
         std::thread::spawn(move || {
             for s in l.incoming() {
                 let Ok(mut s) = s else { continue };
                 let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf);
-                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let body = d.lock().unwrap().clone();
+                let n = s.read(&mut buf).unwrap_or(0);
+                let body = if buf[..n].starts_with(b"GET /v1/revocations") {
+                    r.lock().unwrap().clone()
+                } else {
+                    h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    d.lock().unwrap().clone()
+                };
                 let _ = write!(
                     s,
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
@@ -282,7 +290,7 @@ impl JwksServer {
                 );
             }
         });
-        JwksServer { url, doc, hits }
+        JwksServer { url, doc, hits, revocations }
     }
 
     pub fn set(&self, keys: Vec<serde_json::Value>) {

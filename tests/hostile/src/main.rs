@@ -1,0 +1,160 @@
+//! `skytale-hostile`: what an attacker with a valid API key of the org (or a compromised member)
+//! can do with its own code, for the end-to-end tests. It uses the real core and wire protocol
+//! but skips every check an honest SDK makes on its own side. Never shipped.
+//!
+//! ```text
+//! skytale-hostile publish-forged --dir D --identity bob --org acme --relay ADDR --token JWT --forge self
+//! skytale-hostile publish-forged --dir D --identity bob --relay ADDR --token JWT --forge other-org --api URL --api-key KEY
+//! skytale-hostile commit-add --dir MALLORY_DIR --identity mallory --keystore-key HEX --channel CH
+//!                            --relay ADDR --token JWT --org acme --forged-identity bob
+//! ```
+//! Prints one JSON line: `{"ok":true,…}` or `{"ok":false,"code":…,"message":…}`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ed25519_dalek::{Signer, SigningKey};
+use skytale_core::{Agent, AgentOptions, CommitMode, KeystoreSecret, SecretKey32, CREDENTIAL_AUD, CREDENTIAL_TYP};
+use skytale_proto::conn::{client_endpoint, RelayAddr, RelayConnection};
+use skytale_proto::frames::{Commit, WelcomeOut};
+
+type Res<T> = Result<T, (String, String)>;
+
+fn fail<E: std::fmt::Display>(code: &str) -> impl FnOnce(E) -> (String, String) + '_ {
+    move |e| (code.to_string(), e.to_string())
+}
+
+fn args() -> (String, HashMap<String, String>) {
+    let mut it = std::env::args().skip(1);
+    let cmd = it.next().unwrap_or_default();
+    let mut map = HashMap::new();
+    while let Some(k) = it.next() {
+        if let Some(name) = k.strip_prefix("--") {
+            map.insert(name.to_string(), it.next().unwrap_or_default());
+        }
+    }
+    (cmd, map)
+}
+
+fn arg<'a>(m: &'a HashMap<String, String>, k: &str) -> Res<&'a str> {
+    m.get(k).map(String::as_str).ok_or_else(|| ("USAGE".to_string(), format!("--{k} is required")))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn fresh_key() -> KeystoreSecret {
+    KeystoreSecret::Key(SecretKey32::from_bytes(rand::random::<[u8; 32]>()))
+}
+
+/// A credential that looks like the API server's but is signed by a key the attacker made up.
+fn self_signed_credential(org: &str, identity: &str, signature_key: &[u8]) -> String {
+    let forger = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let header = serde_json::json!({"alg": "EdDSA", "typ": CREDENTIAL_TYP, "kid": "forged"});
+    let claims = serde_json::json!({
+        "iss": "skytale-api", "aud": CREDENTIAL_AUD, "sub": identity, "identity": identity, "org": org,
+        "sig_key": URL_SAFE_NO_PAD.encode(signature_key), "iat": now(), "exp": now() + 86_400, "jti": "forged",
+    });
+    let h = URL_SAFE_NO_PAD.encode(header.to_string());
+    let c = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let sig = forger.sign(format!("{h}.{c}").as_bytes());
+    format!("{h}.{c}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+}
+
+/// An agent holding a self-signed credential for `identity` in `org`.
+fn forged_agent(dir: &Path, identity: &str, org: &str) -> Res<Agent> {
+    let agent = Agent::open(AgentOptions { data_dir: dir, identity, secret: &fresh_key() }).map_err(fail("CORE"))?;
+    let key = agent.signature_public_key().map_err(fail("CORE"))?;
+    agent.set_credential(&self_signed_credential(org, identity, &key)).map_err(fail("CORE"))?;
+    Ok(agent)
+}
+
+async fn relay(addr: &str, token: &str) -> Res<Arc<RelayConnection>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let addr: RelayAddr = addr.parse().map_err(fail("ADDR"))?;
+    let bind = "0.0.0.0:0".parse().map_err(fail("ADDR"))?;
+    let endpoint = client_endpoint(bind).await.map_err(fail("TRANSPORT"))?;
+    let (conn, pushes) = RelayConnection::connect(&endpoint, &addr).await.map_err(fail("TRANSPORT"))?;
+    std::mem::forget(pushes);
+    std::mem::forget(endpoint);
+    conn.auth(token, "").await.map_err(|e| (e.code().to_string(), e.to_string()))?;
+    Ok(Arc::new(conn))
+}
+
+async fn publish_forged(m: &HashMap<String, String>) -> Res<serde_json::Value> {
+    let dir = PathBuf::from(arg(m, "dir")?);
+    let identity = arg(m, "identity")?;
+    let agent = match arg(m, "forge")? {
+        "self" => forged_agent(&dir, identity, arg(m, "org")?)?,
+        "other-org" => {
+            // A real credential for the same identity, but from another org's account.
+            let agent =
+                Agent::open(AgentOptions { data_dir: &dir, identity, secret: &fresh_key() }).map_err(fail("CORE"))?;
+            let api_key = skytale_core::Zeroizing::new(arg(m, "api-key")?.to_string());
+            let source = skytale_client::TokenSource::for_identity(arg(m, "api")?, api_key, identity)
+                .map_err(|e| (e.code().to_string(), e.to_string()))?;
+            source.enroll(&agent).await.map_err(|e| (e.code().to_string(), e.to_string()))?;
+            agent
+        }
+        other => return Err(("USAGE".into(), format!("unknown --forge {other}"))),
+    };
+    let kps = agent.generate_key_packages(3).map_err(fail("CORE"))?;
+    let conn = relay(arg(m, "relay")?, arg(m, "token")?).await?;
+    let held = conn.publish_key_packages(kps).await.map_err(|e| (e.code().to_string(), e.to_string()))?;
+    Ok(serde_json::json!({ "ok": true, "published": held }))
+}
+
+async fn commit_add(m: &HashMap<String, String>) -> Res<serde_json::Value> {
+    let dir = PathBuf::from(arg(m, "dir")?);
+    let identity = arg(m, "identity")?;
+    let channel = arg(m, "channel")?;
+    let key: [u8; 32] = hex::decode(arg(m, "keystore-key")?)
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| ("USAGE".to_string(), "--keystore-key must be 64 hex chars".to_string()))?;
+    let secret = KeystoreSecret::Key(SecretKey32::from_bytes(key));
+    // The member's own SDK would refuse to add an uncertified leaf: drop its pinned issuer keys
+    // (an attacker patches its client; this is the same).
+    {
+        let agent = Agent::open(AgentOptions { data_dir: &dir, identity, secret: &secret }).map_err(fail("CORE"))?;
+        agent.kv_delete("trust/anchors").map_err(fail("CORE"))?;
+    }
+    let agent = Agent::open(AgentOptions { data_dir: &dir, identity, secret: &secret }).map_err(fail("CORE"))?;
+    let forged_identity = arg(m, "forged-identity")?;
+    let forged_dir = dir.join(format!("forged-{forged_identity}-{}", rand::random::<u32>()));
+    let forged = forged_agent(&forged_dir, forged_identity, arg(m, "org")?)?;
+    let kp = forged.generate_key_packages(1).map_err(fail("CORE"))?;
+    let conn = relay(arg(m, "relay")?, arg(m, "token")?).await?;
+    let epoch = conn.channel_state(channel).await.map_err(|e| (e.code().to_string(), e.to_string()))?.epoch;
+    let out = agent.add_members(channel, &kp, CommitMode::Stage).map_err(fail("CORE"))?;
+    let commit = Commit {
+        channel: channel.to_string(),
+        client_msg_id: hex::encode(rand::random::<[u8; 16]>()),
+        epoch,
+        payload: out.commit,
+        welcome: out.welcome.map(|w| WelcomeOut { recipients: vec![forged_identity.to_string()], payload: w }),
+    };
+    let ack = conn.commit(commit).await.map_err(|e| (e.code().to_string(), e.to_string()))?;
+    Ok(serde_json::json!({ "ok": true, "seq": ack.seq, "epoch": ack.epoch }))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let (cmd, m) = args();
+    let res = match cmd.as_str() {
+        "publish-forged" => publish_forged(&m).await,
+        "commit-add" => commit_add(&m).await,
+        _ => Err(("USAGE".into(), "commands: publish-forged, commit-add".into())),
+    };
+    match res {
+        Ok(v) => println!("{v}"),
+        Err((code, message)) => {
+            println!("{}", serde_json::json!({ "ok": false, "code": code, "message": message }));
+            std::process::exit(1);
+        }
+    }
+}
