@@ -12,7 +12,9 @@ import { Authenticator, bearerKey } from "../src/auth/authenticator.js";
 import { KeyCache } from "../src/auth/keyCache.js";
 import { WindowLimiter } from "../src/auth/limiter.js";
 import { ConfigError, defaultConfig, loadConfig } from "../src/config.js";
-import { listMigrations } from "../src/db/migrate.js";
+import { listMigrations, migrate } from "../src/db/migrate.js";
+import { openPglite } from "../src/db/pglite.js";
+import { listRevocations } from "../src/store/revocations.js";
 import type { Db } from "../src/db/index.js";
 import { Metrics } from "../src/metrics.js";
 import { startServer } from "../src/server.js";
@@ -269,6 +271,31 @@ describe("config", () => {
     expect(m[0]).toMatchObject({ version: 1, name: "init" });
     expect(m[1]).toMatchObject({ version: 2, name: "agents" });
     expect(m.map((x) => x.version)).toEqual([...m.map((x) => x.version)].sort((a, b) => a - b));
+  });
+});
+
+describe("migration 0002_agents", () => {
+  it("makes existing keys admin keys and puts already revoked keys into the revocation feed", async () => {
+    const db = await openPglite(undefined);
+    try {
+      const all = listMigrations();
+      expect(await migrate(db, all.slice(0, 1))).toEqual([1]);
+      await db.query("INSERT INTO accounts (id, email, name, org) VALUES ('acct_1', 'a@b.c', 'A', 'acme')");
+      await db.query("INSERT INTO api_keys (id, account_id, name, prefix, hash) VALUES ('key_live', 'acct_1', 'k', 'p1', 'h'), ('key_gone', 'acct_1', 'k', 'p2', 'h')");
+      await db.query("UPDATE api_keys SET revoked_at = now() WHERE id = 'key_gone'");
+      expect(await migrate(db, all)).toEqual([2]);
+      expect(await db.query("SELECT id, role, identity FROM api_keys ORDER BY id")).toEqual([
+        { id: "key_gone", role: "admin", identity: null },
+        { id: "key_live", role: "admin", identity: null },
+      ]);
+      expect(await listRevocations(db, 0)).toEqual({ cursor: 1, apiKeys: [{ id: "key_gone", revokedAt: expect.any(Number) }], agents: [] });
+      // An agent key must name its identity, an admin key must not.
+      await expect(db.query("INSERT INTO api_keys (id, account_id, name, prefix, hash, role) VALUES ('k3', 'acct_1', 'k', 'p3', 'h', 'agent')")).rejects.toThrow();
+      await expect(db.query("INSERT INTO api_keys (id, account_id, name, prefix, hash, identity) VALUES ('k4', 'acct_1', 'k', 'p4', 'h', 'bot')")).rejects.toThrow();
+      expect(await migrate(db, all)).toEqual([]);
+    } finally {
+      await db.close();
+    }
   });
 });
 
