@@ -218,10 +218,17 @@ function intOption(values, name, { min = 0 } = {}) {
 // ---------------------------------------------------------------------------------------------
 // API server calls
 
+// The API server answers SKYTALE_* codes (passed through as they are); older servers answered
+// lowercase codes, mapped here.
 const API_CODES = {
   auth_key_invalid: 'SKYTALE_AUTH_KEY_INVALID',
   auth_key_revoked: 'SKYTALE_AUTH_KEY_REVOKED',
   rate_limited: 'SKYTALE_RATE_LIMITED',
+}
+
+function apiErrorCode(apiCode) {
+  if (/^SKYTALE_[A-Z0-9_]+$/.test(apiCode)) return apiCode
+  return API_CODES[apiCode] ?? `SKYTALE_API_${apiCode.toUpperCase()}`
 }
 
 async function api(cfg, method, route, { body, auth = true } = {}) {
@@ -249,7 +256,7 @@ async function api(cfg, method, route, { body, auth = true } = {}) {
   try { json = text ? JSON.parse(text) : null } catch {}
   if (res.ok) return json
   const apiCode = json?.error?.code ?? `http_${res.status}`
-  const code = API_CODES[apiCode] ?? `SKYTALE_API_${apiCode.toUpperCase()}`
+  const code = apiErrorCode(String(apiCode))
   const message = json?.error?.message ?? `HTTP ${res.status}`
   throw toSkytaleError({ code, message: `API server: ${message}` })
 }

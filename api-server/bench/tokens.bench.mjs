@@ -6,7 +6,7 @@
 //      BENCH_PG_URL (admin URL, default postgres://postgres@127.0.0.1:5432/postgres; "off" skips).
 
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -70,7 +70,8 @@ async function runTokens(url, key) {
   const res = await autocannon({
     url: `${url}/v1/tokens`,
     method: "POST",
-    headers: { authorization: `Bearer ${key}` },
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+    body: JSON.stringify({ identity: "bench" }),
     connections: CONNECTIONS,
     duration: DURATION,
   });
@@ -88,6 +89,14 @@ async function scenario(label, dbEnv) {
         body: JSON.stringify({ email: "bench@example.com", name: "bench", org: `bench-${randomBytes(4).toString("hex")}` }),
       });
       const { apiKey } = await r.json();
+      // Tokens are issued for registered agent identities only.
+      const signatureKey = generateKeyPairSync("ed25519").publicKey.export({ format: "jwk" }).x;
+      const reg = await fetch(`${server.url}/v1/agents`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${apiKey}` },
+        body: JSON.stringify({ identity: "bench", signatureKey }),
+      });
+      if (reg.status !== 201) throw new Error(`agent registration failed: ${reg.status}`);
       const res = await runTokens(server.url, apiKey);
       rows.push({ db: label, cache, ...res });
       console.error(`${label} cache ${cache}: ${res.rps.toFixed(0)} req/s p50 ${res.p50} ms p99 ${res.p99} ms non2xx ${res.non2xx}`);

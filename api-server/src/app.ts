@@ -5,9 +5,11 @@ import rateLimit from "@fastify/rate-limit";
 import Fastify, { type FastifyInstance } from "fastify";
 import { ApiError, installErrorHandlers } from "./errors.js";
 import { registerAccountRoutes } from "./routes/accounts.js";
+import { registerAgentRoutes } from "./routes/agents.js";
 import { registerKeyRoutes } from "./routes/keys.js";
 import { registerOpenApi } from "./routes/openapi.js";
 import { registerPublicRoutes } from "./routes/public.js";
+import { registerRevocationRoutes } from "./routes/revocations.js";
 import { registerTokenRoutes } from "./routes/tokens.js";
 import type { Services } from "./services.js";
 
@@ -50,7 +52,7 @@ export async function buildApp(s: Services): Promise<FastifyInstance> {
     timeWindow: 60_000,
     onExceeded: () => s.metrics.rateLimited.inc({ limiter: "per_ip" }),
     errorResponseBuilder: (_req, ctx) =>
-      new ApiError(429, "rate_limited", "too many requests, retry later", Math.max(1, Math.ceil(ctx.ttl / 1000))),
+      new ApiError(429, "SKYTALE_RATE_LIMITED", "too many requests, retry later", Math.max(1, Math.ceil(ctx.ttl / 1000))),
   });
 
   registerOpenApi(app, VERSION);
@@ -58,5 +60,7 @@ export async function buildApp(s: Services): Promise<FastifyInstance> {
   registerAccountRoutes(app, s);
   registerKeyRoutes(app, s);
   registerTokenRoutes(app, s);
+  registerAgentRoutes(app, s);
+  registerRevocationRoutes(app, s);
   return app;
 }

@@ -20,6 +20,10 @@ export interface RateLimits {
   tokensPerIp: number;
   /** `POST /v1/tokens` per API key prefix per minute. */
   tokensPerKey: number;
+  /** `POST /v1/agents` and `POST /v1/agents/{identity}/rotate` per IP per minute. */
+  agentsPerIp: number;
+  /** `GET /v1/revocations` per IP per minute (public route). */
+  revocationsPerIp: number;
   /** Failed authentications per IP per minute before further attempts get 429 without hashing. */
   authFailuresPerIp: number;
   /** Failed authentications per key prefix per minute before further attempts get 429. */
@@ -47,6 +51,8 @@ export interface Config {
   relayUrl: string | null;
   /** Token lifetime in seconds (fixed at 3600 by the protocol; configurable only for tests). */
   tokenTtlSeconds: number;
+  /** Agent credential lifetime in seconds (default 30 days). */
+  credentialTtlSeconds: number;
   argon2: Argon2Params;
   /** How long a verified API key is remembered in memory (ms); 0 disables the cache. */
   keyCacheTtlMs: number;
@@ -72,6 +78,7 @@ export function defaultConfig(): Config {
     audience: "skytale-relay",
     relayUrl: null,
     tokenTtlSeconds: 3600,
+    credentialTtlSeconds: 30 * 24 * 3600,
     argon2: { memoryCost: 19456, timeCost: 2, parallelism: 1 },
     keyCacheTtlMs: 60_000,
     rateLimits: {
@@ -79,6 +86,8 @@ export function defaultConfig(): Config {
       signupPerIp: 20,
       tokensPerIp: 600,
       tokensPerKey: 120,
+      agentsPerIp: 120,
+      revocationsPerIp: 120,
       authFailuresPerIp: 20,
       authFailuresPerKey: 10,
       argon2MaxPending: 64,
@@ -121,6 +130,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     audience: d.audience,
     relayUrl: str(env, "SKYTALE_RELAY_URL") ?? null,
     tokenTtlSeconds: int(env, "SKYTALE_TOKEN_TTL_SECONDS", d.tokenTtlSeconds, 1),
+    credentialTtlSeconds: int(env, "SKYTALE_CREDENTIAL_TTL_SECONDS", d.credentialTtlSeconds, 1),
     argon2: {
       memoryCost: int(env, "SKYTALE_ARGON2_MEMORY_KIB", d.argon2.memoryCost, 8),
       timeCost: int(env, "SKYTALE_ARGON2_TIME_COST", d.argon2.timeCost, 1),
@@ -132,6 +142,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       signupPerIp: int(env, "SKYTALE_RATE_SIGNUP_PER_IP", r.signupPerIp, 1),
       tokensPerIp: int(env, "SKYTALE_RATE_TOKENS_PER_IP", r.tokensPerIp, 1),
       tokensPerKey: int(env, "SKYTALE_RATE_TOKENS_PER_KEY", r.tokensPerKey, 1),
+      agentsPerIp: int(env, "SKYTALE_RATE_AGENTS_PER_IP", r.agentsPerIp, 1),
+      revocationsPerIp: int(env, "SKYTALE_RATE_REVOCATIONS_PER_IP", r.revocationsPerIp, 1),
       authFailuresPerIp: int(env, "SKYTALE_RATE_AUTH_FAILURES_PER_IP", r.authFailuresPerIp, 1),
       authFailuresPerKey: int(env, "SKYTALE_RATE_AUTH_FAILURES_PER_KEY", r.authFailuresPerKey, 1),
       argon2MaxPending: int(env, "SKYTALE_ARGON2_MAX_PENDING", r.argon2MaxPending, 1),

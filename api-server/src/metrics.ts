@@ -63,6 +63,10 @@ export class Metrics {
   readonly argon2Verify = new Histogram("skytale_api_argon2_verify_seconds", "Argon2id verification time.", SECONDS);
   readonly keyCacheHits = new Counter("skytale_api_key_cache_hits_total", "API key checks answered from the verified-key cache.");
   readonly accountsCreated = new Counter("skytale_api_accounts_created_total", "Accounts created.");
+  readonly credentialsIssued = new Counter("skytale_api_credentials_issued_total", "Agent credentials issued (registrations, renewals, rotations).");
+  readonly agentsRegistered = new Counter("skytale_api_agents_registered_total", "New agent identities registered.");
+  readonly agentsRotated = new Counter("skytale_api_agents_rotated_total", "Agent signature keys rotated by an admin.");
+  readonly agentsRevoked = new Counter("skytale_api_agents_revoked_total", "Agent identities revoked.");
 
   /** Renders every metric in the Prometheus text exposition format. */
   render(extra: string[] = []): string {
@@ -76,6 +80,10 @@ export class Metrics {
         this.argon2Verify,
         this.keyCacheHits,
         this.accountsCreated,
+        this.credentialsIssued,
+        this.agentsRegistered,
+        this.agentsRotated,
+        this.agentsRevoked,
       ]
         .map((m) => m.render())
         .concat(extra)

@@ -12,12 +12,16 @@ import { Authenticator, bearerKey } from "../src/auth/authenticator.js";
 import { KeyCache } from "../src/auth/keyCache.js";
 import { WindowLimiter } from "../src/auth/limiter.js";
 import { ConfigError, defaultConfig, loadConfig } from "../src/config.js";
-import { listMigrations } from "../src/db/migrate.js";
+import { listMigrations, migrate } from "../src/db/migrate.js";
+import { openPglite } from "../src/db/pglite.js";
+import { listRevocations } from "../src/store/revocations.js";
 import type { Db } from "../src/db/index.js";
 import { Metrics } from "../src/metrics.js";
 import { startServer } from "../src/server.js";
 import { generateSigningKeyPem, jwks, keyDir, loadKeyRing, rotateSigningKey } from "../src/signing/keyRing.js";
 import { issueToken } from "../src/signing/tokens.js";
+import { CREDENTIAL_AUDIENCE, CREDENTIAL_TYP, decodeSignatureKey, fingerprint, issueCredential } from "../src/signing/credentials.js";
+import { API_ERROR_CODES } from "../src/errors.js";
 
 const dirs: string[] = [];
 function tmp(): string {
@@ -83,7 +87,7 @@ describe("Authenticator", () => {
       [1, 2].map(() => auth.authenticate(`Bearer ${generateApiKey().key}`, "10.1.1.1")),
     );
     const codes = results.map((r) => (r.status === "rejected" ? (r.reason as { code: string }).code : "ok")).sort();
-    expect(codes).toEqual(["auth_key_invalid", "rate_limited"]);
+    expect(codes).toEqual(["SKYTALE_AUTH_KEY_INVALID", "SKYTALE_RATE_LIMITED"]);
   });
 });
 
@@ -105,26 +109,86 @@ describe("WindowLimiter", () => {
 });
 
 describe("KeyCache", () => {
-  it("remembers a verified key per row, forgets on invalidate and expiry, is off at ttl 0", async () => {
+  const v = (keyId: string, role: "admin" | "agent" = "admin", identity: string | null = null) => ({ keyId, role, identity });
+  it("remembers a verified key per row (id, role, identity), forgets on invalidate and expiry, is off at ttl 0", async () => {
     const c = new KeyCache(50);
-    c.add("sk_live_a", "key_1");
-    expect(c.has("sk_live_a", "key_1")).toBe(true);
-    expect(c.has("sk_live_a", "key_2")).toBe(false);
-    c.add("sk_live_b", "key_2");
+    c.add("sk_live_a", v("key_1"));
+    expect(c.get("sk_live_a", v("key_1"))).toEqual(v("key_1"));
+    expect(c.get("sk_live_a", v("key_2"))).toBeNull();
+    c.add("sk_live_g", v("key_9", "agent", "bot-1"));
+    expect(c.get("sk_live_g", v("key_9", "agent", "bot-1"))).toEqual(v("key_9", "agent", "bot-1"));
+    expect(c.get("sk_live_g", v("key_9", "agent", "bot-2"))).toBeNull();
+    expect(c.get("sk_live_g", v("key_9", "agent", "bot-1"))).toBeNull(); // the mismatch dropped it
+    c.add("sk_live_b", v("key_2"));
     c.invalidate("key_2");
-    expect(c.has("sk_live_b", "key_2")).toBe(false);
-    c.add("sk_live_c", "key_3");
+    expect(c.get("sk_live_b", v("key_2"))).toBeNull();
+    c.add("sk_live_c", v("key_3"));
     await new Promise((r) => setTimeout(r, 80));
-    expect(c.has("sk_live_c", "key_3")).toBe(false);
+    expect(c.get("sk_live_c", v("key_3"))).toBeNull();
     const off = new KeyCache(0);
-    off.add("k", "key_1");
-    expect(off.has("k", "key_1")).toBe(false);
+    off.add("k", v("key_1"));
+    expect(off.get("k", v("key_1"))).toBeNull();
+  });
+});
+
+describe("agent credentials", () => {
+  it("signature keys must be canonical base64url of 32 bytes; fingerprint = first 40 hex of SHA-256 in groups of 4", () => {
+    const raw = Buffer.alloc(32, 7);
+    const b64 = raw.toString("base64url");
+    expect(decodeSignatureKey(b64)).toEqual(raw);
+    expect(decodeSignatureKey(b64 + "=")).toBeNull();
+    expect(decodeSignatureKey(Buffer.alloc(31).toString("base64url"))).toBeNull();
+    expect(decodeSignatureKey(Buffer.alloc(33).toString("base64url"))).toBeNull();
+    expect(decodeSignatureKey(Buffer.alloc(32, 0xff).toString("base64").replace(/=+$/, ""))).toBeNull(); // "/" is not base64url
+    // A non-canonical last character (low bits set) is refused.
+    const last = b64[42]!;
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const bumped = b64.slice(0, 42) + alphabet[alphabet.indexOf(last) + 1];
+    expect(decodeSignatureKey(bumped)).toBeNull();
+
+    const zero = Buffer.alloc(32);
+    // sha256(32 zero bytes) = 66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925
+    expect(fingerprint(zero)).toBe("6668 7aad f862 bd77 6c8f c18b 8e9f 8e20 0897 1485");
+    expect(fingerprint(raw)).toMatch(/^([0-9a-f]{4} ){9}[0-9a-f]{4}$/);
+  });
+
+  it("carry exactly the agreed header and claims, exp = iat + ttl, and verify with the JWKS", async () => {
+    const ring = await loadKeyRing({ dataDir: tmp(), signingKeyPem: undefined, previousSigningKeysPem: undefined });
+    const sigKey = generateKeyPairSync("ed25519").publicKey.export({ format: "jwk" }).x!;
+    const c = await issueCredential(ring, { issuer: "skytale-api", ttlSeconds: 2_592_000, now: 1_700_000_000_000 }, { org: "acme", identity: "bot-1", signatureKey: sigKey });
+    const { payload, protectedHeader } = await jwtVerify(c.credential, createLocalJWKSet(jwks(ring)), {
+      currentDate: new Date(1_700_000_100_000),
+      issuer: "skytale-api",
+      audience: CREDENTIAL_AUDIENCE,
+      typ: CREDENTIAL_TYP,
+      algorithms: ["EdDSA"],
+    });
+    expect(protectedHeader).toEqual({ alg: "EdDSA", typ: "skytale-agent+jwt", kid: ring.signer.kid });
+    expect(payload).toEqual({
+      iss: "skytale-api",
+      aud: "skytale-agent-credential",
+      sub: "bot-1",
+      identity: "bot-1",
+      org: "acme",
+      sig_key: sigKey,
+      jti: c.jti,
+      iat: 1_700_000_000,
+      exp: 1_702_592_000,
+    });
+    expect(c.expiresAt.toISOString()).toBe(new Date(1_702_592_000_000).toISOString());
+    // Not a relay token: the relay's audience check refuses it.
+    await expect(jwtVerify(c.credential, createLocalJWKSet(jwks(ring)), { audience: "skytale-relay", currentDate: new Date(1_700_000_100_000) })).rejects.toMatchObject({ code: "ERR_JWT_CLAIM_VALIDATION_FAILED" });
+  });
+
+  it("the error codes are all SKYTALE_* and unique", () => {
+    expect(API_ERROR_CODES.every((c) => /^SKYTALE_[A-Z_]+$/.test(c))).toBe(true);
+    expect(new Set(API_ERROR_CODES).size).toBe(API_ERROR_CODES.length);
   });
 });
 
 describe("signing key ring", () => {
   const opts = { issuer: "skytale-api", audience: "skytale-relay", ttlSeconds: 3600 };
-  const subject = { accountId: "acct_x", org: "acme", scope: "channels:rw" as const };
+  const subject = { accountId: "acct_x", org: "acme", scope: "channels:rw" as const, identity: "bot-1", apiKeyId: "key_x" };
 
   it("generates a key once in the data dir (mode 0600) and reuses it", async () => {
     const dataDir = tmp();
@@ -186,7 +250,7 @@ describe("signing key ring", () => {
       audience: "skytale-relay",
     });
     expect(protectedHeader).toEqual({ alg: "EdDSA", typ: "JWT", kid: ring.signer.kid });
-    expect(payload).toEqual({ iss: "skytale-api", aud: "skytale-relay", sub: "acct_x", org: "acme", scope: "channels:rw", jti: t.jti, iat: 1_700_000_000, exp: 1_700_003_600 });
+    expect(payload).toEqual({ iss: "skytale-api", aud: "skytale-relay", sub: "acct_x", org: "acme", scope: "channels:rw", identity: "bot-1", akid: "key_x", jti: t.jti, iat: 1_700_000_000, exp: 1_700_003_600 });
     expect(t.expiresAt.toISOString()).toBe("2023-11-14T23:13:20.000Z");
   });
 });
@@ -198,12 +262,40 @@ describe("config", () => {
     const e = loadConfig({ PORT: "0", HOST: "0.0.0.0", SKYTALE_ISSUER: "iss", SKYTALE_RELAY_URL: "iroh://x@h:1", SKYTALE_ARGON2_MEMORY_KIB: "4096", DATABASE_URL: "postgres://x/y" });
     expect(e).toMatchObject({ port: 0, host: "0.0.0.0", issuer: "iss", relayUrl: "iroh://x@h:1", databaseUrl: "postgres://x/y", argon2: { memoryCost: 4096 } });
     expect(() => loadConfig({ PORT: "eighty" })).toThrow(ConfigError);
+    expect(c.credentialTtlSeconds).toBe(30 * 24 * 3600);
+    expect(loadConfig({ SKYTALE_CREDENTIAL_TTL_SECONDS: "60" }).credentialTtlSeconds).toBe(60);
   });
 
   it("migrations are versioned files", () => {
     const m = listMigrations();
     expect(m[0]).toMatchObject({ version: 1, name: "init" });
+    expect(m[1]).toMatchObject({ version: 2, name: "agents" });
     expect(m.map((x) => x.version)).toEqual([...m.map((x) => x.version)].sort((a, b) => a - b));
+  });
+});
+
+describe("migration 0002_agents", () => {
+  it("makes existing keys admin keys and puts already revoked keys into the revocation feed", async () => {
+    const db = await openPglite(undefined);
+    try {
+      const all = listMigrations();
+      expect(await migrate(db, all.slice(0, 1))).toEqual([1]);
+      await db.query("INSERT INTO accounts (id, email, name, org) VALUES ('acct_1', 'a@b.c', 'A', 'acme')");
+      await db.query("INSERT INTO api_keys (id, account_id, name, prefix, hash) VALUES ('key_live', 'acct_1', 'k', 'p1', 'h'), ('key_gone', 'acct_1', 'k', 'p2', 'h')");
+      await db.query("UPDATE api_keys SET revoked_at = now() WHERE id = 'key_gone'");
+      expect(await migrate(db, all)).toEqual([2]);
+      expect(await db.query("SELECT id, role, identity FROM api_keys ORDER BY id")).toEqual([
+        { id: "key_gone", role: "admin", identity: null },
+        { id: "key_live", role: "admin", identity: null },
+      ]);
+      expect(await listRevocations(db, 0)).toEqual({ cursor: 1, apiKeys: [{ id: "key_gone", revokedAt: expect.any(Number) }], agents: [] });
+      // An agent key must name its identity, an admin key must not.
+      await expect(db.query("INSERT INTO api_keys (id, account_id, name, prefix, hash, role) VALUES ('k3', 'acct_1', 'k', 'p3', 'h', 'agent')")).rejects.toThrow();
+      await expect(db.query("INSERT INTO api_keys (id, account_id, name, prefix, hash, identity) VALUES ('k4', 'acct_1', 'k', 'p4', 'h', 'bot')")).rejects.toThrow();
+      expect(await migrate(db, all)).toEqual([]);
+    } finally {
+      await db.close();
+    }
   });
 });
 

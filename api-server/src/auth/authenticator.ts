@@ -5,9 +5,9 @@ import type { Argon2Params } from "../config.js";
 import type { Db } from "../db/index.js";
 import { errors } from "../errors.js";
 import type { Metrics } from "../metrics.js";
-import { findKeyByPrefix, touchKey } from "../store/apiKeys.js";
+import { findKeyByPrefix, touchKey, type KeyRow } from "../store/apiKeys.js";
 import { generateApiKey, hashApiKey, isWellFormedKey, lookupPrefix, verifyApiKey } from "./apiKey.js";
-import type { KeyCache } from "./keyCache.js";
+import type { KeyCache, KeyRole, VerifiedKey } from "./keyCache.js";
 import type { WindowLimiter } from "./limiter.js";
 
 /** Who an authenticated request acts for. */
@@ -17,6 +17,10 @@ export interface AuthContext {
   org: string;
   /** Lookup prefix of the key used (not secret). */
   prefix: string;
+  /** `admin` manages the account; `agent` acts only for {@link AuthContext.identity}. */
+  role: KeyRole;
+  /** The identity an agent key is bound to; null for admin keys. */
+  identity: string | null;
 }
 
 /** Collaborators of the authenticator. */
@@ -32,6 +36,10 @@ export interface AuthenticatorDeps {
 }
 
 const TOUCH_INTERVAL_MS = 60_000;
+
+function verifiedOf(row: KeyRow): VerifiedKey {
+  return { keyId: row.id, role: row.role, identity: row.identity };
+}
 
 /** Extracts the key from an `Authorization: Bearer …` header ("" when absent or malformed). */
 export function bearerKey(header: string | undefined): string {
@@ -53,9 +61,10 @@ export class Authenticator {
   }
 
   /**
-   * Authenticates the bearer key in `header` for a request from `ip`. Throws `auth_key_invalid`
-   * (same answer whether or not the prefix exists), `auth_key_revoked` (only after the full key
-   * verified), or `rate_limited` (before any hashing) when the IP or prefix failed too often.
+   * Authenticates the bearer key in `header` for a request from `ip`. Throws
+   * `SKYTALE_AUTH_KEY_INVALID` (same answer whether or not the prefix exists),
+   * `SKYTALE_AUTH_KEY_REVOKED` (only after the full key verified), or `SKYTALE_RATE_LIMITED`
+   * (before any hashing) when the IP or prefix failed too often.
    */
   async authenticate(header: string | undefined, ip: string): Promise<AuthContext> {
     const { db, cache, failuresPerIp, failuresPerKey, metrics } = this.deps;
@@ -66,11 +75,11 @@ export class Authenticator {
 
     // A cache hit proves possession of the exact key without Argon2; the row was just read, so a
     // revocation (from any instance) is still seen at once.
-    if (row && cache.has(key, row.id)) {
+    if (row && cache.get(key, verifiedOf(row))) {
       metrics.keyCacheHits.inc();
       if (row.revokedAt) {
         cache.invalidate(row.id);
-        return this.fail("auth_key_revoked", ip, prefix);
+        return this.fail("SKYTALE_AUTH_KEY_REVOKED", ip, prefix);
       }
       return this.success(row, prefix);
     }
@@ -80,7 +89,7 @@ export class Authenticator {
       metrics.rateLimited.inc({ limiter: "auth_failures" });
       throw errors.rateLimited(wait);
     }
-    if (!wellFormed) return this.fail("auth_key_invalid", ip, prefix);
+    if (!wellFormed) return this.fail("SKYTALE_AUTH_KEY_INVALID", ip, prefix);
 
     if (this.pending >= this.deps.maxPending) {
       metrics.rateLimited.inc({ limiter: "argon2_pending" });
@@ -95,26 +104,23 @@ export class Authenticator {
       this.pending -= 1;
     }
     metrics.argon2Verify.observe(Number(process.hrtime.bigint() - started) / 1e9);
-    if (!row || !ok) return this.fail("auth_key_invalid", ip, prefix);
-    if (row.revokedAt) return this.fail("auth_key_revoked", ip, prefix);
-    cache.add(key, row.id);
+    if (!row || !ok) return this.fail("SKYTALE_AUTH_KEY_INVALID", ip, prefix);
+    if (row.revokedAt) return this.fail("SKYTALE_AUTH_KEY_REVOKED", ip, prefix);
+    cache.add(key, verifiedOf(row));
     return this.success(row, prefix);
   }
 
-  private async success(
-    row: { id: string; accountId: string; org: string; lastUsedAt: Date | null },
-    prefix: string,
-  ): Promise<AuthContext> {
+  private async success(row: KeyRow, prefix: string): Promise<AuthContext> {
     if (!row.lastUsedAt || Date.now() - new Date(row.lastUsedAt).getTime() > TOUCH_INTERVAL_MS) {
       await touchKey(this.deps.db, row.id);
     }
-    return { keyId: row.id, accountId: row.accountId, org: row.org, prefix };
+    return { keyId: row.id, accountId: row.accountId, org: row.org, prefix, role: row.role, identity: row.identity };
   }
 
-  private fail(code: "auth_key_invalid" | "auth_key_revoked", ip: string, prefix: string): never {
+  private fail(code: "SKYTALE_AUTH_KEY_INVALID" | "SKYTALE_AUTH_KEY_REVOKED", ip: string, prefix: string): never {
     this.deps.metrics.authFailures.inc({ code });
     this.deps.failuresPerIp.hit(ip);
     if (prefix) this.deps.failuresPerKey.hit(prefix);
-    throw code === "auth_key_revoked" ? errors.keyRevoked() : errors.keyInvalid();
+    throw code === "SKYTALE_AUTH_KEY_REVOKED" ? errors.keyRevoked() : errors.keyInvalid();
   }
 }

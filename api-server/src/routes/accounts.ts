@@ -48,11 +48,11 @@ export function registerAccountRoutes(app: FastifyInstance, s: Services): void {
     async (req, reply) => {
       const account: Account = { id: newId("acct"), email: req.body.email, name: req.body.name, org: req.body.org };
       try {
-        const key = await createKey(s, "default", account.id, (tx) => insertAccount(tx, account));
+        const key = await createKey(s, "default", account.id, { before: (tx) => insertAccount(tx, account) });
         s.metrics.accountsCreated.inc();
         return reply.code(201).send({ account, apiKey: key.key });
       } catch (err) {
-        if (isUniqueViolation(err)) throw new ApiError(409, "conflict", "org is already taken");
+        if (isUniqueViolation(err)) throw new ApiError(409, "SKYTALE_CONFLICT", "org is already taken");
         throw err;
       }
     },

@@ -40,9 +40,12 @@ function build(routes: Collected[], version: string): unknown {
     const op: Record<string, unknown> = { summary: r.summary };
     if (r.bearer) op.security = [{ apiKey: [] }];
     const params = s.params as { properties?: Record<string, unknown> } | undefined;
-    if (params?.properties) {
-      op.parameters = Object.entries(params.properties).map(([name, schema]) => ({ name, in: "path", required: true, schema }));
-    }
+    const query = s.querystring as { properties?: Record<string, unknown>; required?: string[] } | undefined;
+    const parameters = [
+      ...Object.entries(params?.properties ?? {}).map(([name, schema]) => ({ name, in: "path", required: true, schema })),
+      ...Object.entries(query?.properties ?? {}).map(([name, schema]) => ({ name, in: "query", required: query?.required?.includes(name) ?? false, schema })),
+    ];
+    if (parameters.length > 0) op.parameters = parameters;
     if (s.body) op.requestBody = { content: { "application/json": { schema: s.body } } };
     const responses: Record<string, unknown> = {};
     for (const [code, schema] of Object.entries((s.response as Record<string, unknown>) ?? {})) {

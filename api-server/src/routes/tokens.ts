@@ -1,17 +1,20 @@
-// routes/tokens.ts — owns POST /v1/tokens: API key in, 1-hour EdDSA relay token out.
+// routes/tokens.ts — owns POST /v1/tokens: API key + registered identity in, 1-hour EdDSA relay
+// token out.
 
 import type { FastifyInstance } from "fastify";
-import { errors } from "../errors.js";
+import { ApiError, errors } from "../errors.js";
 import type { Services } from "../services.js";
 import { issueToken, SCOPES, type Scope } from "../signing/tokens.js";
-import { authOf, requireAuth } from "./requireAuth.js";
+import { assertMayActAs, authOf, requireAuth } from "./requireAuth.js";
 import { isWellFormedKey, lookupPrefix } from "../auth/apiKey.js";
 import { bearerKey } from "../auth/authenticator.js";
+import { findAgent } from "../store/agents.js";
+import { identitySchema } from "./schemas.js";
 
 /** Registers the token route. */
 export function registerTokenRoutes(app: FastifyInstance, s: Services): void {
   const auth = requireAuth(s);
-  app.post<{ Body: { scope?: Scope } | undefined }>(
+  app.post<{ Body: { scope?: Scope; identity?: string } | undefined }>(
     "/v1/tokens",
     {
       // Per-key quota: refused before any Argon2 work once exceeded; only successes count.
@@ -27,35 +30,46 @@ export function registerTokenRoutes(app: FastifyInstance, s: Services): void {
       preValidation: auth,
       config: {
         bearer: true,
-        summary: "Exchange an API key for a relay token (EdDSA JWT, 1 hour)",
+        summary: "Exchange an API key for a relay token (EdDSA JWT, 1 hour) for a registered agent identity",
         rateLimit: { max: s.config.rateLimits.tokensPerIp, timeWindow: 60_000 },
       },
       schema: {
-
         body: {
           type: ["object", "null"],
           additionalProperties: false,
-          properties: { scope: { type: "string", enum: [...SCOPES] } },
+          properties: { scope: { type: "string", enum: [...SCOPES] }, identity: identitySchema },
         },
         response: {
           200: {
             type: "object",
-            properties: { token: { type: "string" }, expiresAt: { type: "string" }, relay: { type: ["string", "null"] } },
-            required: ["token", "expiresAt", "relay"],
+            properties: {
+              token: { type: "string" },
+              expiresAt: { type: "string" },
+              relay: { type: ["string", "null"] },
+              identity: { type: "string" },
+            },
+            required: ["token", "expiresAt", "relay", "identity"],
           },
         },
       },
     },
     async (req) => {
       const a = authOf(req);
+      // Agent keys default to (and may only use) their bound identity; admin keys must name one.
+      const identity = req.body?.identity ?? a.identity;
+      if (!identity) throw errors.invalid("identity is required with an admin API key");
+      assertMayActAs(a, identity);
+      const agent = await findAgent(s.db, a.org, identity);
+      if (!agent) throw new ApiError(403, "SKYTALE_AGENT_NOT_REGISTERED", "identity is not a registered agent of this org");
+      if (agent.status !== "active") throw new ApiError(403, "SKYTALE_AGENT_REVOKED", "identity has been revoked");
       s.tokensPerKey.hit(a.prefix);
       const issued = await issueToken(
         s.ring,
         { issuer: s.config.issuer, audience: s.config.audience, ttlSeconds: s.config.tokenTtlSeconds },
-        { accountId: a.accountId, org: a.org, scope: req.body?.scope ?? "channels:rw" },
+        { accountId: a.accountId, org: a.org, scope: req.body?.scope ?? "channels:rw", identity, apiKeyId: a.keyId },
       );
       s.metrics.tokensIssued.inc();
-      return { token: issued.token, expiresAt: issued.expiresAt.toISOString(), relay: s.config.relayUrl };
+      return { token: issued.token, expiresAt: issued.expiresAt.toISOString(), relay: s.config.relayUrl, identity };
     },
   );
 }

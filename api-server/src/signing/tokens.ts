@@ -1,7 +1,6 @@
 // signing/tokens.ts — owns relay token issuance: EdDSA JWTs with the claims the relay checks.
 
-import { randomBytes } from "node:crypto";
-import { SignJWT } from "jose";
+import { signJwt } from "./jwt.js";
 import type { KeyRing } from "./keyRing.js";
 
 /** Scopes a token can carry. */
@@ -13,6 +12,10 @@ export interface TokenSubject {
   accountId: string;
   org: string;
   scope: Scope;
+  /** The registered agent identity the token acts as. */
+  identity: string;
+  /** Id of the API key the token was issued to (so the relay can honour key revocations). */
+  apiKeyId: string;
 }
 
 /** A signed token and its expiry. */
@@ -24,24 +27,17 @@ export interface IssuedToken {
 
 /**
  * Signs a relay token: header `{alg:"EdDSA", typ:"JWT", kid}`, claims `iss`, `aud`, `sub`, `org`,
- * `scope`, `jti`, `iat`, `exp = iat + ttlSeconds`.
+ * `scope`, `identity`, `akid` (API key id), `jti`, `iat`, `exp = iat + ttlSeconds`.
  */
 export async function issueToken(
   ring: KeyRing,
   opts: { issuer: string; audience: string; ttlSeconds: number; now?: number },
   subject: TokenSubject,
 ): Promise<IssuedToken> {
-  const iat = Math.floor((opts.now ?? Date.now()) / 1000);
-  const exp = iat + opts.ttlSeconds;
-  const jti = randomBytes(16).toString("base64url");
-  const token = await new SignJWT({ org: subject.org, scope: subject.scope })
-    .setProtectedHeader({ alg: "EdDSA", typ: "JWT", kid: ring.signer.kid })
-    .setIssuer(opts.issuer)
-    .setAudience(opts.audience)
-    .setSubject(subject.accountId)
-    .setJti(jti)
-    .setIssuedAt(iat)
-    .setExpirationTime(exp)
-    .sign(ring.signer.privateKey);
-  return { token, jti, expiresAt: new Date(exp * 1000) };
+  const { jwt, jti, expiresAt } = await signJwt(
+    ring,
+    { typ: "JWT", issuer: opts.issuer, audience: opts.audience, subject: subject.accountId, ttlSeconds: opts.ttlSeconds, now: opts.now },
+    { org: subject.org, scope: subject.scope, identity: subject.identity, akid: subject.apiKeyId },
+  );
+  return { token: jwt, jti, expiresAt };
 }

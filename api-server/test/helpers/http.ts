@@ -1,4 +1,7 @@
-// test/helpers/http.ts — owns the small fetch wrapper the tests use to call the API.
+// test/helpers/http.ts — owns the small fetch wrapper the tests use to call the API, and the
+// signup / agent registration shortcuts built on it.
+
+import { generateKeyPairSync } from "node:crypto";
 
 /** A parsed answer. */
 export interface Res<T = any> {
@@ -44,4 +47,22 @@ export async function signup(base: string, org = uniqueOrg(), headers?: Record<s
   const r = await call(base, "POST", "/v1/accounts", { body: { email: `${org}@example.com`, name: `Team ${org}`, org }, headers });
   if (r.status !== 201) throw new Error(`signup failed: ${r.status} ${JSON.stringify(r.body)}`);
   return { accountId: r.body.account.id as string, org, key: r.body.apiKey as string };
+}
+
+/** A fresh Ed25519 public key as the API takes it: base64url (no padding) of the raw 32 bytes. */
+export function newSignatureKey(): string {
+  return generateKeyPairSync("ed25519").publicKey.export({ format: "jwk" }).x as string;
+}
+
+/** Registers (or renews) `identity` with `signatureKey` using `key`; throws unless 200/201. */
+export async function registerAgent(base: string, key: string, identity: string, signatureKey = newSignatureKey()) {
+  const r = await call(base, "POST", "/v1/agents", { key, body: { identity, signatureKey } });
+  if (r.status !== 201 && r.status !== 200) throw new Error(`agent registration failed: ${r.status} ${JSON.stringify(r.body)}`);
+  return { status: r.status, signatureKey, credential: r.body.credential as string, body: r.body };
+}
+
+/** A relay token for `identity` (registered first, with a fresh key, when `register`). */
+export async function tokenFor(base: string, key: string, identity: string, opts: { register?: boolean; headers?: Record<string, string> } = {}) {
+  if (opts.register) await registerAgent(base, key, identity);
+  return call(base, "POST", "/v1/tokens", { key, body: { identity }, headers: opts.headers });
 }
