@@ -11,6 +11,9 @@ pub enum RelayError {
     /// A store (SQLite) operation failed.
     #[error("store: {0}")]
     Store(#[from] rusqlite::Error),
+    /// The storage thread is gone.
+    #[error("storage: {0}")]
+    Storage(String),
     /// Filesystem or socket I/O failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

@@ -13,97 +13,34 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod channel;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod hub;
+pub mod invites;
 pub mod metrics;
 pub mod revocations;
 pub mod session;
+pub mod storage;
 pub mod store;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use iroh::SecretKey;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::error::{RelayError, Result};
 use crate::metrics::Metrics;
-use crate::store::Store;
-
-/// Per-connection control shared with the hub (slow-consumer signalling).
-#[derive(Default)]
-pub struct SessionCtl {
-    /// Set when a push could not be queued because the connection's queue was full.
-    pub slow: AtomicBool,
-    /// Set when the token that opened the session was revoked (API key or agent).
-    pub revoked: AtomicBool,
-    /// Wakes the session when `slow` or `revoked` was set.
-    pub notify: Notify,
-}
-
-/// A connection registered for pushes.
-#[derive(Clone)]
-pub struct Subscriber {
-    /// The connection's identity (never-echo rule).
-    pub identity: String,
-    /// The connection's push queue (pre-encoded frames).
-    pub tx: mpsc::Sender<Bytes>,
-    /// Slow-consumer signalling.
-    pub ctl: Arc<SessionCtl>,
-    /// API key id that minted the session's token (`akid` claim), for revocation.
-    pub akid: Option<String>,
-    /// Issue time of the session's token (unix seconds), for agent revocation.
-    pub iat: u64,
-}
-
-impl Subscriber {
-    /// Queues a pre-encoded frame; marks the connection slow if its queue is full.
-    pub fn push(&self, frame: Bytes) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame) {
-            self.ctl.slow.store(true, Ordering::SeqCst);
-            self.ctl.notify.notify_one();
-        }
-    }
-}
-
-/// In-memory routing: channel subscriptions and online identities (for welcome pushes).
-#[derive(Default)]
-pub struct Hub {
-    /// channel → connection id → subscriber.
-    pub subs: HashMap<String, HashMap<u64, Subscriber>>,
-    /// (org, identity) → connection id → subscriber.
-    pub online: HashMap<(String, String), HashMap<u64, Subscriber>>,
-}
-
-impl Hub {
-    /// Removes every registration of a connection.
-    pub fn remove_conn(&mut self, conn_id: u64) {
-        self.subs.retain(|_, m| {
-            m.remove(&conn_id);
-            !m.is_empty()
-        });
-        self.online.retain(|_, m| {
-            m.remove(&conn_id);
-            !m.is_empty()
-        });
-    }
-}
-
-/// Everything that must change atomically: the store and the routing hub.
-pub struct State {
-    /// SQLite store.
-    pub store: Store,
-    /// Subscriptions.
-    pub hub: Hub,
-}
+use crate::storage::Storage;
+use crate::store::{SqliteStore, Store};
 
 struct Bucket {
     tokens: f64,
@@ -120,8 +57,12 @@ pub struct Relay {
     pub verifier: Verifier,
     /// Revoked API keys and agents (from the API server's feed).
     pub revocations: revocations::Revocations,
-    /// Store and hub, under one lock (sequencing is atomic with fan-out registration).
-    pub state: Mutex<State>,
+    /// The storage thread (the only user of the store).
+    pub storage: Storage,
+    /// Channel actors (ordering, subscriptions, fan-out).
+    pub channels: channel::Channels,
+    /// Online identities (welcome pushes, revocation).
+    pub online: hub::Online,
     limiter: Mutex<HashMap<(String, String), Bucket>>,
     /// `iroh://<endpoint-id>@host:port`.
     pub address: String,
@@ -142,11 +83,6 @@ pub fn now_ms() -> u64 {
 }
 
 impl Relay {
-    /// Locks the state (a poisoned lock is recovered: the store is transactional).
-    pub fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// A fresh connection id.
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
@@ -196,8 +132,9 @@ pub fn load_or_create_secret(dir: &Path) -> Result<SecretKey> {
     let path = dir.join("iroh.key");
     if path.exists() {
         let text = std::fs::read_to_string(&path)?;
-        let bytes = decode_hex32(text.trim())
-            .ok_or_else(|| RelayError::Config(format!("{} is not a 32-byte hex key", path.display())))?;
+        let bytes = decode_hex32(text.trim()).ok_or_else(|| {
+            RelayError::Config(format!("{} is not a 32-byte hex key", path.display()))
+        })?;
         return Ok(SecretKey::from_bytes(&bytes));
     }
     let key = SecretKey::generate();
@@ -237,11 +174,12 @@ pub async fn run(config: Config) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     std::fs::create_dir_all(&config.data_dir)?;
     let secret = load_or_create_secret(&config.data_dir)?;
-    let store = Store::open(&config.data_dir.join("relay.sqlite3"))?;
+    let store = SqliteStore::open(&config.data_dir.join("relay.sqlite3"))?;
     let metrics = Metrics::default();
     let (items, bytes) = store.archive_stats()?;
     metrics.archive_items.store(items, Ordering::Relaxed);
     metrics.archive_bytes.store(bytes, Ordering::Relaxed);
+    let storage = Storage::start(Box::new(store))?;
     let verifier = Verifier::new(config.auth.clone()).await?;
 
     let endpoint = skytale_proto::conn::closed_endpoint(
@@ -284,10 +222,9 @@ pub async fn run(config: Config) -> Result<()> {
         metrics,
         verifier,
         revocations: revocations::Revocations::default(),
-        state: Mutex::new(State {
-            store,
-            hub: Hub::default(),
-        }),
+        storage,
+        channels: channel::Channels::default(),
+        online: hub::Online::default(),
         limiter: Mutex::new(HashMap::new()),
         address,
         endpoint_id,
@@ -301,7 +238,10 @@ pub async fn run(config: Config) -> Result<()> {
     tokio::spawn(revocations::poll_task(relay.clone()));
     tokio::spawn(revocations::jwks_refresh_task(relay.clone()));
 
-    println!("skytale-relay listening {} {}", relay.address, relay.http_url);
+    println!(
+        "skytale-relay listening {} {}",
+        relay.address, relay.http_url
+    );
     {
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -355,16 +295,22 @@ async fn prune_task(relay: Arc<Relay>) {
     loop {
         tokio::time::sleep(every).await;
         let cutoff = now_ms().saturating_sub(ttl_ms);
-        let res = {
-            let mut st = relay.state();
-            st.store.prune(cutoff).and_then(|n| Ok((n, st.store.archive_stats()?)))
-        };
-        match res {
-            Ok((n, (items, bytes))) => {
-                relay.metrics.archive_items.store(items, Ordering::Relaxed);
-                relay.metrics.archive_bytes.store(bytes, Ordering::Relaxed);
-                if n > 0 {
-                    tracing::info!(deleted = n, "pruned expired archive rows");
+        match relay.storage.call(move |s| s.prune(cutoff)).await {
+            Ok(p) => {
+                // The gauges are kept by counting, not by scanning the archive.
+                let m = &relay.metrics;
+                let _ = m
+                    .archive_items
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                        Some(v.saturating_sub(p.items))
+                    });
+                let _ = m
+                    .archive_bytes
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                        Some(v.saturating_sub(p.bytes))
+                    });
+                if p.rows > 0 {
+                    tracing::info!(deleted = p.rows, "pruned expired archive rows");
                 }
             }
             Err(e) => tracing::warn!(error = %e, "prune failed"),

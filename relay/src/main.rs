@@ -2,31 +2,22 @@
 
 use std::path::PathBuf;
 
-fn usage() -> ! {
-    eprintln!("usage: skytale-relay [--config relay.toml]\n(env overrides: SKYTALE_RELAY_*; see relay/README.md)");
-    std::process::exit(2)
+use clap::Parser;
+
+/// Skytale relay: blind MLS delivery service over iroh QUIC.
+///
+/// Settings come from the TOML file and SKYTALE_RELAY_* environment variables (which win);
+/// see relay/README.md.
+#[derive(Parser)]
+#[command(name = "skytale-relay", version, about)]
+struct Cli {
+    /// Path of relay.toml (default: $SKYTALE_RELAY_CONFIG, else built-in defaults + env).
+    #[arg(short, long, value_name = "FILE", env = "SKYTALE_RELAY_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut config_path: Option<PathBuf> = None;
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--config" | "-c" => match args.next() {
-                Some(p) => config_path = Some(PathBuf::from(p)),
-                None => usage(),
-            },
-            "--help" | "-h" => usage(),
-            "--version" | "-V" => {
-                println!("skytale-relay {}", env!("CARGO_PKG_VERSION"));
-                return;
-            }
-            _ => usage(),
-        }
-    }
-    if config_path.is_none() {
-        config_path = std::env::var("SKYTALE_RELAY_CONFIG").ok().map(PathBuf::from);
-    }
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -35,17 +26,23 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,iroh=warn,noq=warn")),
         )
         .init();
-    let config = match skytale_relay::config::Config::load(config_path.as_deref()) {
+    let config = match skytale_relay::config::Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("skytale-relay: {e}");
             std::process::exit(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("tokio runtime");
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("skytale-relay: tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    };
     if let Err(e) = rt.block_on(skytale_relay::run(config)) {
         eprintln!("skytale-relay: {e}");
         std::process::exit(1);

@@ -100,7 +100,8 @@ pub fn feed_url(relay: &Relay) -> Option<String> {
         return Some(u.clone());
     }
     let jwks = relay.config.auth.jwks_url.as_deref()?;
-    jwks.strip_suffix("/.well-known/jwks.json").map(|base| format!("{base}/v1/revocations"))
+    jwks.strip_suffix("/.well-known/jwks.json")
+        .map(|base| format!("{base}/v1/revocations"))
 }
 
 async fn poll_once(relay: &Relay, http: &reqwest::Client, url: &str) -> Result<bool, String> {
@@ -129,17 +130,17 @@ async fn poll_once(relay: &Relay, http: &reqwest::Client, url: &str) -> Result<b
 
 /// Closes every live session whose token is now revoked.
 pub fn close_revoked_sessions(relay: &Relay) -> usize {
-    let st = relay.state();
     let mut n = 0;
-    for ((org, identity), conns) in &st.hub.online {
-        for sub in conns.values() {
-            if relay.revocations.is_revoked(sub.akid.as_deref(), org, identity, sub.iat) {
-                sub.ctl.revoked.store(true, Ordering::SeqCst);
-                sub.ctl.notify.notify_one();
-                n += 1;
-            }
+    relay.online.for_each(|org, identity, sub| {
+        if relay
+            .revocations
+            .is_revoked(sub.akid.as_deref(), org, identity, sub.iat)
+        {
+            sub.ctl.revoked.store(true, Ordering::SeqCst);
+            sub.ctl.notify.notify_one();
+            n += 1;
         }
-    }
+    });
     n
 }
 
@@ -149,7 +150,10 @@ pub async fn poll_task(relay: Arc<Relay>) {
         tracing::info!("no revocation feed configured");
         return;
     };
-    let http = match reqwest::Client::builder().timeout(Duration::from_secs(5)).build() {
+    let http = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(error = %e, "revocation poller: no http client");

@@ -1,60 +1,20 @@
-//! The embedded store (SQLite, WAL): channels (epoch, last seq), the archive of channel items,
-//! queued welcomes, key packages, and invites (id, channel, a SHA-256 of the invite
-//! authenticator, limits, opaque group info) with the identities that used them. It holds
-//! ciphertext and routing metadata only.
+//! The embedded store: SQLite in WAL mode (`data_dir/relay.sqlite3`), behind [`Store`].
 //!
 //! If the workspace enables SQLCipher for `libsqlite3-sys` (the core's keystore does), this
 //! database is simply opened without a key, i.e. unencrypted: payloads are MLS ciphertext.
+//! Every lookup on the send path is an index lookup (channel row by name, dedupe by the partial
+//! unique index, replay by the primary key), so its cost does not grow with the archive.
 
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use skytale_proto::frames::{Deliver, Welcome};
 
+use super::{Append, ChannelRow, Dup, InviteRow, Pruned, Store};
 use crate::error::Result;
 
-/// A channel's sequencing state.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ChannelRow {
-    /// Current epoch.
-    pub epoch: u64,
-    /// Last assigned sequence number.
-    pub last_seq: u64,
-}
-
-/// A previously archived item found by its dedupe key.
-#[derive(Clone, Copy, Debug)]
-pub struct Dup {
-    /// Its sequence number.
-    pub seq: u64,
-    /// Its epoch.
-    pub epoch: u64,
-    /// Its kind (wire value).
-    pub kind: i32,
-}
-
-/// One item to archive.
-pub struct NewItem<'a> {
-    /// Channel.
-    pub channel: &'a str,
-    /// Sequence number.
-    pub seq: u64,
-    /// Epoch the item was made in.
-    pub epoch: u64,
-    /// Kind (wire value).
-    pub kind: i32,
-    /// Sender identity.
-    pub sender: &'a str,
-    /// Client message id ("" = none).
-    pub client_msg_id: &'a str,
-    /// Ciphertext.
-    pub payload: &'a [u8],
-    /// Archive time, unix ms.
-    pub now_ms: u64,
-}
-
 /// The SQLite store.
-pub struct Store {
+pub struct SqliteStore {
     conn: Connection,
 }
 
@@ -119,27 +79,6 @@ CREATE TABLE IF NOT EXISTS invite_uses (
 ) WITHOUT ROWID;
 ";
 
-/// A stored invite.
-#[derive(Clone, Debug)]
-pub struct InviteRow {
-    /// Invite id.
-    pub id: String,
-    /// Org of the invite's channel.
-    pub org: String,
-    /// Channel.
-    pub channel: String,
-    /// SHA-256 of the invite authenticator.
-    pub auth_hash: Vec<u8>,
-    /// Max distinct identities.
-    pub max_uses: u32,
-    /// Expiry, unix seconds.
-    pub expires_at: u64,
-    /// Opaque group info.
-    pub group_info: Vec<u8>,
-    /// Revoked.
-    pub revoked: bool,
-}
-
 fn u(v: i64) -> u64 {
     v.max(0) as u64
 }
@@ -148,36 +87,35 @@ fn i(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (or creates) the store at `path`.
-    pub fn open(path: &Path) -> Result<Store> {
+    pub fn open(path: &Path) -> Result<SqliteStore> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn })
+        Ok(SqliteStore { conn })
     }
+}
 
+impl Store for SqliteStore {
     /// A channel's state.
-    pub fn channel(&self, name: &str) -> Result<Option<ChannelRow>> {
+    fn channel(&self, name: &str) -> Result<Option<ChannelRow>> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT epoch, last_seq FROM channels WHERE name = ?1",
-                params![name],
-                |r| {
-                    Ok(ChannelRow {
-                        epoch: u(r.get(0)?),
-                        last_seq: u(r.get(1)?),
-                    })
-                },
-            )
+            .prepare_cached("SELECT epoch, last_seq FROM channels WHERE name = ?1")?
+            .query_row(params![name], |r| {
+                Ok(ChannelRow {
+                    epoch: u(r.get(0)?),
+                    last_seq: u(r.get(1)?),
+                })
+            })
             .optional()?)
     }
 
     /// Creates a channel if missing; returns its state and whether it was created.
-    pub fn ensure_channel(&self, name: &str, org: &str, now_ms: u64) -> Result<(ChannelRow, bool)> {
+    fn ensure_channel(&mut self, name: &str, org: &str, now_ms: u64) -> Result<(ChannelRow, bool)> {
         if let Some(c) = self.channel(name)? {
             return Ok((c, false));
         }
@@ -189,16 +127,18 @@ impl Store {
     }
 
     /// Looks up an archived item by its dedupe key.
-    pub fn find_dup(&self, channel: &str, sender: &str, client_msg_id: &str) -> Result<Option<Dup>> {
+    fn find_dup(&self, channel: &str, sender: &str, client_msg_id: &str) -> Result<Option<Dup>> {
         if client_msg_id.is_empty() {
             return Ok(None);
         }
+        // `client_msg_id <> ''` lets SQLite use the partial index `messages_dedupe`
+        // (without it this lookup scans the channel: O(n) per send).
         Ok(self
             .conn
-            .query_row(
-                // `client_msg_id <> ''` lets SQLite use the partial index `messages_dedupe`
-                // (without it this lookup scans the channel: O(n) per send).
+            .prepare_cached(
                 "SELECT seq, epoch, kind FROM messages WHERE channel = ?1 AND sender = ?2 AND client_msg_id = ?3 AND client_msg_id <> ''",
+            )?
+            .query_row(
                 params![channel, sender, client_msg_id],
                 |r| {
                     Ok(Dup {
@@ -211,49 +151,54 @@ impl Store {
             .optional()?)
     }
 
-    /// Archives one item and advances the channel (`new_epoch` for commits), atomically,
-    /// together with the welcomes to queue (`(recipient, payload)`; returns their ids).
-    pub fn append(
-        &mut self,
-        item: &NewItem<'_>,
-        org: &str,
-        new_epoch: u64,
-        welcomes: &[(String, Vec<u8>)],
-    ) -> Result<Vec<u64>> {
+    fn append_batch(&mut self, items: &[Append]) -> Result<Vec<Vec<u64>>> {
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO messages (channel, seq, epoch, kind, sender, client_msg_id, payload, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                item.channel,
-                i(item.seq),
-                i(item.epoch),
-                item.kind,
-                item.sender,
-                item.client_msg_id,
-                item.payload,
-                i(item.now_ms)
-            ],
-        )?;
-        tx.execute(
-            "UPDATE channels SET last_seq = ?2, epoch = ?3 WHERE name = ?1",
-            params![item.channel, i(item.seq), i(new_epoch)],
-        )?;
-        let mut ids = Vec::with_capacity(welcomes.len());
-        for (recipient, payload) in welcomes {
-            tx.execute(
+        let mut out = Vec::with_capacity(items.len());
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO messages (channel, seq, epoch, kind, sender, client_msg_id, payload, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            let mut upd =
+                tx.prepare_cached("UPDATE channels SET last_seq = ?2, epoch = ?3 WHERE name = ?1")?;
+            let mut wel = tx.prepare_cached(
                 "INSERT INTO welcomes (org, recipient, channel, sender, commit_seq, payload, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![org, recipient, item.channel, item.sender, i(item.seq), payload, i(item.now_ms)],
             )?;
-            ids.push(u(tx.last_insert_rowid()));
+            for item in items {
+                ins.execute(params![
+                    item.channel,
+                    i(item.seq),
+                    i(item.epoch),
+                    item.kind,
+                    item.sender,
+                    item.client_msg_id,
+                    &item.payload[..],
+                    i(item.now_ms)
+                ])?;
+                upd.execute(params![item.channel, i(item.seq), i(item.new_epoch)])?;
+                let mut ids = Vec::with_capacity(item.welcomes.len());
+                for (recipient, payload) in &item.welcomes {
+                    wel.execute(params![
+                        item.org,
+                        recipient,
+                        item.channel,
+                        item.sender,
+                        i(item.seq),
+                        payload,
+                        i(item.now_ms)
+                    ])?;
+                    ids.push(u(tx.last_insert_rowid()));
+                }
+                out.push(ids);
+            }
         }
         tx.commit()?;
-        Ok(ids)
+        Ok(out)
     }
 
     /// Archived items with `after < seq <= upto`, not sent by `exclude_sender`, at most `limit`.
-    pub fn read_range(
+    fn read_range(
         &self,
         channel: &str,
         after: u64,
@@ -283,7 +228,7 @@ impl Store {
     }
 
     /// Number of queued welcomes for a recipient.
-    pub fn pending_welcomes(&self, org: &str, recipient: &str) -> Result<u64> {
+    fn pending_welcomes(&self, org: &str, recipient: &str) -> Result<u64> {
         Ok(u(self.conn.query_row(
             "SELECT COUNT(*) FROM welcomes WHERE org = ?1 AND recipient = ?2",
             params![org, recipient],
@@ -292,7 +237,7 @@ impl Store {
     }
 
     /// Queued welcomes of a recipient, oldest first.
-    pub fn welcomes_for(&self, org: &str, recipient: &str) -> Result<Vec<Welcome>> {
+    fn welcomes_for(&self, org: &str, recipient: &str) -> Result<Vec<Welcome>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT w.id, w.channel, w.sender, w.payload, w.commit_seq,
                     COALESCE((SELECT m.epoch + 1 FROM messages m WHERE m.channel = w.channel AND m.seq = w.commit_seq), 0)
@@ -313,7 +258,7 @@ impl Store {
     }
 
     /// Deletes a welcome of this recipient; returns whether it existed.
-    pub fn delete_welcome(&self, org: &str, recipient: &str, id: u64) -> Result<bool> {
+    fn delete_welcome(&mut self, org: &str, recipient: &str, id: u64) -> Result<bool> {
         Ok(self.conn.execute(
             "DELETE FROM welcomes WHERE id = ?1 AND org = ?2 AND recipient = ?3",
             params![i(id), org, recipient],
@@ -321,7 +266,7 @@ impl Store {
     }
 
     /// Number of stored key packages of an identity.
-    pub fn count_key_packages(&self, org: &str, identity: &str) -> Result<u64> {
+    fn count_key_packages(&self, org: &str, identity: &str) -> Result<u64> {
         Ok(u(self.conn.query_row(
             "SELECT COUNT(*) FROM key_packages WHERE org = ?1 AND identity = ?2",
             params![org, identity],
@@ -330,7 +275,13 @@ impl Store {
     }
 
     /// Stores key packages of an identity.
-    pub fn add_key_packages(&mut self, org: &str, identity: &str, kps: &[Vec<u8>], now_ms: u64) -> Result<()> {
+    fn add_key_packages(
+        &mut self,
+        org: &str,
+        identity: &str,
+        kps: &[Vec<u8>],
+        now_ms: u64,
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
         for kp in kps {
             tx.execute(
@@ -343,7 +294,7 @@ impl Store {
     }
 
     /// Removes and returns the oldest key package of an identity.
-    pub fn claim_key_package(&self, org: &str, identity: &str) -> Result<Option<Vec<u8>>> {
+    fn claim_key_package(&mut self, org: &str, identity: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
             .conn
             .query_row(
@@ -356,7 +307,7 @@ impl Store {
     }
 
     /// Stores a new invite; `false` if the id is already taken (also by a revoked invite).
-    pub fn create_invite(&self, inv: &InviteRow, created_by: &str, now_ms: u64) -> Result<bool> {
+    fn create_invite(&mut self, inv: &InviteRow, created_by: &str, now_ms: u64) -> Result<bool> {
         Ok(self.conn.execute(
             "INSERT OR IGNORE INTO invites
                (id, org, channel, auth_hash, max_uses, expires_at, group_info, revoked, created_by, created_ms)
@@ -376,7 +327,7 @@ impl Store {
     }
 
     /// An invite by id.
-    pub fn invite(&self, id: &str) -> Result<Option<InviteRow>> {
+    fn invite(&self, id: &str) -> Result<Option<InviteRow>> {
         Ok(self
             .conn
             .query_row(
@@ -400,7 +351,7 @@ impl Store {
     }
 
     /// Replaces an invite's group info.
-    pub fn update_invite(&self, id: &str, group_info: &[u8]) -> Result<()> {
+    fn update_invite(&mut self, id: &str, group_info: &[u8]) -> Result<()> {
         self.conn.execute(
             "UPDATE invites SET group_info = ?2 WHERE id = ?1",
             params![id, group_info],
@@ -410,7 +361,7 @@ impl Store {
 
     /// Marks an invite revoked and drops its group info (the row keeps the id taken until it
     /// expires and is pruned).
-    pub fn revoke_invite(&self, id: &str) -> Result<()> {
+    fn revoke_invite(&mut self, id: &str) -> Result<()> {
         self.conn.execute(
             "UPDATE invites SET revoked = 1, group_info = X'' WHERE id = ?1",
             params![id],
@@ -419,7 +370,7 @@ impl Store {
     }
 
     /// Number of distinct identities that used an invite.
-    pub fn invite_uses(&self, id: &str) -> Result<u32> {
+    fn invite_uses(&self, id: &str) -> Result<u32> {
         let n: i64 = self.conn.query_row(
             "SELECT COUNT(*) FROM invite_uses WHERE invite_id = ?1",
             params![id],
@@ -429,7 +380,7 @@ impl Store {
     }
 
     /// True if `identity` already used the invite.
-    pub fn invite_used_by(&self, id: &str, identity: &str) -> Result<bool> {
+    fn invite_used_by(&self, id: &str, identity: &str) -> Result<bool> {
         Ok(self
             .conn
             .query_row(
@@ -442,7 +393,7 @@ impl Store {
     }
 
     /// Records that `identity` used the invite.
-    pub fn add_invite_use(&self, id: &str, identity: &str, now_ms: u64) -> Result<()> {
+    fn add_invite_use(&mut self, id: &str, identity: &str, now_ms: u64) -> Result<()> {
         self.conn.execute(
             "INSERT OR IGNORE INTO invite_uses (invite_id, identity, used_ms) VALUES (?1, ?2, ?3)",
             params![id, identity, i(now_ms)],
@@ -450,24 +401,41 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes archived items and welcomes older than `cutoff_ms`, and invites (with their uses)
-    /// that expired before `cutoff_ms`; returns rows deleted.
-    pub fn prune(&mut self, cutoff_ms: u64) -> Result<usize> {
+    fn prune(&mut self, cutoff_ms: u64) -> Result<Pruned> {
         let tx = self.conn.transaction()?;
-        let a = tx.execute("DELETE FROM messages WHERE created_ms < ?1", params![i(cutoff_ms)])?;
-        let b = tx.execute("DELETE FROM welcomes WHERE created_ms < ?1", params![i(cutoff_ms)])?;
+        // Counted through the `messages_created` index: touches only the expiring rows.
+        let (items, bytes): (i64, i64) = tx.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages WHERE created_ms < ?1",
+            params![i(cutoff_ms)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let a = tx.execute(
+            "DELETE FROM messages WHERE created_ms < ?1",
+            params![i(cutoff_ms)],
+        )?;
+        let b = tx.execute(
+            "DELETE FROM welcomes WHERE created_ms < ?1",
+            params![i(cutoff_ms)],
+        )?;
         let cutoff_secs = i(cutoff_ms / 1000);
         tx.execute(
             "DELETE FROM invite_uses WHERE invite_id IN (SELECT id FROM invites WHERE expires_at < ?1)",
             params![cutoff_secs],
         )?;
-        let c = tx.execute("DELETE FROM invites WHERE expires_at < ?1", params![cutoff_secs])?;
+        let c = tx.execute(
+            "DELETE FROM invites WHERE expires_at < ?1",
+            params![cutoff_secs],
+        )?;
         tx.commit()?;
-        Ok(a + b + c)
+        Ok(Pruned {
+            rows: a + b + c,
+            items: u(items),
+            bytes: u(bytes),
+        })
     }
 
     /// Archive size: (items, payload bytes).
-    pub fn archive_stats(&self) -> Result<(u64, u64)> {
+    fn archive_stats(&self) -> Result<(u64, u64)> {
         Ok(self.conn.query_row(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages",
             [],

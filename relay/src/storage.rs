@@ -1,0 +1,125 @@
+//! The storage thread: the only place the [`Store`] is touched. Async code hands it jobs and
+//! awaits the answers, so SQLite never blocks a tokio worker.
+//!
+//! Jobs run in arrival order. Appends that arrive together (from any channel) are written in
+//! one transaction (group commit) and answered only after it committed: an `Ack` always means
+//! archived. If a group fails, each of its appends is retried in its own transaction, so one
+//! bad item cannot fail its neighbours.
+
+use std::sync::mpsc as std_mpsc;
+
+use tokio::sync::oneshot;
+
+use crate::error::{RelayError, Result};
+use crate::store::{Append, Store};
+
+/// Most jobs taken from the queue per round (bounds one group commit).
+const MAX_ROUND: usize = 1024;
+
+type Call = Box<dyn FnOnce(&mut dyn Store) + Send>;
+
+enum Job {
+    Call(Call),
+    Append(Vec<Append>, oneshot::Sender<Result<Vec<Vec<u64>>>>),
+}
+
+/// Handle of the storage thread (cheap to clone).
+#[derive(Clone)]
+pub struct Storage {
+    tx: std_mpsc::Sender<Job>,
+}
+
+fn gone() -> RelayError {
+    RelayError::Storage("storage thread stopped".to_string())
+}
+
+impl Storage {
+    /// Starts the storage thread owning `store`.
+    pub fn start(store: Box<dyn Store>) -> Result<Storage> {
+        let (tx, rx) = std_mpsc::channel();
+        std::thread::Builder::new()
+            .name("skytale-storage".to_string())
+            .spawn(move || run(store, rx))?;
+        Ok(Storage { tx })
+    }
+
+    /// Runs `f` on the storage thread (after every job queued before it) and returns its result.
+    pub async fn call<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Store) -> Result<R> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job = Job::Call(Box::new(move |s: &mut dyn Store| {
+            let _ = tx.send(f(s));
+        }));
+        self.tx.send(job).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Archives `items` (group-committed with whatever else is queued); returns the welcome ids
+    /// per item once the transaction committed.
+    pub async fn append(&self, items: Vec<Append>) -> Result<Vec<Vec<u64>>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Job::Append(items, tx)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+type Pending = Vec<(Vec<Append>, oneshot::Sender<Result<Vec<Vec<u64>>>>)>;
+
+fn run(mut store: Box<dyn Store>, rx: std_mpsc::Receiver<Job>) {
+    let mut pending: Pending = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut job = Some(first);
+        let mut taken = 0;
+        while let Some(j) = job.take() {
+            match j {
+                Job::Append(items, tx) => pending.push((items, tx)),
+                Job::Call(f) => {
+                    flush(store.as_mut(), &mut pending);
+                    f(store.as_mut());
+                }
+            }
+            taken += 1;
+            if taken < MAX_ROUND {
+                job = rx.try_recv().ok();
+            }
+        }
+        flush(store.as_mut(), &mut pending);
+    }
+    tracing::debug!("storage thread stopped");
+}
+
+/// Writes all pending appends in one transaction and answers them.
+fn flush(store: &mut dyn Store, pending: &mut Pending) {
+    match pending.len() {
+        0 => {}
+        1 => {
+            for (items, tx) in pending.drain(..) {
+                let _ = tx.send(store.append_batch(&items));
+            }
+        }
+        _ => {
+            let lens: Vec<usize> = pending.iter().map(|(items, _)| items.len()).collect();
+            let all: Vec<Append> = pending
+                .iter()
+                .flat_map(|(items, _)| items.iter().cloned())
+                .collect();
+            match store.append_batch(&all) {
+                Ok(ids) => {
+                    let mut ids = ids.into_iter();
+                    for ((_, tx), n) in pending.drain(..).zip(lens) {
+                        let _ = tx.send(Ok(ids.by_ref().take(n).collect()));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "group commit failed; retrying its appends one by one");
+                    for (items, tx) in pending.drain(..) {
+                        let _ = tx.send(store.append_batch(&items));
+                    }
+                }
+            }
+        }
+    }
+}
