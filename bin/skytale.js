@@ -110,9 +110,9 @@ revoke  revoke a key by id: it stops working at once`,
     run: cmdJoin,
   },
   members: {
-    usage: 'skytale members <channel>',
-    about: 'List the members of a channel',
-    options: {},
+    usage: 'skytale members <channel> [--fingerprints]',
+    about: 'List the members of a channel (with --fingerprints: each signature-key fingerprint, to compare out of band)',
+    options: { fingerprints: { type: 'boolean' } },
     positionals: 1,
     run: cmdMembers,
   },
@@ -340,7 +340,7 @@ async function cmdKeys({ positionals, values, cfg }) {
 }
 
 async function cmdToken({ cfg }) {
-  const res = await api(cfg, 'POST', '/v1/tokens')
+  const res = await api(cfg, 'POST', '/v1/tokens', { body: { identity: cfg.identity } })
   note(`relay token valid until ${res.expiresAt}${res.relay ? ` (relay ${res.relay})` : ''}`)
   say(res.token)
 }
@@ -422,9 +422,14 @@ async function cmdJoin({ positionals: [channel, token], values, cfg }) {
   })
 }
 
-async function cmdMembers({ positionals: [channel], cfg }) {
+async function cmdMembers({ positionals: [channel], values, cfg }) {
   await withManager(cfg, async (mgr) => {
-    for (const m of await mgr.members(channel)) say(m)
+    if (values.fingerprints) {
+      const fps = await mgr.memberFingerprints(channel)
+      for (const [m, fp] of Object.entries(fps).sort()) say(`${m}  ${fp}${m === cfg.identity ? '  (you)' : ''}`)
+    } else {
+      for (const m of await mgr.members(channel)) say(m)
+    }
   })
 }
 
@@ -474,17 +479,24 @@ async function cmdDoctor({ values, cfg }) {
     line(false, 'API key', 'not checked: the API server is not reachable')
   } else {
     try {
-      const res = await api(cfg, 'POST', '/v1/tokens')
+      const res = await api(cfg, 'POST', '/v1/tokens', { body: { identity: cfg.identity } })
       keyOk = true
-      line(true, 'API key', `accepted: got a relay token valid until ${res.expiresAt}`)
+      line(true, 'API key', `accepted: got a relay token for ${cfg.identity} valid until ${res.expiresAt}`)
       relayAddress ??= res.relay ?? undefined
     } catch (e) {
+      if (e.code === 'SKYTALE_AGENT_NOT_REGISTERED') {
+        keyOk = true
+        line(true, 'API key', `accepted (agent ${cfg.identity} is not registered yet: it registers on its first connect)`)
+      } else {
       const hint = e.code === 'SKYTALE_AUTH_KEY_REVOKED'
         ? 'the key was revoked: create a new one (skytale keys create) with another key of the account'
         : e.code === 'SKYTALE_AUTH_KEY_INVALID'
           ? 'the API server does not know this key: check SKYTALE_API_KEY (and that SKYTALE_API_URL is the server it came from)'
-          : 'could not get a token'
+          : e.code === 'SKYTALE_AUTH_IDENTITY_FORBIDDEN'
+            ? `this agent key is bound to another identity than ${cfg.identity}: set --identity / SKYTALE_IDENTITY to its identity`
+            : 'could not get a token'
       line(false, 'API key', `${hint} [${e.code}]`)
+      }
     }
   }
 
