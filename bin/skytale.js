@@ -55,18 +55,18 @@ DEV ONLY: <root>/dev.json (mode 0600) keeps the dev API key and a dev keystore k
     run: cmdSignup,
   },
   keys: {
-    usage: 'skytale keys create [--name NAME] | keys list | keys revoke <id>',
-    about: 'Manage the account\'s API keys',
-    details: `create  a new API key (printed once)
+    usage: 'skytale keys create [--name NAME] [--agent IDENTITY] | keys list | keys revoke <id>',
+    about: 'Manage the account\'s API keys (needs an admin key)',
+    details: `create  a new API key (printed once); with --agent, an agent key that can only act as that identity
 list    the active keys (id, name, prefix, created, last used; never the keys)
 revoke  revoke a key by id: it stops working at once`,
-    options: { name: { type: 'string' } },
+    options: { name: { type: 'string' }, agent: { type: 'string' } },
     positionals: [1, 2],
     run: cmdKeys,
   },
   token: {
     usage: 'skytale token',
-    about: 'Get a relay token (1 h EdDSA JWT) with the API key; prints it',
+    about: 'Get a relay token (1 h EdDSA JWT) for --identity (a registered agent) with the API key; prints it',
     options: {},
     positionals: 0,
     run: cmdToken,
@@ -320,14 +320,16 @@ async function cmdSignup({ values, cfg }) {
 async function cmdKeys({ positionals, values, cfg }) {
   const [sub, arg] = positionals
   if (sub === 'create') {
-    if (arg !== undefined) throw cliError('usage: skytale keys create [--name NAME]')
-    const res = await api(cfg, 'POST', '/v1/keys', { body: { name: values.name ?? 'cli' } })
-    note(`key ${res.id} (${res.name}, prefix ${res.prefix}) created — shown once, store it now:`)
+    if (arg !== undefined) throw cliError('usage: skytale keys create [--name NAME] [--agent IDENTITY]')
+    const body = { name: values.name ?? 'cli', ...(values.agent ? { identity: values.agent } : {}) }
+    const res = await api(cfg, 'POST', '/v1/keys', { body })
+    const role = res.identity ? `agent key of ${res.identity}` : 'admin key'
+    note(`key ${res.id} (${res.name}, ${role}, prefix ${res.prefix}) created — shown once, store it now:`)
     say(res.key)
   } else if (sub === 'list') {
     if (arg !== undefined) throw cliError('usage: skytale keys list')
     const { keys } = await api(cfg, 'GET', '/v1/keys')
-    const rows = [['ID', 'NAME', 'PREFIX', 'CREATED', 'LAST USED'], ...keys.map((k) => [k.id, k.name, k.prefix, k.createdAt, k.lastUsedAt ?? '-'])]
+    const rows = [['ID', 'NAME', 'ROLE', 'AGENT', 'PREFIX', 'CREATED', 'LAST USED'], ...keys.map((k) => [k.id, k.name, k.role ?? 'admin', k.identity ?? '-', k.prefix, k.createdAt, k.lastUsedAt ?? '-'])]
     const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)))
     for (const r of rows) say(r.map((c, i) => String(c).padEnd(widths[i])).join('  ').trimEnd())
   } else if (sub === 'revoke') {
