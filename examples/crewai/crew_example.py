@@ -42,9 +42,11 @@ def build_llm(scripted: bool, channel: str, invite: str, text: str):
         return os.environ.get("CREWAI_LLM", "openai/gpt-4o-mini")
     from scripted_llm import ScriptedLLM, final_step, tool_step
 
-    def received(obs: list[str]) -> str:
-        messages = json.loads(obs[-1]).get("messages", [])
-        return " | ".join(f"{m['sender']}: {m['text']}" for m in messages) or "(no answer)"
+    def received(obs: list) -> str:
+        last = obs[-1] if obs else None
+        if not isinstance(last, dict) or "messages" not in last:
+            return f"no answer: {last}"
+        return " | ".join(f"{m['sender']}: {m['text']}" for m in last["messages"]) or "no answer"
 
     return ScriptedLLM(model="scripted", steps=[
         tool_step("skytale_join", {"channel": channel, "token": invite, "timeoutMs": 60000}),

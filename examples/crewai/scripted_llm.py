@@ -50,9 +50,24 @@ def find_tool_name(prompt: str, tool: str) -> str:
     raise RuntimeError(f"tool {tool} not found in the prompt's tool list: {names}")
 
 
-def observations(messages: Any) -> list[str]:
-    """The tool results seen so far, oldest first."""
-    return [o.strip() for o in re.findall(r"Observation:(.*?)(?=\n(?:Thought:|Action:|Final Answer:)|\Z)", _text(messages), re.S)]
+def observations(messages: Any) -> list[Any]:
+    """The tool results seen so far (parsed JSON where possible), oldest first. Only the
+    assistant turns count: the format instructions in the prompt mention "Observation:" too."""
+    if isinstance(messages, str):
+        turns = [messages.split("Begin!", 1)[-1]]
+    else:
+        turns = [str(m.get("content", "")) for m in messages if m.get("role") == "assistant"]
+    found: list[Any] = []
+    for turn in turns:
+        # One tool result per turn; CrewAI may append its tool list (with the format text) after it.
+        if "Observation:" not in turn:
+            continue
+        chunk = turn.split("Observation:", 1)[1].strip()
+        try:
+            found.append(json.JSONDecoder().raw_decode(chunk)[0])
+        except ValueError:
+            found.append(chunk.split("\n\n", 1)[0])
+    return found
 
 
 class ScriptedLLM(BaseLLM):
@@ -61,7 +76,6 @@ class ScriptedLLM(BaseLLM):
     steps: list[Any]
     _index: int = PrivateAttr(default=0)
     _prompt: str = PrivateAttr(default="")
-    transcript: list[str] = []
 
     def call(self, messages, tools=None, callbacks=None, available_functions=None,
              from_task=None, from_agent=None, response_model=None) -> str:
@@ -81,7 +95,6 @@ class ScriptedLLM(BaseLLM):
                      f"Action Input: {json.dumps(args)}")
         else:
             reply = f"Thought: I now know the final answer.\nFinal Answer: {step[1](seen)}"
-        self.transcript.append(reply)
         return reply
 
     def supports_function_calling(self) -> bool:
@@ -94,9 +107,9 @@ class ScriptedLLM(BaseLLM):
         return 8192
 
 
-def tool_step(tool: str, args: dict | Callable[[list[str]], dict]) -> tuple:
+def tool_step(tool: str, args: dict | Callable[[list[Any]], dict]) -> tuple:
     return ("tool", tool, args)
 
 
-def final_step(answer: Callable[[list[str]], str]) -> tuple:
+def final_step(answer: Callable[[list[Any]], str]) -> tuple:
     return ("final", answer)
