@@ -2,6 +2,8 @@
 
 The crew's agent gets the Skytale tools from the MCP server (`node .../skytale-mcp`, over
 stdio), joins a channel with an invite token, sends a message and waits for the answer.
+CrewAI starts a fresh server process for every tool call (the agent's keystore keeps the state
+and the unread messages in between) and gives a call 30 s: keep receive's timeoutMs below that.
 
     # a dev stack and a channel with an invite: `npx skytale dev` prints the env to use
     export SKYTALE_API_KEY=… SKYTALE_API_URL=… SKYTALE_RELAY=… SKYTALE_KEYSTORE_KEY=…
@@ -51,7 +53,7 @@ def build_llm(scripted: bool, channel: str, invite: str, text: str):
     return ScriptedLLM(model="scripted", steps=[
         tool_step("skytale_join", {"channel": channel, "token": invite, "timeoutMs": 60000}),
         tool_step("skytale_send", {"channel": channel, "text": text}),
-        tool_step("skytale_receive", {"channel": channel, "timeoutMs": 60000}),
+        tool_step("skytale_receive", {"channel": channel, "timeoutMs": 20000}),
         final_step(received),
     ])
 
@@ -75,7 +77,7 @@ def main() -> int:
     task = Task(
         description=(
             f"Join the Skytale channel {channel} with the invite token {invite}, send the message "
-            f"{text!r} there, then wait for an answer (receive with timeoutMs 60000) and report it."
+            f"{text!r} there, then wait for an answer (receive with timeoutMs 20000) and report it."
         ),
         expected_output="The answer received on the channel, as 'sender: text'.",
         agent=liaison,

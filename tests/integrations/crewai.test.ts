@@ -58,6 +58,7 @@ describe('CrewAI crew with skytale-mcp', () => {
         OTEL_SDK_DISABLED: 'true',
         CREWAI_STORAGE_DIR: join(world.root, 'crewai'),
         PYTHONUNBUFFERED: '1',
+        PYTHONDONTWRITEBYTECODE: '1',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
@@ -66,15 +67,19 @@ describe('CrewAI crew with skytale-mcp', () => {
     crew.stdout.on('data', (d) => { out += d })
     crew.stderr.on('data', (d) => { err += d })
     const exited = new Promise<number | string | null>((resolve) => crew.on('exit', (code, signal) => resolve(code ?? signal)))
+    const within = <T>(p: Promise<T>, ms: number, what: string) => Promise.race([
+      p,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what} within ${ms} ms; crew output:\n${out}\n${err}`)), ms)),
+    ])
     try {
       // The Node agent reads what the crew sent, then answers; the crew waits for the answer.
-      const got = await Promise.race([
-        node.call('receiveN', { channel: ch, count: 1, timeoutMs: 240_000 }),
+      const got = await within(Promise.race([
+        node.call('receiveN', { channel: ch, count: 1, timeoutMs: 150_000 }),
         exited.then((code) => { throw new Error(`the crew exited (${code}) before sending:\n${out}\n${err}`) }),
-      ])
+      ]), 160_000, 'no message from the crew')
       expect(got).toEqual(['hello from the crew'])
       await node.call('send', { channel: ch, text: 'hi crew, node here' })
-      const code = await exited
+      const code = await within(exited, 100_000, 'the crew did not finish')
       expect(code, `crew output:\n${out}\n${err}`).toBe(0)
     } finally {
       if (crew.exitCode === null) crew.kill('SIGKILL')

@@ -30,11 +30,11 @@ describe('@skytale/mcp server', () => {
   const cleanups: Array<() => Promise<unknown>> = []
   const agentEnv = (identity: string): Record<string, string> => world.agentEnv(identity)
 
-  async function stdioClient(identity: string, args: string[] = []) {
+  async function stdioClient(identity: string | Record<string, string>, args: string[] = []) {
     const transport = new StdioClientTransport({
       command: process.execPath,
       args: [BIN, ...args],
-      env: { PATH: process.env.PATH ?? '', ...agentEnv(identity) },
+      env: { PATH: process.env.PATH ?? '', ...(typeof identity === 'string' ? agentEnv(identity) : identity) },
       stderr: 'inherit',
     })
     const client = new Client({ name: 'skytale-test', version: '1.0.0' })
@@ -131,6 +131,36 @@ describe('@skytale/mcp server', () => {
     expect(await call('skytale_members', { channel: ch })).toEqual({ members: ['mcp-agent'] })
     await waitFor(async () => (await node.call('events')).some((e: any) => e.ev === 'member-left' && e.identity === 'node-agent') ||
       !(await node.call('channels')).includes(ch), { what: 'node-agent sees its removal' })
+  })
+
+  it('one server process per call (as CrewAI does): receive loses nothing between processes, returns nothing twice', async () => {
+    const env = agentEnv('mcp-oneshot')
+    const ch = 'acme/mcp/oneshot'
+    const once = async (name: string, args: Record<string, unknown>) => {
+      const client = await stdioClient(env)
+      try {
+        const r = (await client.callTool({ name, arguments: args })) as ToolResult
+        if (r.isError) throw new Error(`${name} failed: ${text(r)}`)
+        return r.structuredContent!
+      } finally {
+        await client.close()
+      }
+    }
+    await node.call('create', { channel: ch })
+    const token = await node.call('invite', { channel: ch })
+    expect(await once('skytale_join', { channel: ch, token, timeoutMs: 60_000 })).toEqual({ joined: ch })
+    await node.call('send', { channel: ch, text: 'one' })
+    await node.call('send', { channel: ch, text: 'two' })
+    const got: string[] = []
+    await waitFor(async () => {
+      const { messages } = await once('skytale_receive', { channel: ch, timeoutMs: 5000 })
+      got.push(...messages.map((m: any) => m.text))
+      return got.length >= 2
+    }, { what: 'both messages across server processes' })
+    expect(got).toEqual(['one', 'two'])
+    expect(await once('skytale_receive', { channel: ch })).toEqual({ messages: [] })
+    expect(await once('skytale_send', { channel: ch, text: 'three' })).toHaveProperty('seq')
+    expect(await node.call('receiveN', { channel: ch, count: 1, timeoutMs: 60_000 })).toEqual(['three'])
   })
 
   it('bad arguments and Skytale errors come back as MCP errors; the server keeps running', async () => {

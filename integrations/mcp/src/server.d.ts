@@ -17,9 +17,14 @@ export interface InboxMessage {
   seq: number
 }
 
-/** Per-channel unread messages and recent history, fed by the manager's `message` events. */
+/**
+ * New messages per channel: durable reads through `manager.messages()` by default; after
+ * `goLive()` (the first resource subscription) an in-memory queue fed by `message` events.
+ */
 export declare class Inbox {
   constructor(manager: SkytaleChannelManager, options?: { historySize?: number })
+  readonly isLive: boolean
+  goLive(): void
   history(channel: string): InboxMessage[]
   take(channel: string, options?: { timeoutMs?: number; max?: number; signal?: AbortSignal }): Promise<InboxMessage[]>
   onMessage(fn: (channel: string, message: InboxMessage) => void): () => void
@@ -39,6 +44,8 @@ export interface SkytaleContextOptions {
 export interface SkytaleContext {
   manager: SkytaleChannelManager
   inbox: Inbox
+  /** Aborted by close(): ends pending waits. */
+  signal: AbortSignal
   /** A new McpServer with the Skytale tools and resources (one per connection or session). */
   buildServer(): McpServer
   close(): Promise<void>

@@ -1,11 +1,11 @@
 // @skytale/mcp: an MCP server exposing one Skytale agent (a SkytaleChannelManager from
 // @skytale/sdk) as tools and resources, over stdio or Streamable HTTP (bearer token).
 //
-// Messages: the server listens to the manager's `message` events and keeps, per channel, the
-// unread messages (drained by the skytale_receive tool) and the most recent ones (the resource
-// skytale://channels/{name}/messages, where {name} is the URI-encoded channel name; reading it
-// consumes nothing). A subscribed resource gets `notifications/resources/updated` whenever a
-// message arrives on its channel. Nothing here writes to stdout: logs go to `log` (stderr).
+// Messages: skytale_receive returns new messages (see Inbox for the durable and live modes); the
+// resource skytale://channels/{name}/messages ({name} = the URI-encoded channel name) holds the
+// most recent ones seen, and reading it consumes nothing. A subscribed resource gets
+// `notifications/resources/updated` whenever a message arrives on its channel. Nothing here
+// writes to stdout: logs go to `log` (stderr).
 import { randomUUID, createHash, timingSafeEqual } from 'node:crypto'
 import { createServer } from 'node:http'
 import { McpServer, ResourceTemplate } from '@modelcontextprotocol/sdk/server/mcp.js'
@@ -43,10 +43,18 @@ function skytaleError(message, code) {
 }
 
 /**
- * Per-channel inbox fed by the manager's `message` events: `unread` (drained by `take`) and the
- * last `historySize` messages (for resource reads). `onMessage(fn)` observes arrivals.
+ * A channel's messages as the tools and resources see them. Two modes:
+ * - durable (the default): `take` reads through `manager.messages()`, which acknowledges only the
+ *   messages it returns, so nothing is lost when the process ends. This suits clients that start
+ *   one server per call (CrewAI does).
+ * - live (from the first resource subscription on, for the rest of the process): the manager's
+ *   `message` events fill an in-memory unread queue, so that arrivals can be announced; `take`
+ *   drains that queue. Messages still unread there when the process ends are gone.
+ * Either way the last `historySize` messages seen per channel are kept for resource reads.
  */
 export class Inbox {
+  #manager
+  #live = false
   #unread = new Map()
   #history = new Map()
   #waiters = new Map()
@@ -54,31 +62,51 @@ export class Inbox {
   #historySize
 
   constructor(manager, { historySize = 100 } = {}) {
+    this.#manager = manager
     this.#historySize = historySize
-    this.listener = (m) => this.push(m)
-    manager.on('message', this.listener)
+    this.listener = (m) => this.#arrived(m.channel, { sender: m.sender, text: m.text, seq: m.seq })
   }
 
-  push(m) {
-    const msg = { sender: m.sender, text: m.text, seq: m.seq }
-    const unread = this.#unread.get(m.channel) ?? []
-    unread.push(msg)
-    this.#unread.set(m.channel, unread)
-    const hist = this.#history.get(m.channel) ?? []
+  get isLive() { return this.#live }
+
+  /** Switches to live delivery (irreversible: a `message` listener, once removed, drops messages). */
+  goLive() {
+    if (this.#live) return
+    this.#live = true
+    this.#manager.on('message', this.listener)
+  }
+
+  #remember(channel, msg) {
+    const hist = this.#history.get(channel) ?? []
     hist.push(msg)
     if (hist.length > this.#historySize) hist.splice(0, hist.length - this.#historySize)
-    this.#history.set(m.channel, hist)
-    for (const wake of this.#waiters.get(m.channel) ?? []) wake()
+    this.#history.set(channel, hist)
+  }
+
+  #arrived(channel, msg) {
+    const unread = this.#unread.get(channel) ?? []
+    unread.push(msg)
+    this.#unread.set(channel, unread)
+    this.#remember(channel, msg)
+    for (const wake of this.#waiters.get(channel) ?? []) wake()
     for (const fn of this.#observers) {
-      try { fn(m.channel, msg) } catch {}
+      try { fn(channel, msg) } catch {}
     }
   }
 
   history(channel) { return [...(this.#history.get(channel) ?? [])] }
 
-  /** Drains up to `max` unread messages; waits up to `timeoutMs` when there are none. */
+  /** Up to `max` new messages, oldest first; waits up to `timeoutMs` when there are none. */
   async take(channel, { timeoutMs = 0, max = 100, signal } = {}) {
-    if (!(this.#unread.get(channel)?.length) && timeoutMs > 0) {
+    const msgs = this.#live
+      ? await this.#takeQueued(channel, { timeoutMs, max, signal })
+      : await this.#takeDurable(channel, { timeoutMs, max, signal })
+    if (!this.#live) for (const m of msgs) this.#remember(channel, m)
+    return msgs
+  }
+
+  async #takeQueued(channel, { timeoutMs, max, signal }) {
+    if (!(this.#unread.get(channel)?.length) && timeoutMs > 0 && !signal?.aborted) {
       await new Promise((resolve) => {
         const set = this.#waiters.get(channel) ?? new Set()
         this.#waiters.set(channel, set)
@@ -88,8 +116,31 @@ export class Inbox {
         set.add(done)
       })
     }
-    const unread = this.#unread.get(channel) ?? []
-    return unread.splice(0, max)
+    return (this.#unread.get(channel) ?? []).splice(0, max)
+  }
+
+  // What is buffered now, or the first message within timeoutMs; then more while they follow
+  // within `idleMs`. Aborting the iteration acknowledges only what was returned.
+  async #takeDurable(channel, { timeoutMs, max, signal, idleMs = 150 }) {
+    await this.#manager.ready()
+    const ctl = new AbortController()
+    const stop = () => ctl.abort()
+    signal?.addEventListener('abort', stop, { once: true })
+    if (signal?.aborted) stop()
+    const out = []
+    let timer = setTimeout(stop, Math.max(timeoutMs, idleMs))
+    try {
+      for await (const m of this.#manager.messages(channel, { signal: ctl.signal })) {
+        out.push({ sender: m.sender, text: m.text, seq: m.seq })
+        if (out.length >= max) break
+        clearTimeout(timer)
+        timer = setTimeout(stop, idleMs)
+      }
+    } finally {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', stop)
+    }
+    return out
   }
 
   forget(channel) {
@@ -115,6 +166,7 @@ export function createSkytaleContext(manager, { channels, readOnly = false, hist
   const allow = channels?.length ? new Set(channels) : null
   const inbox = new Inbox(manager, { historySize })
   const servers = new Set()
+  const closing = new AbortController()
   const allowed = (channel) => !allow || allow.has(channel)
   const check = (channel) => {
     if (!allowed(channel)) throw skytaleError(`channel ${channel} is not in this server's allow-list`, 'SKYTALE_FORBIDDEN_CHANNEL')
@@ -138,9 +190,10 @@ export function createSkytaleContext(manager, { channels, readOnly = false, hist
     mcp.subscriptions = new Set()
     const reg = (name, description, inputSchema, outputSchema, fn) => {
       if (readOnly && MUTATING.has(name)) return
-      mcp.registerTool(name, { title: name, description, inputSchema, outputSchema }, async (args) => {
+      mcp.registerTool(name, { title: name, description, inputSchema, outputSchema }, async (args, extra) => {
         try {
-          const result = await fn(args)
+          const signal = extra?.signal ? AbortSignal.any([extra.signal, closing.signal]) : closing.signal
+          const result = await fn(args, signal)
           return { content: [{ type: 'text', text: JSON.stringify(result) }], structuredContent: result }
         } catch (err) {
           return { content: [{ type: 'text', text: JSON.stringify({ error: errorInfo(err) }) }], isError: true }
@@ -177,10 +230,10 @@ export function createSkytaleContext(manager, { channels, readOnly = false, hist
         max: z.number().int().min(1).max(1000).optional().describe('At most this many messages (default 100)'),
       },
       { messages: z.array(messageShape) },
-      async ({ channel, timeoutMs, max }) => {
+      async ({ channel, timeoutMs, max }, signal) => {
         check(channel)
         await manager.members(channel) // fails with SKYTALE_CHANNEL_* for a channel this agent is not in
-        return { messages: await inbox.take(channel, { timeoutMs, max }) }
+        return { messages: await inbox.take(channel, { timeoutMs, max, signal }) }
       })
     reg('skytale_channels', 'List the channels this agent is a member of.', {}, { channels: z.array(z.string()) },
       async () => { await manager.ready(); return { channels: listChannels() } })
@@ -222,7 +275,11 @@ export function createSkytaleContext(manager, { channels, readOnly = false, hist
       if (!allowed(channel)) throw new McpError(ErrorCode.InvalidParams, `channel ${channel} is not in this server's allow-list`)
       return channelUri(channel)
     }
-    mcp.server.setRequestHandler(SubscribeRequestSchema, async (req) => { mcp.subscriptions.add(parseChannelUri(req.params.uri)); return {} })
+    mcp.server.setRequestHandler(SubscribeRequestSchema, async (req) => {
+      mcp.subscriptions.add(parseChannelUri(req.params.uri))
+      inbox.goLive()
+      return {}
+    })
     mcp.server.setRequestHandler(UnsubscribeRequestSchema, async (req) => { mcp.subscriptions.delete(parseChannelUri(req.params.uri)); return {} })
 
     servers.add(mcp)
@@ -234,8 +291,9 @@ export function createSkytaleContext(manager, { channels, readOnly = false, hist
     manager,
     inbox,
     buildServer,
+    signal: closing.signal,
     async close() {
-      manager.off('message', inbox.listener)
+      closing.abort()
       await Promise.all([...servers].map((s) => s.close().catch(() => {})))
     },
   }
