@@ -28,6 +28,7 @@ describe('@skytale/mcp server', () => {
   let world: any
   let node: any
   const cleanups: Array<() => Promise<unknown>> = []
+  const transportErrors: string[] = []
   const agentEnv = (identity: string): Record<string, string> => world.agentEnv(identity)
 
   async function stdioClient(identity: string | Record<string, string>, args: string[] = []) {
@@ -38,6 +39,8 @@ describe('@skytale/mcp server', () => {
       stderr: 'inherit',
     })
     const client = new Client({ name: 'skytale-test', version: '1.0.0' })
+    // Anything but protocol on the server's stdout shows up here as a parse error.
+    client.onerror = (e) => transportErrors.push(String(e))
     await client.connect(transport)
     cleanups.push(() => client.close())
     return client
@@ -50,6 +53,7 @@ describe('@skytale/mcp server', () => {
   afterAll(async () => {
     for (const c of cleanups.reverse()) await c().catch(() => {})
     await world?.stop()
+    expect(transportErrors).toEqual([])
   })
 
   it('over stdio: every tool, a channel resource, resources/updated when the other agent sends', async () => {
