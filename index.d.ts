@@ -21,6 +21,16 @@ export declare class Agent {
   static open(options: AgentOpenOptions): Promise<Agent>
   /** The agent's identity. */
   get identity(): string
+  /**
+   * Fingerprint of this agent's MLS signature key (`"a1b2 c3d4 …"`, SHA-256 based): compare
+   * it out of band with what other members see in `memberFingerprints()`.
+   */
+  get fingerprint(): string
+  /**
+   * This agent's credential from the API server (a compact JWS), or `null` before it
+   * connected once.
+   */
+  credential(): Promise<string | null>
   /** The SQLCipher version of the keystore (non-empty: the store is encrypted). */
   get cipherVersion(): string
   /** Generates `count` single-use KeyPackages that others use to add this agent. */
@@ -85,6 +95,8 @@ export declare class Channel {
   exportGroupInfo(): Promise<Uint8Array>
   /** Identities of the current members. */
   members(): Promise<string[]>
+  /** Each member's identity → fingerprint of its signature key, for out-of-band checks. */
+  memberFingerprints(): Promise<Record<string, string>>
   /** Whether this agent is still a member (false after being removed). */
   isMember(): Promise<boolean>
   /**
@@ -171,6 +183,11 @@ export declare class ClientChannel {
   get epoch(): number
   /** Identities of the current members. */
   members(): Array<string>
+  /**
+   * Each member's identity → fingerprint of its signature key, for out-of-band checks
+   * (`skytale members --fingerprints`).
+   */
+  memberFingerprints(): Promise<Record<string, string>>
   /** Derives `length` bytes from the current epoch's exporter secret (same for all members). */
   exportSecret(label: string, length: number): Uint8Array
 }

@@ -55,18 +55,18 @@ DEV ONLY: <root>/dev.json (mode 0600) keeps the dev API key and a dev keystore k
     run: cmdSignup,
   },
   keys: {
-    usage: 'skytale keys create [--name NAME] | keys list | keys revoke <id>',
-    about: 'Manage the account\'s API keys',
-    details: `create  a new API key (printed once)
+    usage: 'skytale keys create [--name NAME] [--agent IDENTITY] | keys list | keys revoke <id>',
+    about: 'Manage the account\'s API keys (needs an admin key)',
+    details: `create  a new API key (printed once); with --agent, an agent key that can only act as that identity
 list    the active keys (id, name, prefix, created, last used; never the keys)
 revoke  revoke a key by id: it stops working at once`,
-    options: { name: { type: 'string' } },
+    options: { name: { type: 'string' }, agent: { type: 'string' } },
     positionals: [1, 2],
     run: cmdKeys,
   },
   token: {
     usage: 'skytale token',
-    about: 'Get a relay token (1 h EdDSA JWT) with the API key; prints it',
+    about: 'Get a relay token (1 h EdDSA JWT) for --identity (a registered agent) with the API key; prints it',
     options: {},
     positionals: 0,
     run: cmdToken,
@@ -110,9 +110,9 @@ revoke  revoke a key by id: it stops working at once`,
     run: cmdJoin,
   },
   members: {
-    usage: 'skytale members <channel>',
-    about: 'List the members of a channel',
-    options: {},
+    usage: 'skytale members <channel> [--fingerprints]',
+    about: 'List the members of a channel (with --fingerprints: each signature-key fingerprint, to compare out of band)',
+    options: { fingerprints: { type: 'boolean' } },
     positionals: 1,
     run: cmdMembers,
   },
@@ -320,14 +320,16 @@ async function cmdSignup({ values, cfg }) {
 async function cmdKeys({ positionals, values, cfg }) {
   const [sub, arg] = positionals
   if (sub === 'create') {
-    if (arg !== undefined) throw cliError('usage: skytale keys create [--name NAME]')
-    const res = await api(cfg, 'POST', '/v1/keys', { body: { name: values.name ?? 'cli' } })
-    note(`key ${res.id} (${res.name}, prefix ${res.prefix}) created — shown once, store it now:`)
+    if (arg !== undefined) throw cliError('usage: skytale keys create [--name NAME] [--agent IDENTITY]')
+    const body = { name: values.name ?? 'cli', ...(values.agent ? { identity: values.agent } : {}) }
+    const res = await api(cfg, 'POST', '/v1/keys', { body })
+    const role = res.identity ? `agent key of ${res.identity}` : 'admin key'
+    note(`key ${res.id} (${res.name}, ${role}, prefix ${res.prefix}) created — shown once, store it now:`)
     say(res.key)
   } else if (sub === 'list') {
     if (arg !== undefined) throw cliError('usage: skytale keys list')
     const { keys } = await api(cfg, 'GET', '/v1/keys')
-    const rows = [['ID', 'NAME', 'PREFIX', 'CREATED', 'LAST USED'], ...keys.map((k) => [k.id, k.name, k.prefix, k.createdAt, k.lastUsedAt ?? '-'])]
+    const rows = [['ID', 'NAME', 'ROLE', 'AGENT', 'PREFIX', 'CREATED', 'LAST USED'], ...keys.map((k) => [k.id, k.name, k.role ?? 'admin', k.identity ?? '-', k.prefix, k.createdAt, k.lastUsedAt ?? '-'])]
     const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)))
     for (const r of rows) say(r.map((c, i) => String(c).padEnd(widths[i])).join('  ').trimEnd())
   } else if (sub === 'revoke') {
@@ -340,7 +342,7 @@ async function cmdKeys({ positionals, values, cfg }) {
 }
 
 async function cmdToken({ cfg }) {
-  const res = await api(cfg, 'POST', '/v1/tokens')
+  const res = await api(cfg, 'POST', '/v1/tokens', { body: { identity: cfg.identity } })
   note(`relay token valid until ${res.expiresAt}${res.relay ? ` (relay ${res.relay})` : ''}`)
   say(res.token)
 }
@@ -422,9 +424,14 @@ async function cmdJoin({ positionals: [channel, token], values, cfg }) {
   })
 }
 
-async function cmdMembers({ positionals: [channel], cfg }) {
+async function cmdMembers({ positionals: [channel], values, cfg }) {
   await withManager(cfg, async (mgr) => {
-    for (const m of await mgr.members(channel)) say(m)
+    if (values.fingerprints) {
+      const fps = await mgr.memberFingerprints(channel)
+      for (const [m, fp] of Object.entries(fps).sort()) say(`${m}  ${fp}${m === cfg.identity ? '  (you)' : ''}`)
+    } else {
+      for (const m of await mgr.members(channel)) say(m)
+    }
   })
 }
 
@@ -474,17 +481,24 @@ async function cmdDoctor({ values, cfg }) {
     line(false, 'API key', 'not checked: the API server is not reachable')
   } else {
     try {
-      const res = await api(cfg, 'POST', '/v1/tokens')
+      const res = await api(cfg, 'POST', '/v1/tokens', { body: { identity: cfg.identity } })
       keyOk = true
-      line(true, 'API key', `accepted: got a relay token valid until ${res.expiresAt}`)
+      line(true, 'API key', `accepted: got a relay token for ${cfg.identity} valid until ${res.expiresAt}`)
       relayAddress ??= res.relay ?? undefined
     } catch (e) {
+      if (e.code === 'SKYTALE_AGENT_NOT_REGISTERED') {
+        keyOk = true
+        line(true, 'API key', `accepted (agent ${cfg.identity} is not registered yet: it registers on its first connect)`)
+      } else {
       const hint = e.code === 'SKYTALE_AUTH_KEY_REVOKED'
         ? 'the key was revoked: create a new one (skytale keys create) with another key of the account'
         : e.code === 'SKYTALE_AUTH_KEY_INVALID'
           ? 'the API server does not know this key: check SKYTALE_API_KEY (and that SKYTALE_API_URL is the server it came from)'
-          : 'could not get a token'
+          : e.code === 'SKYTALE_AUTH_IDENTITY_FORBIDDEN'
+            ? `this agent key is bound to another identity than ${cfg.identity}: set --identity / SKYTALE_IDENTITY to its identity`
+            : 'could not get a token'
       line(false, 'API key', `${hint} [${e.code}]`)
+      }
     }
   }
 

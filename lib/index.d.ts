@@ -100,6 +100,10 @@ export declare class SkytaleChannelManager extends EventEmitter {
   messages(channel: string, options?: { signal?: AbortSignal }): AsyncIterableIterator<SkytaleMessage>
   /** Current members. */
   members(channel: string): Promise<string[]>
+  /** Identity → fingerprint of each member's signature key (compare out of band). */
+  memberFingerprints(channel: string): Promise<Record<string, string>>
+  /** Fingerprint of this agent's signature key (null before `ready()`). */
+  readonly fingerprint: string | null
   /** Removes a member. */
   remove(channel: string, identity: string): Promise<void>
   /** Rotates this agent's keys (new epoch). */

@@ -222,6 +222,20 @@ class SkytaleChannelManager extends EventEmitter {
     try { return this.#channel(channel).members() } catch (err) { throw toSkytaleError(err) }
   }
 
+  /**
+   * Each member's identity → fingerprint of its MLS signature key. Compare them out of band
+   * (`manager.fingerprint` on the other side) to rule out an impostor.
+   */
+  async memberFingerprints(channel) {
+    await this.ready()
+    try { return await this.#channel(channel).memberFingerprints() } catch (err) { throw toSkytaleError(err) }
+  }
+
+  /** Fingerprint of this agent's MLS signature key (null before `ready()`). */
+  get fingerprint() {
+    return this.#agent?.fingerprint ?? null
+  }
+
   /** Removes a member from the channel. */
   async remove(channel, identity) {
     await this.ready()

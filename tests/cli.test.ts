@@ -2,6 +2,7 @@
 // real API server, and `dev` (the local stack) with doctor and a channel round trip on top.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { spawn, type ChildProcess } from 'node:child_process'
+import { generateKeyPairSync } from 'node:crypto'
 import { mkdtempSync, rmSync, statSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -76,10 +77,10 @@ describe('skytale CLI: accounts, keys, tokens', () => {
 
     const again = await run(['signup', '--email', 'x@acme.test', '--name', 'x', '--org', 'acme-cli'], env)
     expect(again.code).toBe(1)
-    expect(again.stderr).toMatch(/^error \[SKYTALE_API_CONFLICT\]: /)
+    expect(again.stderr).toMatch(/^error \[SKYTALE_CONFLICT\]: /)
 
     const withKey = { ...env, SKYTALE_API_KEY: key }
-    const created = await run(['keys', 'create', '--name', 'second'], withKey)
+    const created = await run(['keys', 'create', '--name', 'second', '--agent', 'cli-bot'], withKey)
     expect(created.code, created.stderr).toBe(0)
     const key2 = created.stdout.trim()
     expect(key2).toMatch(/^sk_live_/)
@@ -92,7 +93,18 @@ describe('skytale CLI: accounts, keys, tokens', () => {
     expect(list.stdout).not.toContain(key) // never the keys themselves
     expect(list.stdout).not.toContain(key2)
 
-    const token = await run(['token'], { ...env, SKYTALE_API_KEY: key2 })
+    // Tokens are for registered agents only; an agent key only for its own identity.
+    const unregistered = await run(['token'], { ...env, SKYTALE_API_KEY: key2, SKYTALE_IDENTITY: 'cli-bot' })
+    expect(unregistered.stderr).toMatch(/^error \[SKYTALE_AGENT_NOT_REGISTERED\]: /)
+    const reg = await fetch(`${api.url}/v1/agents`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key2}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ identity: 'cli-bot', signatureKey: generateKeyPairSync('ed25519').publicKey.export({ format: 'jwk' }).x }),
+    })
+    expect(reg.status).toBe(201)
+    const other = await run(['token'], { ...env, SKYTALE_API_KEY: key2, SKYTALE_IDENTITY: 'someone-else' })
+    expect(other.stderr).toMatch(/^error \[SKYTALE_AUTH_IDENTITY_FORBIDDEN\]: /)
+    const token = await run(['token'], { ...env, SKYTALE_API_KEY: key2, SKYTALE_IDENTITY: 'cli-bot' })
     expect(token.code, token.stderr).toBe(0)
     expect(token.stdout.trim().split('.')).toHaveLength(3)
     expect(token.stderr).toContain('valid until')

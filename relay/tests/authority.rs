@@ -50,7 +50,7 @@ async fn read_only_scope_cannot_send_commit_create_or_invite() {
     assert_eq!(code(&r.claim_key_package("writer").await.unwrap_err()), "SKYTALE_SCOPE_FORBIDDEN");
     // the session survives the refusals, and nothing was archived
     r.ping().await.unwrap();
-    let (items, _) = w.fetch(ch, 0, 0).await.unwrap();
+    let (items, _) = r.fetch(ch, 0, 0).await.unwrap();
     assert_eq!(items.len(), 1);
 }
 
@@ -92,8 +92,10 @@ async fn revoked_api_key_and_agent_lose_their_sessions_and_cannot_reconnect() {
     );
     let (code_b, _) = closed_within(&b, T).await;
     assert_eq!(code_b.as_deref(), Some("SKYTALE_AUTH_INVALID"));
+    let mut earlier = claims("acme", "bob", 3600);
+    earlier["iat"] = (now - 10).into();
     let (b2, _) = relay.connect().await;
-    assert_eq!(code(&b2.auth(&key.token("acme", "bob"), "bob").await.unwrap_err()), "SKYTALE_AUTH_INVALID");
+    assert_eq!(code(&b2.auth(&key.sign(&earlier), "bob").await.unwrap_err()), "SKYTALE_AUTH_INVALID");
     let mut later = claims("acme", "bob", 3600);
     later["iat"] = (now + 5).into();
     let (b3, _) = relay.connect().await;

@@ -47,6 +47,7 @@ const ops = {
   // Networked client (relay + API server).
   async connect({ apiUrl, apiKey, relay }) {
     client = await Client.connect(agent, { apiUrl, apiKey, relay })
+    void collectEvents(client)
     return { connected: client.connected }
   },
   async netCreateChannel({ name }) { await client.createChannel(name); return true },
@@ -85,6 +86,19 @@ const ops = {
   exportGroupInfo: ({ channel }) => agent.channel(channel).exportGroupInfo(),
   joinUnchecked: ({ groupInfo }) => client.joinByGroupInfoUnchecked(groupInfo),
   netMembers: ({ channel }) => client.channel(channel).members(),
+  fingerprint: () => agent.fingerprint,
+  credential: () => agent.credential(),
+  netFingerprints: ({ channel }) => client.channel(channel).memberFingerprints(),
+  /** Client-wide events seen so far (collected from connect on). */
+  events: () => events.splice(0),
+}
+const events = []
+async function collectEvents(c) {
+  for (;;) {
+    const ev = await c.nextEvent(1000).catch(() => null)
+    if (c !== client) return
+    if (ev) events.push(ev)
+  }
 }
 
 const rl = readline.createInterface({ input: process.stdin })

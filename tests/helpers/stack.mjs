@@ -17,6 +17,36 @@ export function relayBinary() {
   return bin
 }
 
+/** Path of the hostile test agent (`tests/hostile`, built with the relay). */
+export function hostileBinary() {
+  const targetDir = process.env.CARGO_TARGET_DIR ? resolve(REPO, process.env.CARGO_TARGET_DIR) : join(REPO, 'target')
+  const bin = join(targetDir, 'release', 'skytale-hostile')
+  if (!existsSync(bin)) throw new Error(`hostile test agent not found at ${bin}: run npm run build`)
+  return bin
+}
+
+/** Runs the hostile agent with `--flag value` pairs; resolves with its JSON answer. */
+export function runHostile(command, flags) {
+  const args = [command, ...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, String(v)])]
+  return new Promise((resolveRun, reject) => {
+    const child = spawn(hostileBinary(), args, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: 'error' } })
+    let out = ''
+    child.stdout.on('data', (d) => { out += d })
+    child.on('error', reject)
+    child.on('exit', () => {
+      try { resolveRun(JSON.parse(out.trim().split('\n').pop())) } catch { reject(new Error(`hostile agent printed: ${out}`)) }
+    })
+  })
+}
+
+/** Calls the API server; resolves with `{status, body}`. */
+export async function api(apiUrl, method, path, key, body) {
+  const headers = { ...(key ? { authorization: `Bearer ${key}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) }
+  const res = await fetch(`${apiUrl}${path}`, { method, headers, body: body ? JSON.stringify(body) : undefined })
+  const text = await res.text()
+  return { status: res.status, body: text ? JSON.parse(text) : null }
+}
+
 function waitForLine(child, pattern, what, timeoutMs = 60_000) {
   return new Promise((resolveLine, reject) => {
     const rl = readline.createInterface({ input: child.stdout })

@@ -7,6 +7,7 @@
 //! skytale-hostile publish-forged --dir D --identity bob --relay ADDR --token JWT --forge other-org --api URL --api-key KEY
 //! skytale-hostile commit-add --dir MALLORY_DIR --identity mallory --keystore-key HEX --channel CH
 //!                            --relay ADDR --token JWT --org acme --forged-identity bob
+//! skytale-hostile probe --relay ADDR --token JWT [--channel CH]
 //! ```
 //! Prints one JSON line: `{"ok":true,…}` or `{"ok":false,"code":…,"message":…}`.
 
@@ -142,12 +143,45 @@ async fn commit_add(m: &HashMap<String, String>) -> Res<serde_json::Value> {
     Ok(serde_json::json!({ "ok": true, "seq": ack.seq, "epoch": ack.epoch }))
 }
 
+/// Authenticates with `--token`; with `--channel`, tries every write on it and reports each
+/// outcome (`"ok"` or the error code).
+async fn probe(m: &HashMap<String, String>) -> Res<serde_json::Value> {
+    let conn = relay(arg(m, "relay")?, arg(m, "token")?).await?;
+    let Some(channel) = m.get("channel") else {
+        return Ok(serde_json::json!({ "ok": true }));
+    };
+    let outcome = |r: Result<(), skytale_proto::ProtoError>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.code().to_string(),
+    };
+    let fetch = outcome(conn.fetch(channel, 0, 0).await.map(|_| ()));
+    let create = outcome(conn.create_channel(&format!("{channel}-probe")).await.map(|_| ()));
+    let send = outcome(
+        conn.send(channel, "probe-send", skytale_proto::frames::Kind::Application, 0, b"x".to_vec())
+            .await
+            .map(|_| ()),
+    );
+    let commit = Commit { channel: channel.clone(), client_msg_id: "probe-commit".into(), epoch: 0, payload: b"c".to_vec(), welcome: None };
+    let commit = outcome(conn.commit(commit).await.map(|_| ()));
+    let invite = skytale_proto::frames::CreateInvite {
+        channel: channel.clone(),
+        invite_id: "probe-invite".into(),
+        invite_auth: vec![0; 32],
+        max_uses: 1,
+        expires_at: now() + 60,
+        group_info: vec![1],
+    };
+    let invite = outcome(conn.create_invite(invite).await);
+    Ok(serde_json::json!({ "ok": true, "fetch": fetch, "create": create, "send": send, "commit": commit, "invite": invite }))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let (cmd, m) = args();
     let res = match cmd.as_str() {
         "publish-forged" => publish_forged(&m).await,
         "commit-add" => commit_add(&m).await,
+        "probe" => probe(&m).await,
         _ => Err(("USAGE".into(), "commands: publish-forged, commit-add".into())),
     };
     match res {
