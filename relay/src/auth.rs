@@ -162,7 +162,8 @@ impl Verifier {
             .bytes()
             .await
             .map_err(|e| RelayError::Jwks(e.to_string()))?;
-        let jwks: Jwks = serde_json::from_slice(&body).map_err(|e| RelayError::Jwks(e.to_string()))?;
+        let jwks: Jwks =
+            serde_json::from_slice(&body).map_err(|e| RelayError::Jwks(e.to_string()))?;
         let mut map = HashMap::new();
         for k in jwks.keys {
             if k.kty != "OKP" || k.crv.as_deref() != Some("Ed25519") {
@@ -200,7 +201,8 @@ impl Verifier {
     /// Verifies a token: `alg` must be EdDSA, signature by a known key, `aud`, `iss`, `exp`
     /// checked, `sub` and `org` present and well-formed.
     pub async fn verify(&self, jwt: &str) -> Result<Claims> {
-        let header = decode_header(jwt).map_err(|_| invalid("malformed token or unsupported alg"))?;
+        let header =
+            decode_header(jwt).map_err(|_| invalid("malformed token or unsupported alg"))?;
         if header.alg != Algorithm::EdDSA {
             return Err(invalid("token alg must be EdDSA"));
         }
@@ -213,7 +215,8 @@ impl Verifier {
                         tracing::warn!(error = %e, "JWKS refetch failed");
                     }
                 }
-                self.lookup(kid).ok_or_else(|| invalid("unknown signing key"))?
+                self.lookup(kid)
+                    .ok_or_else(|| invalid("unknown signing key"))?
             }
         };
         let mut v = Validation::new(Algorithm::EdDSA);
@@ -224,7 +227,9 @@ impl Verifier {
         }
         v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         let data = decode::<Claims>(jwt, &key, &v).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => RelayError::wire(ErrorCode::AuthExpired, "token expired"),
+            ErrorKind::ExpiredSignature => {
+                RelayError::wire(ErrorCode::AuthExpired, "token expired")
+            }
             ErrorKind::InvalidSignature => invalid("bad token signature"),
             ErrorKind::InvalidAudience => invalid("wrong token audience"),
             ErrorKind::InvalidIssuer => invalid("wrong token issuer"),

@@ -202,7 +202,10 @@ impl Config {
             self.auth.audience = v;
         }
         parse_env("LEEWAY_SECS", &mut self.auth.leeway_secs)?;
-        parse_env("JWKS_MIN_REFETCH_SECS", &mut self.auth.jwks_min_refetch_secs)?;
+        parse_env(
+            "JWKS_MIN_REFETCH_SECS",
+            &mut self.auth.jwks_min_refetch_secs,
+        )?;
         parse_env("JWKS_REFRESH_SECS", &mut self.auth.jwks_refresh_secs)?;
         parse_env("REVOCATION_POLL_SECS", &mut self.auth.revocation_poll_secs)?;
         if let Some(v) = env("REVOCATIONS_URL") {

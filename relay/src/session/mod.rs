@@ -16,7 +16,7 @@ use skytale_proto::codec::{decode_frame, encode_frame, read_frame_bytes};
 use skytale_proto::frames::*;
 use skytale_proto::names::validate_identity;
 use skytale_proto::{ErrorCode, ProtoError, RELAY_FRAME_ALLOWANCE};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::{RelayError, Result};
@@ -61,6 +61,8 @@ struct Session {
     peer: Option<Peer>,
     /// Channels this connection subscribed to (unsubscribed when it ends).
     subscribed: HashSet<String>,
+    /// Bounds the items in flight at channel actors (replies come through the push queue).
+    in_flight: Arc<Semaphore>,
 }
 
 impl Drop for Session {
@@ -115,6 +117,7 @@ pub async fn handle_incoming(relay: Arc<Relay>, incoming: Incoming, shutdown: Ar
         push_tx,
         peer: None,
         subscribed: HashSet::new(),
+        in_flight: Arc::new(Semaphore::new(requests::MAX_IN_FLIGHT)),
     };
     if open as usize >= limits.max_connections {
         Metrics::add(&relay.metrics.connections_refused, 1);

@@ -2,9 +2,10 @@
 //! ordering (`Send`, `Commit`, join requests, `Subscribe`) to the channel's actor.
 
 use bytes::Bytes;
+use skytale_proto::codec::encode_frame;
 use skytale_proto::frames::*;
 use skytale_proto::names::{channel_org, validate_identity, MAX_CLIENT_MSG_ID_LEN};
-use skytale_proto::ErrorCode;
+use skytale_proto::{ErrorCode, RELAY_FRAME_ALLOWANCE};
 use tokio::sync::oneshot;
 
 use super::{wire, Session};
@@ -20,6 +21,18 @@ use crate::store::InviteRow;
 const MAX_WELCOME_RECIPIENTS: usize = 1000;
 /// Rows read per storage round during replay.
 const REPLAY_PAGE: usize = 256;
+/// Items (`Send`, `Commit`) one connection may have in flight at its channel actors.
+pub(super) const MAX_IN_FLIGHT: usize = 256;
+
+fn error_body(e: &RelayError) -> Body {
+    let code = e.code();
+    Body::Error(Error {
+        code: code.as_str().to_string(),
+        message: e.client_message(),
+        fatal: false,
+        retry_after_ms: 0,
+    })
+}
 
 fn done(count: u64) -> Body {
     Body::Done(Done {
@@ -238,11 +251,13 @@ impl Session {
             sub,
             reply: tx,
         };
+        // Remembered first, so the subscription is dropped with the session even if the
+        // session ends while waiting for the actor.
+        self.subscribed.insert(s.channel.clone());
         relay.channels.send(&relay, &s.channel, cmd);
         let (row, created) = rx
             .await
             .map_err(|_| RelayError::Storage("channel actor stopped".to_string()))??;
-        self.subscribed.insert(s.channel.clone());
         let info = ChannelInfo {
             channel: s.channel.clone(),
             epoch: row.epoch,
@@ -398,12 +413,35 @@ impl Session {
         Ok(self.reply(rid, done(0)).await)
     }
 
+    /// Hands an item to its channel's actor and returns at once: the reply (`Ack`, `Nack` or
+    /// `Error`) is written through the push queue when the actor answers, so one connection
+    /// can have up to [`MAX_IN_FLIGHT`] items in flight (they batch into group commits).
+    /// Items of one connection reach the actor in arrival order.
     async fn order(&mut self, rid: u64, channel: &str, item: Item) -> Result<bool> {
         let relay = self.relay.clone();
-        Ok(match relay.channels.item(&relay, channel, item).await? {
-            Outcome::Ack(a) => self.reply(rid, Body::Ack(a)).await,
-            Outcome::Nack(n) => self.reply(rid, Body::Nack(n)).await,
-        })
+        let permit = self
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| RelayError::Storage("session closing".to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        relay.channels.send(&relay, channel, Cmd::Item(item, tx));
+        let out = self.push_tx.clone();
+        let max = relay.config.limits.max_frame_bytes + RELAY_FRAME_ALLOWANCE;
+        tokio::spawn(async move {
+            let body = match rx.await {
+                Ok(Ok(Outcome::Ack(a))) => Body::Ack(a),
+                Ok(Ok(Outcome::Nack(n))) => Body::Nack(n),
+                Ok(Err(e)) => error_body(&e),
+                Err(_) => error_body(&RelayError::Storage("channel actor stopped".to_string())),
+            };
+            if let Ok(bytes) = encode_frame(&Frame::new(rid, body), max) {
+                let _ = out.send(bytes).await;
+            }
+            drop(permit);
+        });
+        Ok(true)
     }
 
     /// `Send`: Application/Proposal (epoch-checked) or JoinRequest (invite-checked).
