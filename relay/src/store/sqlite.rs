@@ -93,6 +93,11 @@ impl SqliteStore {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // A page cache that holds the hot index pages of a large archive (dedupe lookups and
+        // inserts land on random pages of `messages_dedupe`), and reads through mmap: keeps the
+        // per-send cost flat as history grows. Memory is only used as the archive grows.
+        conn.pragma_update(None, "cache_size", -32768i64)?;
+        conn.pragma_update(None, "mmap_size", 268_435_456i64)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteStore { conn })
