@@ -200,7 +200,7 @@ impl Client {
         s: &Signer,
         identity: &str,
     ) -> Res<(RelayConnection, skytale_proto::conn::PushReceiver)> {
-        if self.n % CONNS_PER_ENDPOINT == 0 {
+        if self.n.is_multiple_of(CONNS_PER_ENDPOINT) {
             self.endpoints
                 .push(client_endpoint("127.0.0.1:0".parse()?).await?);
         }

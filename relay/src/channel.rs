@@ -252,24 +252,24 @@ impl Actor {
         let mut staged: Vec<Staged> = Vec::new();
         // in-batch dedupe: (sender, client_msg_id) → index in `staged`
         let mut fresh: HashMap<(String, String), Dup> = HashMap::new();
-        let mut later: Vec<(Reply, Outcome)> = Vec::new();
+        // replies that wait for the append: (reply, outcome, refers to an item of this batch)
+        let mut later: Vec<(Reply, Outcome, bool)> = Vec::new();
         let now = now_ms();
         for ((item, reply), dup) in sends.into_iter().zip(dups) {
             let key = (item.sender.clone(), item.client_msg_id.clone());
+            let in_batch = dup.is_none() && fresh.contains_key(&key);
             let dup = dup.or_else(|| fresh.get(&key).copied());
             if let Some(d) = dup {
-                later.push((reply, dup_ack(&self.name, d)));
+                later.push((reply, dup_ack(&self.name, d), in_batch));
                 continue;
             }
             if item.epoch != row.epoch {
-                later.push((
-                    reply,
-                    Outcome::Nack(Nack {
-                        channel: self.name.clone(),
-                        current_epoch: row.epoch,
-                        last_seq: row.last_seq,
-                    }),
-                ));
+                let nack = Nack {
+                    channel: self.name.clone(),
+                    current_epoch: row.epoch,
+                    last_seq: row.last_seq,
+                };
+                later.push((reply, Outcome::Nack(nack), false));
                 continue;
             }
             row.last_seq += 1;
@@ -288,9 +288,14 @@ impl Actor {
                 reply,
             });
         }
-        self.archive_and_deliver(staged).await;
-        for (reply, outcome) in later {
-            let _ = reply.send(Ok(outcome));
+        let archived = self.archive_and_deliver(staged).await.is_some();
+        for (reply, outcome, in_batch) in later {
+            let res = if in_batch && !archived {
+                Err(RelayError::Storage("archive failed".to_string()))
+            } else {
+                Ok(outcome)
+            };
+            let _ = reply.send(res);
         }
     }
 
@@ -312,9 +317,9 @@ impl Actor {
 
     /// Appends the staged items (one transaction with whatever else is queued), then fans
     /// them out in order and acks them; on failure every staged item gets the error.
-    async fn archive_and_deliver(&mut self, staged: Vec<Staged>) -> Vec<Vec<u64>> {
+    async fn archive_and_deliver(&mut self, staged: Vec<Staged>) -> Option<Vec<Vec<u64>>> {
         if staged.is_empty() {
-            return Vec::new();
+            return Some(Vec::new());
         }
         let appends: Vec<Append> = staged.iter().map(|s| s.append.clone()).collect();
         let ids = match self.relay.storage.append(appends).await {
@@ -324,7 +329,7 @@ impl Actor {
                 for s in staged {
                     let _ = s.reply.send(Err(RelayError::Storage(e.to_string())));
                 }
-                return Vec::new();
+                return None;
             }
         };
         let m = &self.relay.metrics;
@@ -342,7 +347,7 @@ impl Actor {
             self.fan_out(&a);
             let _ = s.reply.send(Ok(Outcome::Ack(ack)));
         }
-        ids
+        Some(ids)
     }
 
     /// Pushes one encoded frame to every subscriber except connections of the sender.
@@ -486,7 +491,7 @@ impl Actor {
             .await
             .map_err(|_| RelayError::Storage("reply lost".to_string()))??;
         Metrics::add(&self.relay.metrics.commits_acked, 1);
-        let ids = ids.into_iter().next().unwrap_or_default();
+        let ids = ids.and_then(|v| v.into_iter().next()).unwrap_or_default();
         for ((recipient, payload), id) in welcomes.into_iter().zip(ids) {
             let frame = Frame::new(
                 0,
