@@ -26,6 +26,9 @@ use crate::{now_ms, Relay};
 
 /// Most requests one actor takes per round.
 const MAX_BATCH: usize = 512;
+/// An actor without subscribers stops after this long without requests (it is restarted on
+/// the next request; its state is in the store).
+const IDLE_EXIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Reply to an item: accepted (or a duplicate) or refused for its epoch.
 pub enum Outcome {
@@ -103,6 +106,17 @@ impl Channels {
         tokio::spawn(actor.run(rx));
     }
 
+    /// Removes an idle actor's mailbox if nothing is queued in it. Every send happens under
+    /// the map lock, so nothing can arrive between the check and the removal.
+    fn retire(&self, channel: &str, rx: &mpsc::UnboundedReceiver<Cmd>) -> bool {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if !rx.is_empty() {
+            return false;
+        }
+        map.remove(channel);
+        true
+    }
+
     /// Drops a connection's subscription (if the actor is running).
     pub fn unsubscribe(&self, channel: &str, conn_id: u64) {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
@@ -155,7 +169,17 @@ fn dup_ack(channel: &str, d: Dup) -> Outcome {
 impl Actor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         let mut cmds = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = rx.recv().await {
+        loop {
+            let first = match tokio::time::timeout(IDLE_EXIT, rx.recv()).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return,
+                Err(_) => {
+                    if self.subs.is_empty() && self.relay.channels.retire(&self.name, &rx) {
+                        return;
+                    }
+                    continue;
+                }
+            };
             cmds.push(first);
             while cmds.len() < MAX_BATCH {
                 match rx.try_recv() {
