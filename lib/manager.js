@@ -48,6 +48,7 @@ class SkytaleChannelManager extends EventEmitter {
   #closed = false
   #abort = new AbortController()
   #pumps = new Map()
+  #events = null
 
   constructor(options = {}) {
     super()
@@ -93,15 +94,10 @@ class SkytaleChannelManager extends EventEmitter {
     if (this.listenerCount('message') > 0) this.#startPumps()
   }
 
-  async #eventLoop() {
-    while (!this.#closed) {
-      let ev
-      try {
-        ev = await this.#client.nextEvent(1000)
-      } catch {
-        return
-      }
-      if (!ev || this.#closed) continue
+  #eventLoop() {
+    // Pushed by the native side (threadsafe callback): no polling, no timers.
+    this.#events = this.#client.onEvent((ev) => {
+      if (this.#closed) return
       if (ev.kind === 'error') this.#emitError(new SkytaleError(ev.message ?? 'error', ev.code ?? 'SKYTALE_INTERNAL'))
       else if (ev.kind === 'joined') { this.emit('joined', { channel: ev.channel, by: ev.message }); this.#startPump(ev.channel) }
       else if (ev.kind === 'members') {
@@ -109,7 +105,7 @@ class SkytaleChannelManager extends EventEmitter {
         for (const identity of ev.removed ?? []) this.emit('member-left', { channel: ev.channel, identity, by: ev.message })
       }
       else this.emit(ev.kind, ev)
-    }
+    })
   }
 
   #emitError(err) {
@@ -128,7 +124,7 @@ class SkytaleChannelManager extends EventEmitter {
     this.#pumps.set(channel, ctl)
     ;(async () => {
       try {
-        for await (const m of this.#client.channel(channel).messages({ signal: ctl.signal, pollMs: 500 })) {
+        for await (const m of this.#client.channel(channel).messages({ signal: ctl.signal })) {
           this.#dispatch(channel, m, true)
           if (this.listenerCount('message') === 0) break
         }
@@ -203,14 +199,14 @@ class SkytaleChannelManager extends EventEmitter {
       const msg = this.#dispatch(channel, m, false)
       if (msg) texts.push(msg.text)
     }
-    if (last > 0) ch.ack(last)
+    if (last > 0) await guard(ch.ack(last))
     return texts
   }
 
   /** Async iterator over a channel's messages ({sender, text, data, seq, epoch}); ends on `signal`. */
   async *messages(channel, { signal } = {}) {
     await this.ready()
-    for await (const m of this.#channel(channel).messages({ signal, pollMs: 500 })) {
+    for await (const m of this.#channel(channel).messages({ signal })) {
       const msg = this.#dispatch(channel, m, false)
       if (msg) yield msg
     }
@@ -219,7 +215,7 @@ class SkytaleChannelManager extends EventEmitter {
   /** Identities of the channel's current members. */
   async members(channel) {
     await this.ready()
-    try { return this.#channel(channel).members() } catch (err) { throw toSkytaleError(err) }
+    try { return await this.#channel(channel).members() } catch (err) { throw toSkytaleError(err) }
   }
 
   /**
@@ -266,6 +262,7 @@ class SkytaleChannelManager extends EventEmitter {
     this.#closed = true
     this.#abort.abort()
     if (this.#ready) await this.#ready.catch(() => {})
+    this.#events?.close()
     await this.#client?.close().catch(() => {})
     this.#agent?.close()
   }

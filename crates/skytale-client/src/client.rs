@@ -147,6 +147,9 @@ struct Shared {
     followups: StdMutex<VecDeque<FollowUp>>,
     followup_notify: Notify,
     relay_addr: StdMutex<String>,
+    /// Channels this agent is an active member of, kept in memory so that listing them never
+    /// waits on the keystore (updated wherever membership changes).
+    member_channels: StdMutex<std::collections::BTreeSet<String>>,
 }
 
 /// Work found while processing an item, done after the channel lock is released.
@@ -242,6 +245,7 @@ impl Client {
             followups: StdMutex::new(VecDeque::new()),
             followup_notify: Notify::new(),
             relay_addr: StdMutex::new(String::new()),
+            member_channels: StdMutex::new(Default::default()),
         });
         let (first_tx, first_rx) = oneshot::channel();
         tokio::spawn(connection_loop(shared.clone(), first_tx));
@@ -293,6 +297,7 @@ impl Client {
             return Err(CoreError::ChannelExists(name.to_string()).into());
         }
         self.shared.slot(name);
+        self.shared.note_membership(name);
         conn.subscribe(name, 0).await?;
         Ok(())
     }
@@ -455,6 +460,7 @@ impl Client {
                 Ok(ack) => {
                     let _ = agent.set_last_seq(&name, ack.seq);
                     let _ = agent.set_relay_epoch(&name, ack.epoch);
+                    self.shared.note_membership(&name);
                     drop(guard);
                     conn.subscribe(&name, ack.seq).await?;
                     self.remember_invite(&invite)?;
@@ -490,6 +496,7 @@ impl Client {
                 let _ = agent.set_last_seq(&name, ack.seq);
                 let _ = agent.set_relay_epoch(&name, ack.epoch);
                 self.shared.slot(&name);
+                self.shared.note_membership(&name);
                 conn.subscribe(&name, ack.seq).await?;
                 Ok(name)
             }
@@ -515,7 +522,16 @@ impl Client {
             agent.kv_delete(&key)?;
         }
         agent.forget_channel(channel)?;
+        self.shared.note_membership(channel);
         Ok(())
+    }
+
+    /// The channels this agent is an active member of, from memory (never touches the keystore).
+    pub fn member_channels(&self) -> Vec<String> {
+        match self.shared.member_channels.lock() {
+            Ok(set) => set.iter().cloned().collect(),
+            Err(p) => p.into_inner().iter().cloned().collect(),
+        }
     }
 
     fn remember_invite(&self, invite: &InviteToken) -> Result<()> {
@@ -753,6 +769,21 @@ impl Shared {
         }
     }
 
+    /// Re-reads from the keystore whether this agent is a member of `channel` and updates the
+    /// in-memory list behind [`Client::member_channels`].
+    fn note_membership(&self, channel: &str) {
+        let member = self.agent.is_member(channel).unwrap_or(false);
+        let mut set = match self.member_channels.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        if member {
+            set.insert(channel.to_string());
+        } else {
+            set.remove(channel);
+        }
+    }
+
     fn slot(&self, channel: &str) -> Arc<ChannelSlot> {
         let mut map = match self.channels.lock() {
             Ok(m) => m,
@@ -854,6 +885,8 @@ impl Shared {
                 }
                 if !self_removed {
                     self.schedule(FollowUp::RefreshInvites { channel: d.channel.clone() });
+                } else {
+                    self.note_membership(&d.channel);
                 }
                 self.slot(&d.channel).notify.notify_waiters();
             }
@@ -910,6 +943,7 @@ impl Shared {
                     let _ = self.agent.set_relay_epoch(&name, w.commit_epoch);
                 }
                 self.slot(&name);
+                self.note_membership(&name);
                 if let Err(e) = conn.subscribe(&name, w.commit_seq).await {
                     self.emit_error(Some(&name), e.code(), format!("subscribe after join: {e}"));
                 }
@@ -1173,7 +1207,15 @@ async fn followup_loop(shared: Arc<Shared>) {
 async fn connect_once(shared: &Arc<Shared>) -> Result<(Arc<RelayConnection>, PushReceiver, u64)> {
     // The API server vouches for this agent: register its key (renews the credential), pin the
     // org's issuer keys, read revocations. Then a token bound to this identity.
-    shared.tokens.enroll(&shared.agent).await?;
+    if let Err(e) = shared.tokens.enroll(&shared.agent).await {
+        // An API server outage must not keep an enrolled agent off the relay: its credential and
+        // pinned issuer keys are in the keystore, and a cached token may still be valid.
+        let enrolled = shared.agent.credential()?.is_some() && shared.agent.trust_anchors()?.is_some();
+        if !(enrolled && e.code() == "SKYTALE_API_UNREACHABLE") {
+            return Err(e);
+        }
+        tracing::warn!(code = e.code(), "API server unreachable; reconnecting with the stored credential");
+    }
     let token = shared.tokens.get().await?;
     let addr_str = shared.config.relay.clone().or(token.relay.clone()).ok_or(ClientError::NoRelay)?;
     let addr: RelayAddr = addr_str.parse()?;
@@ -1193,6 +1235,7 @@ async fn connect_once(shared: &Arc<Shared>) -> Result<(Arc<RelayConnection>, Pus
         if shared.agent.has_pending_commit(&name).unwrap_or(false) {
             recover_pending_commit(shared, &conn, &name).await?;
         }
+        shared.note_membership(&name);
         if shared.agent.is_member(&name).unwrap_or(false) {
             shared.slot(&name);
             let after = shared.agent.last_seq(&name)?;

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use napi::bindgen_prelude::*;
 use std::result::Result;
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi::Status;
 use napi_derive::napi;
 use skytale_client::{ChannelEvent, Client as CoreClient, ClientConfig, ClientError, ClientEvent};
 use zeroize::Zeroizing;
@@ -84,7 +86,35 @@ where
     })
 }
 
-/// A client-wide event (see `Client.nextEvent`).
+/// Runs keystore work on the blocking pool (never on the JS thread, never on a runtime worker).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ClientError> + Send + 'static,
+) -> Result<T, ClientError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| ClientError::Closed)?
+}
+
+/// A live push stream (`ClientChannel.subscribe`, `Client.onEvent`); `close()` stops it.
+#[napi]
+pub struct Subscription {
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl Subscription {
+    fn new() -> Subscription {
+        Subscription { stop: Arc::new(tokio::sync::Notify::new()) }
+    }
+}
+
+#[napi]
+impl Subscription {
+    /// Stops the stream: no callback runs after the current one.
+    #[napi]
+    pub fn close(&self) {
+        self.stop.notify_one();
+    }
+}
+
+/// A client-wide event (see `Client.onEvent`).
 #[napi(object)]
 pub struct ClientEventInfo {
     /// What happened.
@@ -164,11 +194,12 @@ impl Client {
     /// A handle on a channel this agent is a member of. Throws `SKYTALE_CHANNEL_NOT_FOUND`.
     #[napi]
     pub fn channel(&self, env: Env, name: String) -> napi::Result<ClientChannel> {
-        match self.inner.agent().has_channel(&name) {
-            Ok(true) => Ok(ClientChannel { inner: self.inner.clone(), name }),
-            Ok(false) => Err(js_error_code(&env, "SKYTALE_CHANNEL_NOT_FOUND", &format!("channel not found: {name}"))),
-            Err(e) => Err(js_error_code(&env, e.code(), &e.to_string())),
+        // Never touches the keystore on the JS thread: a channel this agent is not in fails on
+        // first use with SKYTALE_CHANNEL_NOT_FOUND.
+        if let Err(e) = skytale_core::validate_channel_name(&name) {
+            return Err(js_error_code(&env, e.code(), &e.to_string()));
         }
+        Ok(ClientChannel { inner: self.inner.clone(), name })
     }
 
     /// Adds `identity` to `channel`: claims one of its key packages from the relay, commits
@@ -251,10 +282,35 @@ impl Client {
 
     /// Names of the channels this agent is a member of.
     #[napi]
-    pub fn channels(&self, env: Env) -> napi::Result<Vec<String>> {
-        let agent = self.inner.agent();
-        let names = agent.channel_names().map_err(|e| js_error_code(&env, e.code(), &e.to_string()))?;
-        Ok(names.into_iter().filter(|n| agent.is_member(n).unwrap_or(false)).collect())
+    pub fn channels(&self) -> Vec<String> {
+        self.inner.member_channels()
+    }
+
+    /// Pushes every client-wide event (connected, disconnected, joined, members, error) to
+    /// `onEvent` as it happens, until the returned subscription is closed. No polling.
+    #[napi(ts_args_type = "onEvent: (event: ClientEventInfo) => void")]
+    pub fn on_event(&self, on_event: Function<ClientEventInfo, ()>) -> napi::Result<Subscription> {
+        let tsfn = on_event.build_threadsafe_function().callee_handled::<false>().build()?;
+        let mut rx = self.inner.events();
+        let sub = Subscription::new();
+        let stop = sub.stop.clone();
+        napi::bindgen_prelude::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.notified() => break,
+                    r = rx.recv() => match r {
+                        Ok(ev) => {
+                            if tsfn.call(event_to_js(ev), ThreadsafeFunctionCallMode::NonBlocking) != Status::Ok {
+                                break;
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => break,
+                    }
+                }
+            }
+        });
+        Ok(sub)
     }
 
     /// The next client-wide event (connected, disconnected, joined, error), or `null` after
@@ -340,22 +396,77 @@ impl ClientChannel {
         )
     }
 
+    /// Pushes every message and membership change with `seq > afterSeq` to `onItem`, in relay
+    /// order, as it arrives (no polling), until the returned subscription is closed. Items stay
+    /// in the keystore inbox until `ack(seq)`, so a crash loses none.
+    #[napi(ts_args_type = "afterSeq: number, onItem: (item: ChannelMessage) => void")]
+    pub fn subscribe(&self, after_seq: i64, on_item: Function<ChannelMessage, ()>) -> napi::Result<Subscription> {
+        let tsfn = on_item.build_threadsafe_function().callee_handled::<false>().build()?;
+        let (inner, name) = (self.inner.clone(), self.name.clone());
+        let sub = Subscription::new();
+        let stop = sub.stop.clone();
+        let mut after = after_seq.max(0) as u64;
+        // At most WINDOW items handed to JS and not yet run: bursts reach the event loop in
+        // small slices, so it stays responsive however fast messages arrive.
+        const WINDOW: usize = 16;
+        let credit = Arc::new((std::sync::atomic::AtomicUsize::new(0), tokio::sync::Notify::new()));
+        napi::bindgen_prelude::spawn(async move {
+            loop {
+                while credit.0.load(std::sync::atomic::Ordering::Acquire) >= WINDOW {
+                    let wait = credit.1.notified();
+                    if credit.0.load(std::sync::atomic::Ordering::Acquire) < WINDOW {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = stop.notified() => return,
+                        _ = wait => {}
+                    }
+                }
+                tokio::select! {
+                    _ = stop.notified() => break,
+                    ev = inner.next_event(&name, after, None) => match ev {
+                        Ok(Some(ev)) => {
+                            after = match &ev {
+                                ChannelEvent::Message { seq, .. } | ChannelEvent::Commit { seq, .. } => *seq,
+                            };
+                            credit.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                            let c = credit.clone();
+                            let status = tsfn.call_with_return_value(to_js(ev), ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
+                                c.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                                c.1.notify_one();
+                                Ok(())
+                            });
+                            if status != Status::Ok {
+                                break;
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        });
+        Ok(sub)
+    }
+
     /// Acknowledges the events up to and including `seq`: they are deleted from the inbox.
-    #[napi]
-    pub fn ack(&self, env: Env, seq: i64) -> napi::Result<()> {
-        self.inner.ack_events(&self.name, seq.max(0) as u64).map_err(|e| js_error_code(&env, e.code(), &e.to_string()))
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn ack<'env>(&self, env: &'env Env, seq: i64) -> napi::Result<PromiseRaw<'env, ()>> {
+        let (inner, name) = (self.inner.clone(), self.name.clone());
+        run(env, blocking(move || inner.ack_events(&name, seq.max(0) as u64)), |v| v)
     }
 
     /// The channel's current MLS epoch.
-    #[napi(getter)]
-    pub fn epoch(&self, env: Env) -> napi::Result<i64> {
-        self.inner.agent().epoch(&self.name).map(|e| e as i64).map_err(|e| js_error_code(&env, e.code(), &e.to_string()))
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn epoch<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, i64>> {
+        let (agent, name) = (self.inner.agent().clone(), self.name.clone());
+        run(env, blocking(move || Ok(agent.epoch(&name)?)), |e| e as i64)
     }
 
     /// Identities of the current members.
-    #[napi]
-    pub fn members(&self, env: Env) -> napi::Result<Vec<String>> {
-        self.inner.agent().members(&self.name).map_err(|e| js_error_code(&env, e.code(), &e.to_string()))
+    #[napi(ts_return_type = "Promise<string[]>")]
+    pub fn members<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Vec<String>>> {
+        let (agent, name) = (self.inner.agent().clone(), self.name.clone());
+        run(env, blocking(move || Ok(agent.members(&name)?)), |v| v)
     }
 
     /// Each member's identity → fingerprint of its signature key, for out-of-band checks
@@ -363,26 +474,14 @@ impl ClientChannel {
     #[napi(ts_return_type = "Promise<Record<string, string>>")]
     pub fn member_fingerprints<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, std::collections::HashMap<String, String>>> {
         let (agent, name) = (self.inner.agent().clone(), self.name.clone());
-        run(
-            env,
-            async move {
-                tokio::task::spawn_blocking(move || agent.member_fingerprints(&name))
-                    .await
-                    .map_err(|_| skytale_client::ClientError::Closed)?
-                    .map_err(skytale_client::ClientError::from)
-            },
-            |v| v.into_iter().collect(),
-        )
+        run(env, blocking(move || Ok(agent.member_fingerprints(&name)?)), |v| v.into_iter().collect())
     }
 
     /// Derives `length` bytes from the current epoch's exporter secret (same for all members).
-    #[napi]
-    pub fn export_secret(&self, env: Env, label: String, length: u32) -> napi::Result<Uint8Array> {
-        self.inner
-            .agent()
-            .export_secret(&self.name, &label, &[], length as usize)
-            .map(|s| Uint8Array::from(s.to_vec()))
-            .map_err(|e| js_error_code(&env, e.code(), &e.to_string()))
+    #[napi(ts_return_type = "Promise<Uint8Array>")]
+    pub fn export_secret<'env>(&self, env: &'env Env, label: String, length: u32) -> napi::Result<PromiseRaw<'env, Uint8Array>> {
+        let (agent, name) = (self.inner.agent().clone(), self.name.clone());
+        run(env, blocking(move || Ok(agent.export_secret(&name, &label, &[], length as usize)?.to_vec())), Uint8Array::from)
     }
 }
 
