@@ -183,11 +183,12 @@ export declare class ClientChannel {
    */
   nextMessage(afterSeq?: number | undefined | null, timeoutMs?: number | undefined | null): Promise<ChannelMessage | null>
   /**
-   * Pushes every message and membership change with `seq > afterSeq` to `onItem`, in relay
-   * order, as it arrives (no polling), until the returned subscription is closed. Items stay
-   * in the keystore inbox until `ack(seq)`, so a crash loses none.
+   * Pushes every message and membership change with `seq > afterSeq` to `onItems`, in relay
+   * order and in batches (one crossing into JS per batch), as they arrive (no polling), until
+   * the returned subscription is closed. Items stay in the keystore inbox until `ack(seq)`,
+   * so a crash loses none.
    */
-  subscribe(afterSeq: number, onItem: (item: ChannelMessage) => void): Subscription
+  subscribe(afterSeq: number, onItems: (items: ChannelMessage[]) => void): Subscription
   /** Acknowledges the events up to and including `seq`: they are deleted from the inbox. */
   ack(seq: number): Promise<void>
   /** The channel's current MLS epoch. */

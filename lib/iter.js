@@ -42,7 +42,7 @@ ClientChannel.prototype.messages = function messages(options = {}) {
   }
   const start = () => {
     if (sub || done) return
-    sub = channel.subscribe(0, (item) => { queue.push(item); wake() })
+    sub = channel.subscribe(0, (items) => { for (const item of items) queue.push(item); wake() })
     signal?.addEventListener('abort', onAbort, { once: true })
   }
   return {

@@ -8,7 +8,7 @@ use iroh::Endpoint;
 use rand::Rng;
 use skytale_core::{Agent, CommitMode, CommitOutput, Delivery, Error as CoreError, Incoming};
 use skytale_proto::conn::{client_endpoint, PushReceiver, RelayAddr, RelayConnection};
-use skytale_proto::frames::{Body, Commit, Deliver, Kind, Welcome, WelcomeOut};
+use skytale_proto::frames::{Body, Commit, Deliver, Frame, Kind, Welcome, WelcomeOut};
 use skytale_proto::ProtoError;
 use tokio::sync::{broadcast, oneshot, watch, Mutex, Notify};
 use zeroize::Zeroizing;
@@ -560,6 +560,18 @@ impl Client {
     /// Events stay in the keystore inbox until [`Client::ack_events`]: an event that was
     /// returned but not acknowledged (the app crashed) is returned again after a restart.
     pub async fn next_event(&self, channel: &str, after_seq: u64, timeout: Option<Duration>) -> Result<Option<ChannelEvent>> {
+        Ok(self.next_events(channel, after_seq, 1, timeout).await?.into_iter().next())
+    }
+
+    /// Like [`Client::next_event`], but returns up to `limit` events at once (one keystore
+    /// read) as soon as at least one is there; empty on timeout or close.
+    pub async fn next_events(
+        &self,
+        channel: &str,
+        after_seq: u64,
+        limit: u32,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<ChannelEvent>> {
         let slot = self.shared.slot(channel);
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut closed = self.shared.closed.subscribe();
@@ -567,18 +579,23 @@ impl Client {
             let notified = slot.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(item) = self.shared.agent.inbox(channel, after_seq, 1)?.into_iter().next() {
-                return Ok(Some(to_event(item)));
+            let agent = self.shared.agent.clone();
+            let name = channel.to_string();
+            let items = tokio::task::spawn_blocking(move || agent.inbox(&name, after_seq, limit.max(1)))
+                .await
+                .map_err(|_| ClientError::Closed)??;
+            if !items.is_empty() {
+                return Ok(items.into_iter().map(to_event).collect());
             }
             if *closed.borrow() {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             match deadline {
                 Some(d) => {
                     tokio::select! {
                         _ = &mut notified => {}
                         _ = closed.changed() => {}
-                        _ = tokio::time::sleep_until(d) => return Ok(None),
+                        _ = tokio::time::sleep_until(d) => return Ok(Vec::new()),
                     }
                 }
                 None => {
@@ -838,22 +855,45 @@ impl Shared {
         }
     }
 
-    /// Applies one delivered item; the channel lock must be held.
-    fn apply_locked(&self, d: &Deliver) {
-        let agent = &self.agent;
-        let last = match agent.last_seq(&d.channel) {
+    /// Applies delivered items of one channel, in relay order; the channel lock must be held.
+    /// Runs of MLS items are processed in one keystore transaction each (one fsync per run).
+    fn apply_run_locked(&self, channel: &str, ds: &[Deliver]) {
+        let last = match self.agent.last_seq(channel) {
             Ok(s) => s,
             Err(_) => return, // not our channel (anymore)
         };
-        if d.seq <= last {
+        let mut run: Vec<&Deliver> = Vec::new();
+        for d in ds.iter().filter(|d| d.seq > last && d.channel == channel) {
+            if d.kind == Kind::JoinRequest as i32 {
+                self.process_run(channel, &run);
+                run.clear();
+                self.handle_join_request(d);
+            } else {
+                run.push(d);
+            }
+        }
+        self.process_run(channel, &run);
+    }
+
+    fn process_run(&self, channel: &str, run: &[&Deliver]) {
+        if run.is_empty() {
             return;
         }
-        if d.kind == Kind::JoinRequest as i32 {
-            self.handle_join_request(d);
-            return;
+        let items: Vec<(Vec<u8>, Delivery)> = run.iter().map(|d| (d.payload.clone(), delivery_of(d))).collect();
+        match self.agent.process_delivered_batch(channel, &items) {
+            Ok(results) => {
+                for (d, res) in run.iter().zip(results) {
+                    self.after_processed(d, res);
+                }
+            }
+            Err(e) => self.emit_error(Some(channel), e.code(), format!("processing {} items failed: {e}", run.len())),
         }
-        let delivery = delivery_of(d);
-        match agent.process_delivered(&d.channel, &d.payload, delivery) {
+    }
+
+    /// Follow-up of one processed item (events, control messages, invite checks).
+    fn after_processed(&self, d: &Deliver, res: skytale_core::Result<Incoming>) {
+        let agent = &self.agent;
+        match res {
             Ok(Incoming::Proposal { .. }) => {}
             Ok(Incoming::Message { data, sender, .. }) if data.first() == Some(&ENVELOPE_CONTROL) => {
                 let _ = agent.inbox_remove(&d.channel, d.seq);
@@ -892,11 +932,8 @@ impl Shared {
             }
             Ok(_) => self.slot(&d.channel).notify.notify_waiters(),
             Err(e) => {
-                // Skip the item (it can never be processed) but say so. A rejected commit still
-                // consumed its relay slot: every member skips it alike and stays in step.
-                if let Err(se) = agent.skip_delivered(&d.channel, delivery) {
-                    tracing::warn!(code = se.code(), "recording a skipped item failed");
-                }
+                // The item was recorded as skipped (it can never be processed); say so. A
+                // rejected commit still consumed its relay slot: every member skips it alike.
                 if e.code() != "SKYTALE_REPLAY" {
                     let what = if d.kind == Kind::Commit as i32 { "commit" } else { "item" };
                     self.emit_error(Some(&d.channel), e.code(), format!("{what} {} from {} refused: {e}", d.seq, d.sender));
@@ -910,9 +947,7 @@ impl Shared {
         loop {
             let after = self.agent.last_seq(channel)?;
             let (items, done) = conn.fetch(channel, after, 0).await?;
-            for d in &items {
-                self.apply_locked(d);
-            }
+            self.apply_run_locked(channel, &items);
             if !done.more {
                 if done.last_seq > after {
                     let _ = self.agent.set_last_seq(channel, done.last_seq);
@@ -929,10 +964,24 @@ impl Shared {
         }
     }
 
-    async fn handle_deliver(&self, d: Deliver) {
-        let slot = self.slot(&d.channel);
+    /// Applies pushed deliveries of one channel (a burst that arrived together).
+    async fn handle_delivers(&self, channel: &str, ds: &[Deliver]) {
+        let slot = self.slot(channel);
         let _guard = slot.lock.lock().await;
-        self.apply_locked(&d);
+        self.apply_run_locked(channel, ds);
+    }
+
+    /// Handles one pushed frame other than a burst of deliveries.
+    async fn handle_push(&self, conn: &RelayConnection, f: Frame) {
+        match f.body {
+            Some(Body::Deliver(d)) => {
+                let channel = d.channel.clone();
+                self.handle_delivers(&channel, std::slice::from_ref(&d)).await
+            }
+            Some(Body::Welcome(w)) => self.handle_welcome(conn, w).await,
+            Some(Body::Error(e)) => self.emit_error(None, &e.code, e.message),
+            _ => {}
+        }
     }
 
     async fn handle_welcome(&self, conn: &RelayConnection, w: Welcome) {
@@ -1109,33 +1158,38 @@ impl Shared {
         let Some(conn) = self.conn.borrow().clone() else {
             return batch.iter().map(|_| None).collect();
         };
-        let mut prepared = Vec::with_capacity(batch.len());
-        for item in batch {
-            let slot = self.slot(&item.channel);
+        // Encrypt each run of same-channel items in one keystore transaction.
+        let mut prepared: Vec<Option<(u64, Vec<u8>)>> = Vec::with_capacity(batch.len());
+        let mut start = 0;
+        while start < batch.len() {
+            let channel = &batch[start].channel;
+            let end = start + batch[start..].iter().take_while(|i| &i.channel == channel).count();
+            let slot = self.slot(channel);
             let _guard = slot.lock.lock().await;
-            let enc = self
-                .send_epoch(&item.channel)
-                .and_then(|epoch| Ok(self.agent.encrypt(&item.channel, &item.data).map(|p| (epoch, p))?));
-            prepared.push(enc);
+            let plaintexts: Vec<&[u8]> = batch[start..end].iter().map(|i| i.data.as_slice()).collect();
+            match self.send_epoch(channel).and_then(|epoch| Ok((epoch, self.agent.encrypt_batch(channel, &plaintexts)?))) {
+                Ok((epoch, wires)) => prepared.extend(wires.into_iter().map(|w| Some((epoch, w)))),
+                // Settle these one by one: the careful path reports each item's own error.
+                Err(_) => prepared.extend((start..end).map(|_| None)),
+            }
+            start = end;
         }
         let sends = batch.iter().zip(prepared.iter()).map(|(item, enc)| {
             let conn = conn.clone();
             async move {
                 match enc {
-                    Ok((epoch, payload)) => Some(
+                    Some((epoch, payload)) => Some(
                         conn.send(&item.channel, &item.client_msg_id, Kind::Application, *epoch, payload.clone()).await,
                     ),
-                    Err(_) => None,
+                    None => None,
                 }
             }
         });
         let replies = futures::future::join_all(sends).await;
         replies
             .into_iter()
-            .zip(prepared)
-            .map(|(reply, enc)| match (reply, enc) {
-                (Some(Ok(ack)), _) => Some(Ok(ack.seq)),
-                (_, Err(e)) => Some(Err(e.into())),
+            .map(|reply| match reply {
+                Some(Ok(ack)) => Some(Ok(ack.seq)),
                 _ => None,
             })
             .collect()
@@ -1320,7 +1374,24 @@ async fn connection_loop(shared: Arc<Shared>, first: oneshot::Sender<Result<()>>
                     tokio::select! {
                         frame = pushes.recv() => match frame {
                             Some(f) => match f.body {
-                                Some(Body::Deliver(d)) => shared.handle_deliver(d).await,
+                                Some(Body::Deliver(d)) => {
+                                    // Take the rest of the burst: consecutive deliveries of the
+                                    // same channel are applied in one keystore transaction.
+                                    let channel = d.channel.clone();
+                                    let mut burst = vec![d];
+                                    let mut held = None;
+                                    while burst.len() < 256 {
+                                        match pushes.try_recv() {
+                                            Some(Frame { body: Some(Body::Deliver(n)), .. }) if n.channel == channel => burst.push(n),
+                                            Some(other) => { held = Some(other); break; }
+                                            None => break,
+                                        }
+                                    }
+                                    shared.handle_delivers(&channel, &burst).await;
+                                    if let Some(f) = held {
+                                        shared.handle_push(&conn, f).await;
+                                    }
+                                }
                                 Some(Body::Welcome(w)) => shared.handle_welcome(&conn, w).await,
                                 Some(Body::Error(e)) => shared.emit_error(None, &e.code, e.message),
                                 _ => {}

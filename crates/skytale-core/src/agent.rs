@@ -55,6 +55,7 @@ struct Inner {
     revoked: Vec<RevokedAgent>,
 }
 
+mod batch;
 mod trust;
 pub(crate) use trust::LeafVerifier;
 
@@ -636,45 +637,48 @@ impl Agent {
     }
 
     fn process_incoming_inner(&self, name: &str, wire: &[u8], delivery: Option<Delivery>) -> Result<Incoming> {
-        let msg = parse_message(wire)?;
-        let protocol = msg
-            .try_into_protocol_message()
-            .map_err(|_| Error::InvalidMessage("not a channel message (welcome or key package?)".into()))?;
+        let protocol = parse_protocol(wire)?;
         let mut inner = self.lock()?;
-        inner.transaction(Some(name), |inner| {
-            let own = inner.identity.clone();
-            let inner = &mut *inner;
-            let (crypto, conn) = (&inner.crypto, inner.store.conn());
-            let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
-            if protocol.group_id().as_slice() != name.as_bytes() {
-                return Err(Error::InvalidMessage("the message belongs to another channel".into()));
-            }
-            if !group.is_active() {
-                return Err(Error::NotAMember(name.to_string()));
-            }
-            let current_epoch = group.epoch().as_u64();
-            let message_epoch = protocol.epoch().as_u64();
-            if message_epoch > current_epoch {
-                return Err(Error::WrongEpoch { message_epoch, current_epoch });
-            }
-            if message_epoch < current_epoch && protocol.content_type() != ContentType::Application {
-                // A handshake message of a past epoch: a replayed or superseded commit/proposal.
-                return Err(Error::WrongEpoch { message_epoch, current_epoch });
-            }
-            let provider = Provider::new(crypto, conn);
-            let processed = group
-                .process_message(&provider, protocol)
-                .map_err(|e| me::process_error(name, message_epoch, current_epoch, e))?;
-            let verifier = LeafVerifier::new(inner.anchors.as_ref(), &inner.revoked, channel_org(name)?);
-            let at = delivery.map(|d| d.at_secs).unwrap_or(now() as u64);
-            let event = apply_processed(&provider, group, processed, &verifier, at)?;
-            if let Some(d) = delivery {
-                record_delivery(conn, name, d, &event)?;
-            }
-            let _ = own;
-            Ok(event)
-        })
+        inner.transaction(Some(name), |inner| process_one(inner, name, protocol, delivery))
     }
+}
+
+/// Parses bytes as a channel (protocol) message.
+fn parse_protocol(wire: &[u8]) -> Result<ProtocolMessage> {
+    parse_message(wire)?
+        .try_into_protocol_message()
+        .map_err(|_| Error::InvalidMessage("not a channel message (welcome or key package?)".into()))
+}
+
+/// Processes one protocol message inside the caller's transaction (the channel's group loaded).
+fn process_one(inner: &mut Inner, name: &str, protocol: ProtocolMessage, delivery: Option<Delivery>) -> Result<Incoming> {
+    let (crypto, conn) = (&inner.crypto, inner.store.conn());
+    let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
+    if protocol.group_id().as_slice() != name.as_bytes() {
+        return Err(Error::InvalidMessage("the message belongs to another channel".into()));
+    }
+    if !group.is_active() {
+        return Err(Error::NotAMember(name.to_string()));
+    }
+    let current_epoch = group.epoch().as_u64();
+    let message_epoch = protocol.epoch().as_u64();
+    if message_epoch > current_epoch {
+        return Err(Error::WrongEpoch { message_epoch, current_epoch });
+    }
+    if message_epoch < current_epoch && protocol.content_type() != ContentType::Application {
+        // A handshake message of a past epoch: a replayed or superseded commit/proposal.
+        return Err(Error::WrongEpoch { message_epoch, current_epoch });
+    }
+    let provider = Provider::new(crypto, conn);
+    let processed =
+        group.process_message(&provider, protocol).map_err(|e| me::process_error(name, message_epoch, current_epoch, e))?;
+    let verifier = LeafVerifier::new(inner.anchors.as_ref(), &inner.revoked, channel_org(name)?);
+    let at = delivery.map(|d| d.at_secs).unwrap_or(now() as u64);
+    let event = apply_processed(&provider, group, processed, &verifier, at)?;
+    if let Some(d) = delivery {
+        record_delivery(conn, name, d, &event)?;
+    }
+    Ok(event)
 }
 
 fn record_delivery(conn: &rusqlite::Connection, name: &str, d: Delivery, event: &Incoming) -> Result<()> {

@@ -172,3 +172,39 @@ fn external_commit_join_from_group_info() {
 fn dl(seq: u64) -> skytale_core::Delivery {
     skytale_core::Delivery { seq, relay_epoch: 0, at_secs: 1_700_000_000 }
 }
+
+#[test]
+fn a_batch_commits_good_items_and_records_bad_ones_as_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeystoreSecret::Key(SecretKey32::from_bytes([3; 32]));
+    let alice = Agent::open(AgentOptions { data_dir: &dir.path().join("a"), identity: "alice", secret: &key }).unwrap();
+    let bob = Agent::open(AgentOptions { data_dir: &dir.path().join("b"), identity: "bob", secret: &key }).unwrap();
+    let ch = "acme/team/batch";
+    alice.create_channel(ch).unwrap();
+    let out = alice.add_members(ch, &bob.generate_key_packages(1).unwrap(), CommitMode::Merge).unwrap();
+    bob.join_channel(out.welcome.as_ref().unwrap()).unwrap();
+    let w1 = alice.encrypt(ch, b"one").unwrap();
+    let rot = alice.rotate_key(ch, CommitMode::Merge).unwrap();
+    let w2 = alice.encrypt_batch(ch, &[b"two", b"three"]).unwrap();
+    let items = vec![
+        (w1.clone(), dl(1)),
+        (b"garbage".to_vec(), dl(2)),
+        (rot.commit.clone(), skytale_core::Delivery { seq: 3, relay_epoch: 2, at_secs: 1_700_000_000 }),
+        (w2[0].clone(), dl(4)),
+        (w1.clone(), dl(5)), // replay inside the batch
+        (w2[1].clone(), dl(6)),
+    ];
+    let res = bob.process_delivered_batch(ch, &items).unwrap();
+    let ok: Vec<bool> = res.iter().map(|r| r.is_ok()).collect();
+    assert_eq!(ok, vec![true, false, true, true, false, true]);
+    assert_eq!(res[1].as_ref().unwrap_err().code(), "SKYTALE_INVALID_MESSAGE");
+    assert_eq!(bob.last_seq(ch).unwrap(), 6);
+    assert_eq!(bob.relay_epoch(ch).unwrap(), Some(2));
+    assert_eq!(bob.epoch(ch).unwrap(), alice.epoch(ch).unwrap());
+    let texts: Vec<Vec<u8>> =
+        bob.inbox(ch, 0, 10).unwrap().into_iter().filter(|i| i.kind == "message").map(|i| i.data).collect();
+    assert_eq!(texts, vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+    // the channel still works both ways after the batch
+    let back = bob.encrypt(ch, b"ack").unwrap();
+    assert!(matches!(alice.process_incoming(ch, &back).unwrap(), skytale_core::Incoming::Message { .. }));
+}

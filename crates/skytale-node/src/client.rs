@@ -396,19 +396,21 @@ impl ClientChannel {
         )
     }
 
-    /// Pushes every message and membership change with `seq > afterSeq` to `onItem`, in relay
-    /// order, as it arrives (no polling), until the returned subscription is closed. Items stay
-    /// in the keystore inbox until `ack(seq)`, so a crash loses none.
-    #[napi(ts_args_type = "afterSeq: number, onItem: (item: ChannelMessage) => void")]
-    pub fn subscribe(&self, after_seq: i64, on_item: Function<ChannelMessage, ()>) -> napi::Result<Subscription> {
-        let tsfn = on_item.build_threadsafe_function().callee_handled::<false>().build()?;
+    /// Pushes every message and membership change with `seq > afterSeq` to `onItems`, in relay
+    /// order and in batches (one crossing into JS per batch), as they arrive (no polling), until
+    /// the returned subscription is closed. Items stay in the keystore inbox until `ack(seq)`,
+    /// so a crash loses none.
+    #[napi(ts_args_type = "afterSeq: number, onItems: (items: ChannelMessage[]) => void")]
+    pub fn subscribe(&self, after_seq: i64, on_items: Function<Vec<ChannelMessage>, ()>) -> napi::Result<Subscription> {
+        let tsfn = on_items.build_threadsafe_function().callee_handled::<false>().build()?;
         let (inner, name) = (self.inner.clone(), self.name.clone());
         let sub = Subscription::new();
         let stop = sub.stop.clone();
         let mut after = after_seq.max(0) as u64;
-        // At most WINDOW items handed to JS and not yet run: bursts reach the event loop in
-        // small slices, so it stays responsive however fast messages arrive.
-        const WINDOW: usize = 16;
+        // At most WINDOW batches handed to JS and not yet run: bursts reach the event loop in
+        // slices, so it stays responsive however fast messages arrive.
+        const WINDOW: usize = 2;
+        const BATCH: u32 = 64;
         let credit = Arc::new((std::sync::atomic::AtomicUsize::new(0), tokio::sync::Notify::new()));
         napi::bindgen_prelude::spawn(async move {
             loop {
@@ -424,14 +426,17 @@ impl ClientChannel {
                 }
                 tokio::select! {
                     _ = stop.notified() => break,
-                    ev = inner.next_event(&name, after, None) => match ev {
-                        Ok(Some(ev)) => {
-                            after = match &ev {
-                                ChannelEvent::Message { seq, .. } | ChannelEvent::Commit { seq, .. } => *seq,
-                            };
+                    evs = inner.next_events(&name, after, BATCH, None) => match evs {
+                        Ok(evs) if !evs.is_empty() => {
+                            if let Some(last) = evs.last() {
+                                after = match last {
+                                    ChannelEvent::Message { seq, .. } | ChannelEvent::Commit { seq, .. } => *seq,
+                                };
+                            }
                             credit.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                             let c = credit.clone();
-                            let status = tsfn.call_with_return_value(to_js(ev), ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
+                            let items: Vec<ChannelMessage> = evs.into_iter().map(to_js).collect();
+                            let status = tsfn.call_with_return_value(items, ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
                                 c.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                                 c.1.notify_one();
                                 Ok(())
