@@ -5,14 +5,15 @@ import { existsSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { createRequire } from 'node:module'
+
+const binaries = createRequire(import.meta.url)('../../lib/binaries.js')
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 
-/** Path of the relay binary built by `cargo build --release -p skytale-relay`. */
+/** Path of the relay binary (lib/binaries.js: SKYTALE_RELAY_BIN, npm/relay-<platform>/ after `npm run build`, cargo target dirs). */
 export function relayBinary() {
-  if (process.env.SKYTALE_RELAY_BIN) return process.env.SKYTALE_RELAY_BIN
-  const targetDir = process.env.CARGO_TARGET_DIR ? resolve(REPO, process.env.CARGO_TARGET_DIR) : join(REPO, 'target')
-  const bin = join(targetDir, 'release', 'skytale-relay')
+  const bin = binaries.relayBinary()
   if (!existsSync(bin)) throw new Error(`relay binary not found at ${bin}: run npm run build`)
   return bin
 }
