@@ -247,8 +247,14 @@ const API_CODES = {
   rate_limited: 'SKYTALE_RATE_LIMITED',
 }
 
+/**
+ * @param {any} cfg @param {string} method @param {string} route
+ * @param {{ body?: unknown, auth?: boolean }} [options]
+ * @returns {Promise<any>}
+ */
 async function api(cfg, method, route, { body, auth = true } = {}) {
   const { toSkytaleError } = sdkErrors()
+  /** @type {Record<string, string>} */
   const headers = {}
   if (auth) {
     if (!cfg.apiKey) throw toSkytaleError({ code: 'SKYTALE_AUTH_KEY_INVALID', message: 'no API key: set SKYTALE_API_KEY (or --api-key)' })
@@ -479,7 +485,7 @@ async function runServer(what, candidates, command, args, hint) {
   const { spawn } = require('node:child_process')
   const [cmd, cmdArgs] = command(found.path)
   const child = spawn(cmd, [...cmdArgs, ...args.filter((a, i) => !(a === '--' && i === 0))], { stdio: 'inherit' })
-  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => { try { child.kill(sig) } catch {} })
+  for (const sig of /** @type {const} */ (['SIGINT', 'SIGTERM'])) process.on(sig, () => { try { child.kill(sig) } catch {} })
   await new Promise((resolve, reject) => {
     child.once('error', (e) => reject(cliError(`${what} could not be started: ${e.message}`, 'SKYTALE_INTERNAL')))
     child.once('exit', (code, signal) => { process.exitCode = code ?? (signal ? 1 : 0); resolve(undefined) })
@@ -656,7 +662,7 @@ async function main(argv) {
   } catch (e) {
     throw cliError(`${e.message.replace(/\. To specify a positional.*$/s, '')} (see skytale ${command} --help)`)
   }
-  if (parsed.values.help) { say(commandHelp(command)); return }
+  if (/** @type {any} */ (parsed.values).help) { say(commandHelp(command)); return }
   const [min, max] = Array.isArray(spec.positionals) ? spec.positionals : [spec.positionals, spec.positionals]
   if (parsed.positionals.length < min || parsed.positionals.length > max) {
     throw cliError(`usage: ${spec.usage}`)

@@ -117,7 +117,7 @@ function spawnAndWait({ cmd, args, env, name, pattern, logStream, quiet, timeout
       // Let the last lines of output arrive before reporting them.
       setTimeout(() => {
         const err = devError('SKYTALE_DEV_STACK', `${name} exited during start (${code ?? signal}):\n  ${tail.join('\n  ')}`)
-        err.tail = tail.slice()
+        Object.assign(err, { tail: tail.slice() })
         reject(err)
       }, 50)
     })
@@ -140,7 +140,12 @@ async function stopChild(proc, timeoutMs) {
   }
 }
 
+/**
+ * @param {string} apiUrl @param {string} method @param {string} route
+ * @param {{ apiKey?: string, body?: unknown }} [options]
+ */
 async function api(apiUrl, method, route, { apiKey, body } = {}) {
+  /** @type {Record<string, string>} */
   const headers = {}
   if (apiKey) headers.authorization = `Bearer ${apiKey}`
   if (body !== undefined) headers['content-type'] = 'application/json'
@@ -224,7 +229,9 @@ async function startDevStack(options = {}) {
     api: fs.createWriteStream(path.join(root, 'logs', 'api.log'), { flags: 'a', mode: 0o600 }),
     relay: fs.createWriteStream(path.join(root, 'logs', 'relay.log'), { flags: 'a', mode: 0o600 }),
   }
+  /** @type {any} */
   let apiProc = null
+  /** @type {any} */
   let relayProc = null
   let stopping = null
 

@@ -167,6 +167,8 @@ class SkytaleChannelManager extends EventEmitter {
    * Joins a channel with an invite token, whether or not a member is online. Rejects with a
    * ChannelError: `SKYTALE_INVITE_INVALID`, `SKYTALE_INVITE_EXPIRED`, `SKYTALE_INVITE_USED_UP`,
    * `SKYTALE_INVITE_WRONG_CHANNEL`, `SKYTALE_JOIN_TIMEOUT`; with an AbortError on `signal`.
+   * @param {string} channel @param {string} token
+   * @param {{ timeoutMs?: number, signal?: AbortSignal }} [options]
    */
   async joinWithToken(channel, token, { timeoutMs = 60_000, signal } = {}) {
     await this.ready()
@@ -207,7 +209,10 @@ class SkytaleChannelManager extends EventEmitter {
     return texts
   }
 
-  /** Async iterator over a channel's messages ({sender, text, data, seq, epoch}); ends on `signal`. */
+  /**
+   * Async iterator over a channel's messages ({sender, text, data, seq, epoch}); ends on `signal`.
+   * @param {string} channel @param {{ signal?: AbortSignal }} [options]
+   */
   async *messages(channel, { signal } = {}) {
     await this.ready()
     for await (const m of this.#channel(channel).messages({ signal, pollMs: 500 })) {
