@@ -193,7 +193,7 @@ try {
   if (dev && dev.exitCode === null) {
     const exited = new Promise((r) => dev.once('exit', r))
     try { process.kill(process.platform === 'win32' ? dev.pid : -dev.pid, 'SIGTERM') } catch {}
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))])
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000).unref())])
   }
   if (process.env.SKYTALE_PACK_KEEP) log(`kept ${work}`)
   else rmSync(work, { recursive: true, force: true })
