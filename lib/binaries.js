@@ -90,7 +90,8 @@ function dedupe(list) {
 function relayCandidates() {
   /** @type {{ path: string, source: string }[]} */
   const out = []
-  if (process.env.SKYTALE_RELAY_BIN) out.push({ path: path.resolve(process.env.SKYTALE_RELAY_BIN), source: 'SKYTALE_RELAY_BIN' })
+  // An explicit override is the only candidate: never fall back silently from it.
+  if (process.env.SKYTALE_RELAY_BIN) return [{ path: path.resolve(process.env.SKYTALE_RELAY_BIN), source: 'SKYTALE_RELAY_BIN' }]
   const plat = currentPlatform()
   if (plat) {
     const pkgJson = tryResolve(`@skytale/relay-${plat}/package.json`)
@@ -116,7 +117,6 @@ function relayCandidates() {
  */
 function relayBinary() {
   const all = relayCandidates()
-  if (process.env.SKYTALE_RELAY_BIN) return all[0].path
   return (all.find((c) => fs.existsSync(c.path)) ?? all[0]).path
 }
 
@@ -127,7 +127,7 @@ function relayBinary() {
 function apiServerCandidates() {
   /** @type {{ path: string, source: string }[]} */
   const out = []
-  if (process.env.SKYTALE_API_SERVER_ENTRY) out.push({ path: path.resolve(process.env.SKYTALE_API_SERVER_ENTRY), source: 'SKYTALE_API_SERVER_ENTRY' })
+  if (process.env.SKYTALE_API_SERVER_ENTRY) return [{ path: path.resolve(process.env.SKYTALE_API_SERVER_ENTRY), source: 'SKYTALE_API_SERVER_ENTRY' }]
   const pkgJson = tryResolve('@skytale/api-server/package.json')
   if (pkgJson) out.push({ path: path.join(path.dirname(pkgJson), 'dist', 'main.js'), source: '@skytale/api-server' })
   out.push({ path: path.join(PKG_ROOT, 'api-server', 'dist', 'main.js'), source: 'repository (npm run build)' })
@@ -141,7 +141,6 @@ function apiServerCandidates() {
  */
 function apiServerEntry() {
   const all = apiServerCandidates()
-  if (process.env.SKYTALE_API_SERVER_ENTRY) return all[0].path
   return (all.find((c) => fs.existsSync(c.path)) ?? all[0]).path
 }
 
