@@ -125,6 +125,8 @@ await expectClass(agent.createChannel('not a channel'), ValidationError, 'SKYTAL
 agent.close()
 await expectClass(Agent.open({ dataDir: dir, identity: 'alice', keystoreKey: new Uint8Array(32).fill(2) }), KeystoreError, 'SKYTALE_KEYSTORE_WRONG_KEY')
 await expectClass(agent.channels(), StateError, 'SKYTALE_INVALID_STATE')
+const addon = process.report.getReport().sharedObjects.filter((f) => f.endsWith('.node'))
+if (addon.length !== 1 || !addon[0].startsWith(require('node:fs').realpathSync(process.cwd()))) throw new Error('the addon must load from the project: ' + addon.join(', '))
 console.log('ok ' + names.length + ' names')
 }`
   writeFileSync(join(project, 'esm.mjs'), `import * as sdk from '@skytale/sdk'\nimport { ${names.join(', ')} } from '@skytale/sdk'\nimport { createRequire } from 'node:module'\nconst require = createRequire(import.meta.url)\nif (Agent !== sdk.Agent || require('@skytale/sdk').Agent !== Agent) throw new Error('ESM and CJS must share one Agent')\n${body('sdk')}`)
