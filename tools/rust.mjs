@@ -18,7 +18,7 @@
 // passes the same triple so that nothing is compiled twice (without `--target`, cargo uses
 // target/release/ and rebuilds the whole dependency graph).
 import { spawnSync } from 'node:child_process'
-import { copyFileSync, chmodSync, existsSync, mkdirSync } from 'node:fs'
+import { copyFileSync, chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -41,6 +41,17 @@ function hostTriple() {
   return m[1]
 }
 
+/** Names that index.d.ts declares more than once. */
+function duplicateDeclarations() {
+  const seen = new Set()
+  const dup = new Set()
+  for (const m of readFileSync(join(REPO, 'index.d.ts'), 'utf8').matchAll(/^export declare (?:class|function|const|enum) (\w+)/gm)) {
+    if (seen.has(m[1])) dup.add(m[1])
+    seen.add(m[1])
+  }
+  return [...dup]
+}
+
 function targetDir() {
   return process.env.CARGO_TARGET_DIR ? resolve(REPO, process.env.CARGO_TARGET_DIR) : join(REPO, 'target')
 }
@@ -59,12 +70,22 @@ target ??= hostTriple()
 if (command === 'build') {
   const napi = join(REPO, 'node_modules', '.bin', process.platform === 'win32' ? 'napi.cmd' : 'napi')
   const scope = dist ? ['-p', 'skytale-node', '-p', 'skytale-relay'] : ['--workspace', '--all-targets']
-  run(napi, [
+  const napiBuild = (/** @type {string[]} */ more) => run(napi, [
     'build', '--platform', '--release', '--target', target,
     '--manifest-path', 'crates/skytale-node/Cargo.toml',
     '--output-dir', '.', '--js', 'index.js', '--dts', 'index.d.ts',
-    ...extra, '--', ...scope,
+    ...more, ...extra, '--', ...scope,
   ])
+  napiBuild([])
+  // napi's type-def cache is appended to whenever skytale-node compiles; when something else
+  // compiled it in between (a cargo command on the same target dir), the cache holds every
+  // declaration twice. Then build again without the cache (forces a fresh skytale-node compile).
+  if (duplicateDeclarations().length) {
+    process.stderr.write(`index.d.ts declares ${duplicateDeclarations().join(', ')} twice (stale napi type-def cache): rebuilding without it\n`)
+    napiBuild(['--no-dts-cache'])
+    const again = duplicateDeclarations()
+    if (again.length) throw new Error(`index.d.ts still declares ${again.join(', ')} twice`)
+  }
   const info = TARGETS[target]
   const exe = target.includes('windows') ? 'skytale-relay.exe' : 'skytale-relay'
   const built = join(targetDir(), target, 'release', exe)
