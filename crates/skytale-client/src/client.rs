@@ -161,6 +161,16 @@ enum FollowUp {
     Remove { channel: String, identity: String },
     /// Re-upload the sealed GroupInfo of this channel's live invites (the epoch changed).
     RefreshInvites { channel: String },
+    /// Rotate this agent's leaf if its last self-update is older than [`SELF_UPDATE_INTERVAL`]
+    /// (adds are committed without an update path; this restores post-compromise security).
+    SelfUpdate { channel: String },
+}
+
+/// How old this agent's last key update in a channel may get before an add triggers a rotation.
+pub const SELF_UPDATE_INTERVAL: Duration = Duration::from_secs(600);
+
+fn self_update_key(channel: &str) -> String {
+    format!("self-update/{channel}")
 }
 
 /// Plaintext envelope of channel messages sent by a [`Client`]: user data or a control message.
@@ -273,6 +283,16 @@ impl Client {
         self.shared.events.subscribe()
     }
 
+    /// Resolves once the client is closed (by [`Client::close`] or after giving up reconnecting).
+    pub async fn closed(&self) {
+        let mut rx = self.shared.closed.subscribe();
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Whether the client currently has an authenticated relay connection.
     pub fn is_connected(&self) -> bool {
         self.shared.conn.borrow().is_some()
@@ -298,6 +318,7 @@ impl Client {
         }
         self.shared.slot(name);
         self.shared.note_membership(name);
+        self.shared.mark_self_updated(name);
         conn.subscribe(name, 0).await?;
         Ok(())
     }
@@ -312,7 +333,7 @@ impl Client {
         self.shared.agent.verify_key_package(channel, &kp, identity, now_secs())?;
         let recipients = vec![identity.to_string()];
         self.shared
-            .commit_op(channel, Some(recipients), move |agent, name| agent.add_members(name, &[kp.clone()], CommitMode::Stage))
+            .commit_op(channel, Some(recipients), move |agent, name| agent.add_members(name, std::slice::from_ref(&kp), CommitMode::Stage))
             .await
     }
 
@@ -461,6 +482,7 @@ impl Client {
                     let _ = agent.set_last_seq(&name, ack.seq);
                     let _ = agent.set_relay_epoch(&name, ack.epoch);
                     self.shared.note_membership(&name);
+                    self.shared.mark_self_updated(&name);
                     drop(guard);
                     conn.subscribe(&name, ack.seq).await?;
                     self.remember_invite(&invite)?;
@@ -801,6 +823,26 @@ impl Shared {
         }
     }
 
+    /// Records that this agent's leaf in `channel` was just refreshed (created, joined, rotated).
+    fn mark_self_updated(&self, channel: &str) {
+        if let Err(e) = self.agent.kv_put(&self_update_key(channel), &now_secs().to_be_bytes()) {
+            tracing::debug!(code = e.code(), "recording the self-update time failed");
+        }
+    }
+
+    /// Whether this agent's leaf in `channel` is older than [`SELF_UPDATE_INTERVAL`].
+    fn self_update_due(&self, channel: &str) -> bool {
+        let last = self
+            .agent
+            .kv_get(&self_update_key(channel))
+            .ok()
+            .flatten()
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        now_secs().saturating_sub(last) >= SELF_UPDATE_INTERVAL.as_secs()
+    }
+
     fn slot(&self, channel: &str) -> Arc<ChannelSlot> {
         let mut map = match self.channels.lock() {
             Ok(m) => m,
@@ -993,6 +1035,7 @@ impl Shared {
                 }
                 self.slot(&name);
                 self.note_membership(&name);
+                self.mark_self_updated(&name);
                 if let Err(e) = conn.subscribe(&name, w.commit_seq).await {
                     self.emit_error(Some(&name), e.code(), format!("subscribe after join: {e}"));
                 }
@@ -1039,6 +1082,12 @@ impl Shared {
                     Ok(ack) => {
                         self.agent.merge_pending_commit(channel)?;
                         self.agent.set_relay_epoch(channel, ack.epoch)?;
+                        if out.added.is_empty() {
+                            // Removes and rotations carry an update path: our leaf is fresh.
+                            self.mark_self_updated(channel);
+                        } else {
+                            self.schedule(FollowUp::SelfUpdate { channel: channel.to_string() });
+                        }
                         let _ = self.agent.kv_delete(&pending_commit_key(channel));
                         self.schedule(FollowUp::RefreshInvites { channel: channel.to_string() });
                         if !out.added.is_empty() || !out.removed.is_empty() {
@@ -1216,7 +1265,7 @@ async fn followup_loop(shared: Arc<Shared>) {
                 let kp = key_package.clone();
                 let res = shared
                     .commit_op(&channel, Some(vec![joiner.clone()]), move |agent, name| {
-                        agent.add_members(name, &[kp.clone()], CommitMode::Stage)
+                        agent.add_members(name, std::slice::from_ref(&kp), CommitMode::Stage)
                     })
                     .await;
                 match res {
@@ -1236,6 +1285,14 @@ async fn followup_loop(shared: Arc<Shared>) {
                         if !matches!(e.code(), "SKYTALE_MEMBER_NOT_FOUND" | "SKYTALE_NOT_A_MEMBER") {
                             shared.emit_error(Some(&channel), e.code(), format!("removing {identity}: {e}"));
                         }
+                    }
+                }
+            }
+            FollowUp::SelfUpdate { channel } => {
+                if shared.agent.is_member(&channel).unwrap_or(false) && shared.self_update_due(&channel) {
+                    let res = shared.commit_op(&channel, None, |agent, name| agent.rotate_key(name, CommitMode::Stage)).await;
+                    if let Err(e) = res {
+                        shared.emit_error(Some(&channel), e.code(), format!("scheduled key update: {e}"));
                     }
                 }
             }

@@ -294,9 +294,13 @@ impl Client {
         let mut rx = self.inner.events();
         let sub = Subscription::new();
         let stop = sub.stop.clone();
+        let client = self.inner.clone();
         napi::bindgen_prelude::spawn(async move {
+            let closed = client.closed();
+            tokio::pin!(closed);
             loop {
                 tokio::select! {
+                    biased;
                     _ = stop.notified() => break,
                     r = rx.recv() => match r {
                         Ok(ev) => {
@@ -306,7 +310,9 @@ impl Client {
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(_) => break,
-                    }
+                    },
+                    // Queued events (e.g. the last error) are delivered first (biased).
+                    _ = &mut closed => break,
                 }
             }
         });

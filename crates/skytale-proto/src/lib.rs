@@ -144,6 +144,7 @@
 
 #![deny(missing_docs)]
 
+pub mod codes;
 pub mod codec;
 #[cfg(feature = "conn")]
 pub mod conn;
