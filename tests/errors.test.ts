@@ -120,7 +120,9 @@ describe('real rejections are SkytaleError subclasses', () => {
       const client = await Client.connect({ agent, apiUrl: api.url, apiKey, relay: relay.address })
       expect(client).toBeInstanceOf(Client)
       expectError(await rejection(() => client.createChannel('other/x/y')), 'AuthError', 'SKYTALE_FORBIDDEN_CHANNEL')
-      expectError(await rejection(() => client.channel('acme/x/none')), 'ChannelError', 'SKYTALE_CHANNEL_NOT_FOUND')
+      // client.channel() never touches the keystore on the JS thread: a missing channel fails on use.
+      expectError(await rejection(() => client.channel('acme/x/none').members()), 'ChannelError', 'SKYTALE_CHANNEL_NOT_FOUND')
+      expectError(await rejection(() => client.channel('not a channel')), 'ValidationError', 'SKYTALE_INVALID_CHANNEL_NAME')
       expectError(await rejection(() => client.joinWithToken('acme/x/y', 'skt_inv_garbage', 1000)), 'ChannelError', 'SKYTALE_INVITE_INVALID')
       const ch = await client.createChannel('acme/x/y')
       expect(ch).toBeInstanceOf(sdk.ClientChannel)
