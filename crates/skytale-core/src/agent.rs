@@ -617,7 +617,8 @@ impl Agent {
             let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
             ensure_ready(name, group)?;
             let provider = Provider::new(crypto, conn);
-            let msg = group.create_message(&provider, signer, plaintext).map_err(|e| me::create_message_error(name, e))?;
+            let padded = crate::envelope::pad(plaintext)?;
+            let msg = group.create_message(&provider, signer, &padded).map_err(|e| me::create_message_error(name, e))?;
             serialize(&msg)
         })
     }
@@ -731,7 +732,7 @@ fn apply_processed(
             let authenticated_data = processed.aad().to_vec();
             match processed.into_content() {
                 ProcessedMessageContent::ApplicationMessage(app) => {
-                    Ok(Incoming::Message { sender, data: app.into_bytes(), epoch })
+                    Ok(Incoming::Message { sender, data: crate::envelope::unpad(app.into_bytes())?, epoch })
                 }
                 ProcessedMessageContent::ProposalMessage(proposal) => {
                     let kind = match proposal.proposal() {

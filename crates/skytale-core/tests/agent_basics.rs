@@ -208,3 +208,28 @@ fn a_batch_commits_good_items_and_records_bad_ones_as_skipped() {
     let back = bob.encrypt(ch, b"ack").unwrap();
     assert!(matches!(alice.process_incoming(ch, &back).unwrap(), skytale_core::Incoming::Message { .. }));
 }
+
+#[test]
+fn ciphertext_sizes_reveal_a_bucket_not_a_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeystoreSecret::Key(SecretKey32::from_bytes([4; 32]));
+    let alice = Agent::open(AgentOptions { data_dir: &dir.path().join("a"), identity: "alice", secret: &key }).unwrap();
+    let bob = Agent::open(AgentOptions { data_dir: &dir.path().join("b"), identity: "bob", secret: &key }).unwrap();
+    let ch = "acme/team/pad";
+    alice.create_channel(ch).unwrap();
+    let out = alice.add_members(ch, &bob.generate_key_packages(1).unwrap(), CommitMode::Merge).unwrap();
+    bob.join_channel(out.welcome.as_ref().unwrap()).unwrap();
+    let mut sizes = std::collections::BTreeSet::new();
+    for n in 0..240usize {
+        let msg = vec![b'x'; n];
+        let wire = alice.encrypt(ch, &msg).unwrap();
+        sizes.insert(wire.len());
+        match bob.process_incoming(ch, &wire).unwrap() {
+            Incoming::Message { data, .. } => assert_eq!(data, msg),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(sizes.len(), 1, "every message up to 240 B has the same ciphertext size: {sizes:?}");
+    let big = alice.encrypt(ch, &[b'y'; 300]).unwrap();
+    assert!(big.len() > *sizes.iter().next().unwrap());
+}

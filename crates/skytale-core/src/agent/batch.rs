@@ -55,7 +55,9 @@ impl Agent {
             let provider = Provider::new(crypto, conn);
             let mut out = Vec::with_capacity(plaintexts.len());
             for p in plaintexts {
-                let msg = group.create_message(&provider, signer, p).map_err(|e| me::create_message_error(name, e))?;
+                let padded = crate::envelope::pad(p)?;
+                let msg =
+                    group.create_message(&provider, signer, &padded).map_err(|e| me::create_message_error(name, e))?;
                 out.push(serialize(&msg)?);
             }
             Ok(out)
