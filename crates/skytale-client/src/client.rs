@@ -333,7 +333,9 @@ impl Client {
         self.shared.agent.verify_key_package(channel, &kp, identity, now_secs())?;
         let recipients = vec![identity.to_string()];
         self.shared
-            .commit_op(channel, Some(recipients), move |agent, name| agent.add_members(name, std::slice::from_ref(&kp), CommitMode::Stage))
+            .commit_op(channel, Some(recipients), move |agent, name| {
+                agent.add_members(name, std::slice::from_ref(&kp), CommitMode::Stage)
+            })
             .await
     }
 
@@ -358,7 +360,11 @@ impl Client {
 
     /// Queues `data` for `channel` at once (so sends keep the order of the calls) and returns
     /// a future that resolves with the relay sequence number once the relay has archived it.
-    pub fn send_queued(&self, channel: &str, data: &[u8]) -> Result<impl std::future::Future<Output = Result<u64>> + Send + 'static> {
+    pub fn send_queued(
+        &self,
+        channel: &str,
+        data: &[u8],
+    ) -> Result<impl std::future::Future<Output = Result<u64>> + Send + 'static> {
         let mut framed = Vec::with_capacity(data.len() + 1);
         framed.push(ENVELOPE_DATA);
         framed.extend_from_slice(data);
@@ -394,11 +400,13 @@ impl Client {
         .await?;
         let token = invite.encode();
         let stored = StoredInvite { token: token.to_string(), max_uses, expires_at };
-        let json = Zeroizing::new(serde_json::to_vec(&stored).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
+        let json =
+            Zeroizing::new(serde_json::to_vec(&stored).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
         agent.kv_put(&invite_key(channel, &invite.id_hex()), &json)?;
         let control = Control::Invite { token: token.to_string(), max_uses, expires_at };
         let mut framed = Zeroizing::new(vec![ENVELOPE_CONTROL]);
-        framed.extend_from_slice(&serde_json::to_vec(&control).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
+        framed
+            .extend_from_slice(&serde_json::to_vec(&control).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
         self.shared.enqueue(channel, framed.to_vec()).await?;
         Ok(token)
     }
@@ -439,7 +447,10 @@ impl Client {
                 return self.remember_invite(&invite);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(ClientError::Invite { code: "SKYTALE_JOIN_TIMEOUT", message: format!("not admitted to {channel} in time") });
+                return Err(ClientError::Invite {
+                    code: "SKYTALE_JOIN_TIMEOUT",
+                    message: format!("not admitted to {channel} in time"),
+                });
             }
             let conn = self.shared.live_conn().await?;
             let info = conn.fetch_invite(channel, &invite.id_hex(), invite.relay_auth()).await?;
@@ -465,7 +476,14 @@ impl Client {
                 let _ = agent.forget_channel(&name);
                 drop(guard);
                 attempt += 1;
-                if self.wait_joined(channel, &mut events, tokio::time::Instant::now() + Duration::from_millis(200 * attempt.min(10))).await? {
+                if self
+                    .wait_joined(
+                        channel,
+                        &mut events,
+                        tokio::time::Instant::now() + Duration::from_millis(200 * attempt.min(10)),
+                    )
+                    .await?
+                {
                     return self.remember_invite(&invite);
                 }
                 continue;
@@ -512,7 +530,8 @@ impl Client {
         let conn = self.shared.live_conn().await?;
         let (name, out) = agent.join_by_external_commit(group_info, b"")?;
         let epoch = conn.channel_state(&name).await.map(|i| i.epoch).unwrap_or(out.from_epoch);
-        let msg = Commit { channel: name.clone(), client_msg_id: random_id(), epoch, payload: out.commit, welcome: None };
+        let msg =
+            Commit { channel: name.clone(), client_msg_id: random_id(), epoch, payload: out.commit, welcome: None };
         match conn.commit(msg).await {
             Ok(ack) => {
                 let _ = agent.set_last_seq(&name, ack.seq);
@@ -534,7 +553,9 @@ impl Client {
         let agent = &self.shared.agent;
         if agent.is_member(channel)? {
             let mut framed = vec![ENVELOPE_CONTROL];
-            framed.extend_from_slice(&serde_json::to_vec(&Control::Leave).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
+            framed.extend_from_slice(
+                &serde_json::to_vec(&Control::Leave).map_err(|e| ClientError::InvalidArgument(e.to_string()))?,
+            );
             self.shared.enqueue(channel, framed).await?;
         }
         if let Ok(conn) = self.shared.live_conn().await {
@@ -559,12 +580,18 @@ impl Client {
     fn remember_invite(&self, invite: &InviteToken) -> Result<()> {
         // The joiner keeps the invite too, so it can refresh the sealed GroupInfo after commits.
         let stored = StoredInvite { token: invite.encode().to_string(), max_uses: 0, expires_at: 0 };
-        let json = Zeroizing::new(serde_json::to_vec(&stored).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
+        let json =
+            Zeroizing::new(serde_json::to_vec(&stored).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
         self.shared.agent.kv_put(&invite_key(&invite.channel, &invite.id_hex()), &json)?;
         Ok(())
     }
 
-    async fn wait_joined(&self, channel: &str, events: &mut broadcast::Receiver<ClientEvent>, until: tokio::time::Instant) -> Result<bool> {
+    async fn wait_joined(
+        &self,
+        channel: &str,
+        events: &mut broadcast::Receiver<ClientEvent>,
+        until: tokio::time::Instant,
+    ) -> Result<bool> {
         loop {
             if self.shared.agent.has_channel(channel)? && self.shared.agent.is_member(channel)? {
                 return Ok(true);
@@ -581,7 +608,12 @@ impl Client {
     /// `timeout` (`None` = forever). Returns `Ok(None)` on timeout or when the client closes.
     /// Events stay in the keystore inbox until [`Client::ack_events`]: an event that was
     /// returned but not acknowledged (the app crashed) is returned again after a restart.
-    pub async fn next_event(&self, channel: &str, after_seq: u64, timeout: Option<Duration>) -> Result<Option<ChannelEvent>> {
+    pub async fn next_event(
+        &self,
+        channel: &str,
+        after_seq: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Option<ChannelEvent>> {
         Ok(self.next_events(channel, after_seq, 1, timeout).await?.into_iter().next())
     }
 
@@ -777,7 +809,11 @@ impl Shared {
             Ok(Control::Leave) => {
                 self.schedule(FollowUp::Remove { channel: channel.to_string(), identity: sender.to_string() })
             }
-            Err(_) => self.emit_error(Some(channel), "SKYTALE_INVALID_MESSAGE", format!("unreadable control message from {sender}")),
+            Err(_) => self.emit_error(
+                Some(channel),
+                "SKYTALE_INVALID_MESSAGE",
+                format!("unreadable control message from {sender}"),
+            ),
         }
     }
 
@@ -943,7 +979,12 @@ impl Shared {
             }
             Ok(Incoming::Commit { external, authenticated_data, sender, self_removed, added, removed, .. }) => {
                 if !added.is_empty() || !removed.is_empty() {
-                    self.emit(ClientEvent::MembersChanged { channel: d.channel.clone(), added, removed, by: sender.clone() });
+                    self.emit(ClientEvent::MembersChanged {
+                        channel: d.channel.clone(),
+                        added,
+                        removed,
+                        by: sender.clone(),
+                    });
                 }
                 if external {
                     let from_epoch = d.epoch;
@@ -978,7 +1019,11 @@ impl Shared {
                 // rejected commit still consumed its relay slot: every member skips it alike.
                 if e.code() != "SKYTALE_REPLAY" {
                     let what = if d.kind == Kind::Commit as i32 { "commit" } else { "item" };
-                    self.emit_error(Some(&d.channel), e.code(), format!("{what} {} from {} refused: {e}", d.seq, d.sender));
+                    self.emit_error(
+                        Some(&d.channel),
+                        e.code(),
+                        format!("{what} {} from {} refused: {e}", d.seq, d.sender),
+                    );
                 }
             }
         }
@@ -1027,8 +1072,8 @@ impl Shared {
     }
 
     async fn handle_welcome(&self, conn: &RelayConnection, w: Welcome) {
-        match self.agent.join_channel(&w.payload) {
-            Ok(name) => {
+        match self.agent.join_channel_from(&w.payload) {
+            Ok((name, adder)) => {
                 let _ = self.agent.set_last_seq(&name, w.commit_seq);
                 if w.commit_epoch > 0 {
                     let _ = self.agent.set_relay_epoch(&name, w.commit_epoch);
@@ -1039,9 +1084,21 @@ impl Shared {
                 if let Err(e) = conn.subscribe(&name, w.commit_seq).await {
                     self.emit_error(Some(&name), e.code(), format!("subscribe after join: {e}"));
                 }
-                self.emit(ClientEvent::Joined { channel: name, by: w.sender.clone() });
+                // Who added us, as MLS authenticates it (the relay's sender field is not trusted).
+                self.emit(ClientEvent::Joined { channel: name, by: adder });
             }
-            Err(CoreError::ChannelExists(_)) => {}
+            Err(CoreError::ChannelExists(name)) => {
+                // A Welcome we already joined from (redelivered after a crash) is fine; any other
+                // Welcome into a name we hold is a look-alike group: refused, and said so.
+                let redelivered = self.agent.last_seq(&name).map(|s| s >= w.commit_seq).unwrap_or(false);
+                if !redelivered {
+                    self.emit_error(
+                        Some(&name),
+                        "SKYTALE_CHANNEL_EXISTS",
+                        format!("refused a Welcome into {name}: this agent is already in a channel of that name"),
+                    );
+                }
+            }
             Err(e) => self.emit_error(Some(&w.channel), e.code(), format!("welcome from {}: {e}", w.sender)),
         }
         if let Err(e) = conn.ack_welcome(w.welcome_id).await {
@@ -1216,7 +1273,10 @@ impl Shared {
             let slot = self.slot(channel);
             let _guard = slot.lock.lock().await;
             let plaintexts: Vec<&[u8]> = batch[start..end].iter().map(|i| i.data.as_slice()).collect();
-            match self.send_epoch(channel).and_then(|epoch| Ok((epoch, self.agent.encrypt_batch(channel, &plaintexts)?))) {
+            match self
+                .send_epoch(channel)
+                .and_then(|epoch| Ok((epoch, self.agent.encrypt_batch(channel, &plaintexts)?)))
+            {
                 Ok((epoch, wires)) => prepared.extend(wires.into_iter().map(|w| Some((epoch, w)))),
                 // Settle these one by one: the careful path reports each item's own error.
                 Err(_) => prepared.extend((start..end).map(|_| None)),
@@ -1270,7 +1330,11 @@ async fn followup_loop(shared: Arc<Shared>) {
                     .await;
                 match res {
                     Ok(_) => tracing::debug!(channel, "admitted a joiner"),
-                    Err(e) if matches!(e.code(), "SKYTALE_INVALID_ARGUMENT" | "SKYTALE_KEY_PACKAGE_USED" | "SKYTALE_NOT_A_MEMBER") => {}
+                    Err(e)
+                        if matches!(
+                            e.code(),
+                            "SKYTALE_INVALID_ARGUMENT" | "SKYTALE_KEY_PACKAGE_USED" | "SKYTALE_NOT_A_MEMBER"
+                        ) => {}
                     Err(e) => shared.emit_error(Some(&channel), e.code(), format!("admitting {joiner}: {e}")),
                 }
             }
@@ -1279,7 +1343,9 @@ async fn followup_loop(shared: Arc<Shared>) {
                 let still = shared.agent.members(&channel).map(|m| m.contains(&identity)).unwrap_or(false);
                 if still {
                     let res = shared
-                        .commit_op(&channel, None, move |agent, name| agent.remove_members(name, &ids, CommitMode::Stage))
+                        .commit_op(&channel, None, move |agent, name| {
+                            agent.remove_members(name, &ids, CommitMode::Stage)
+                        })
                         .await;
                     if let Err(e) = res {
                         if !matches!(e.code(), "SKYTALE_MEMBER_NOT_FOUND" | "SKYTALE_NOT_A_MEMBER") {
@@ -1290,7 +1356,8 @@ async fn followup_loop(shared: Arc<Shared>) {
             }
             FollowUp::SelfUpdate { channel } => {
                 if shared.agent.is_member(&channel).unwrap_or(false) && shared.self_update_due(&channel) {
-                    let res = shared.commit_op(&channel, None, |agent, name| agent.rotate_key(name, CommitMode::Stage)).await;
+                    let res =
+                        shared.commit_op(&channel, None, |agent, name| agent.rotate_key(name, CommitMode::Stage)).await;
                     if let Err(e) = res {
                         shared.emit_error(Some(&channel), e.code(), format!("scheduled key update: {e}"));
                     }
@@ -1425,7 +1492,8 @@ async fn connection_loop(shared: Arc<Shared>, first: oneshot::Sender<Result<()>>
                     let _ = f.send(Ok(()));
                 }
                 let heartbeat = tokio::spawn(heartbeat(conn.clone()));
-                let refresh_in = Duration::from_secs(expires_at.saturating_sub(now_secs())).saturating_sub(REFRESH_MARGIN);
+                let refresh_in =
+                    Duration::from_secs(expires_at.saturating_sub(now_secs())).saturating_sub(REFRESH_MARGIN);
                 let mut refresh = Box::pin(tokio::time::sleep(refresh_in.max(Duration::from_secs(5))));
                 loop {
                     tokio::select! {

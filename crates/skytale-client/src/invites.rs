@@ -44,7 +44,10 @@ pub struct InviteToken {
 
 impl std::fmt::Debug for InviteToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InviteToken").field("id", &self.id_hex()).field("channel", &self.channel).finish_non_exhaustive()
+        f.debug_struct("InviteToken")
+            .field("id", &self.id_hex())
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
     }
 }
 
@@ -228,7 +231,10 @@ mod tests {
         let enc = t.encode();
         assert!(enc.starts_with(TOKEN_PREFIX));
         let p = InviteToken::parse(&enc).unwrap();
-        assert_eq!((p.id, *p.secret, p.channel.as_str(), p.relay.as_str()), (t.id, *t.secret, "acme/support/routing", "iroh://abc@127.0.0.1:1"));
+        assert_eq!(
+            (p.id, *p.secret, p.channel.as_str(), p.relay.as_str()),
+            (t.id, *t.secret, "acme/support/routing", "iroh://abc@127.0.0.1:1")
+        );
         assert_eq!(p.relay_auth(), t.relay_auth());
         let sealed = t.seal_join_request("bob", b"kp").unwrap();
         assert_eq!(p.open_join_request("bob", &sealed).unwrap(), b"kp");

@@ -56,7 +56,11 @@ mod tests {
             let msg = vec![7u8; n];
             let p = pad(&msg).unwrap();
             assert!(p.len() >= n + HEADER);
-            assert!([256, 1024, 4096, 16384, 32768].contains(&p.len()) || p.len() % 32768 == 0 || p.len() == MAX_PADDED.max(n + HEADER));
+            assert!(
+                [256, 1024, 4096, 16384, 32768].contains(&p.len())
+                    || p.len().is_multiple_of(32768)
+                    || p.len() == MAX_PADDED.max(n + HEADER)
+            );
             assert_eq!(unpad(p).unwrap(), msg);
         }
         assert_eq!(pad(b"a").unwrap().len(), 256);

@@ -43,7 +43,9 @@ fn round_trip_tamper_replay_and_key_package_reuse() {
     assert_eq!(bob.process_incoming(ch, &wire).unwrap_err().code(), "SKYTALE_REPLAY");
     assert_eq!(bob.process_incoming(ch, b"garbage").unwrap_err().code(), "SKYTALE_INVALID_MESSAGE");
     let back = bob.encrypt(ch, b"hello alice").unwrap();
-    assert!(matches!(alice.process_incoming(ch, &back).unwrap(), Incoming::Message { ref data, .. } if data == b"hello alice"));
+    assert!(
+        matches!(alice.process_incoming(ch, &back).unwrap(), Incoming::Message { ref data, .. } if data == b"hello alice")
+    );
 
     // The same key package a second time: refused by the adder, and by the joiner.
     let ch2 = "acme/research/other";
@@ -136,7 +138,10 @@ fn delivered_items_land_in_the_inbox_with_their_seq_atomically() {
     let rot = alice.rotate_key(ch, CommitMode::Merge).unwrap();
     bob.process_delivered(ch, &rot.commit, dl(9)).unwrap();
     let items = bob.inbox(ch, 0, 10).unwrap();
-    assert_eq!(items.iter().map(|i| (i.seq, i.kind.as_str())).collect::<Vec<_>>(), vec![(5, "message"), (7, "message"), (9, "commit")]);
+    assert_eq!(
+        items.iter().map(|i| (i.seq, i.kind.as_str())).collect::<Vec<_>>(),
+        vec![(5, "message"), (7, "message"), (9, "commit")]
+    );
     assert_eq!(items[1].data, b"two");
     bob.inbox_ack(ch, 7).unwrap();
     assert_eq!(bob.inbox(ch, 0, 10).unwrap().len(), 1);
@@ -163,7 +168,9 @@ fn external_commit_join_from_group_info() {
         other => panic!("{other:?}"),
     }
     let w = alice.encrypt(ch, b"hello joiner").unwrap();
-    assert!(matches!(bob.process_incoming(ch, &w).unwrap(), Incoming::Message { ref data, .. } if data == b"hello joiner"));
+    assert!(
+        matches!(bob.process_incoming(ch, &w).unwrap(), Incoming::Message { ref data, .. } if data == b"hello joiner")
+    );
     // A joiner without a valid proof can be removed by any member.
     let rm = alice.remove_members(ch, &["bob".to_string()], CommitMode::Merge).unwrap();
     assert!(matches!(bob.process_incoming(ch, &rm.commit).unwrap(), Incoming::Commit { self_removed: true, .. }));

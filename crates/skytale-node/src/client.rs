@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
-use std::result::Result;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::Status;
 use napi_derive::napi;
 use skytale_client::{ChannelEvent, Client as CoreClient, ClientConfig, ClientError, ClientEvent};
+use std::result::Result;
 use zeroize::Zeroizing;
 
 use crate::agent::Agent;
@@ -134,13 +134,30 @@ pub struct ClientEventInfo {
 
 fn event_to_js(ev: ClientEvent) -> ClientEventInfo {
     match ev {
-        ClientEvent::Connected => ClientEventInfo { kind: "connected".into(), channel: None, code: None, message: None, added: None, removed: None },
-        ClientEvent::Disconnected { code } => {
-            ClientEventInfo { kind: "disconnected".into(), channel: None, code, message: None, added: None, removed: None }
-        }
-        ClientEvent::Joined { channel, by } => {
-            ClientEventInfo { kind: "joined".into(), channel: Some(channel), code: None, message: Some(by), added: None, removed: None }
-        }
+        ClientEvent::Connected => ClientEventInfo {
+            kind: "connected".into(),
+            channel: None,
+            code: None,
+            message: None,
+            added: None,
+            removed: None,
+        },
+        ClientEvent::Disconnected { code } => ClientEventInfo {
+            kind: "disconnected".into(),
+            channel: None,
+            code,
+            message: None,
+            added: None,
+            removed: None,
+        },
+        ClientEvent::Joined { channel, by } => ClientEventInfo {
+            kind: "joined".into(),
+            channel: Some(channel),
+            code: None,
+            message: Some(by),
+            added: None,
+            removed: None,
+        },
         ClientEvent::MembersChanged { channel, added, removed, by } => ClientEventInfo {
             kind: "members".into(),
             channel: Some(channel),
@@ -149,9 +166,14 @@ fn event_to_js(ev: ClientEvent) -> ClientEventInfo {
             added: Some(added),
             removed: Some(removed),
         },
-        ClientEvent::Error { channel, code, message } => {
-            ClientEventInfo { kind: "error".into(), channel, code: Some(code), message: Some(message), added: None, removed: None }
-        }
+        ClientEvent::Error { channel, code, message } => ClientEventInfo {
+            kind: "error".into(),
+            channel,
+            code: Some(code),
+            message: Some(message),
+            added: None,
+            removed: None,
+        },
     }
 }
 
@@ -168,7 +190,11 @@ impl Client {
     /// authenticated and subscribed to all of the agent's channels; rejects fast on a bad key
     /// (`SKYTALE_AUTH_KEY_INVALID`) or an unreachable relay.
     #[napi(ts_return_type = "Promise<Client>")]
-    pub fn connect<'env>(env: &'env Env, agent: &Agent, options: ClientConnectOptions) -> napi::Result<PromiseRaw<'env, Client>> {
+    pub fn connect<'env>(
+        env: &'env Env,
+        agent: &Agent,
+        options: ClientConnectOptions,
+    ) -> napi::Result<PromiseRaw<'env, Client>> {
         let core = agent.core();
         let config = ClientConfig::new(options.api_url, Zeroizing::new(options.api_key), options.relay);
         run(
@@ -188,7 +214,9 @@ impl Client {
     #[napi(ts_return_type = "Promise<ClientChannel>")]
     pub fn create_channel<'env>(&self, env: &'env Env, name: String) -> napi::Result<PromiseRaw<'env, ClientChannel>> {
         let inner = self.inner.clone();
-        run(env, async move { inner.create_channel(&name).await.map(|_| (inner, name)) }, |(inner, name)| ClientChannel { inner, name })
+        run(env, async move { inner.create_channel(&name).await.map(|_| (inner, name)) }, |(inner, name)| {
+            ClientChannel { inner, name }
+        })
     }
 
     /// A handle on a channel this agent is a member of. Throws `SKYTALE_CHANNEL_NOT_FOUND`.
@@ -205,14 +233,24 @@ impl Client {
     /// Adds `identity` to `channel`: claims one of its key packages from the relay, commits
     /// through the relay (retrying on a lost race) and queues the Welcome for it.
     #[napi(ts_return_type = "Promise<CommitResult>")]
-    pub fn add_member<'env>(&self, env: &'env Env, channel: String, identity: String) -> napi::Result<PromiseRaw<'env, CommitResult>> {
+    pub fn add_member<'env>(
+        &self,
+        env: &'env Env,
+        channel: String,
+        identity: String,
+    ) -> napi::Result<PromiseRaw<'env, CommitResult>> {
         let inner = self.inner.clone();
         run(env, async move { inner.add_member(&channel, &identity).await }, CommitResult::from)
     }
 
     /// Removes members of `channel` by identity.
     #[napi(ts_return_type = "Promise<CommitResult>")]
-    pub fn remove_members<'env>(&self, env: &'env Env, channel: String, identities: Vec<String>) -> napi::Result<PromiseRaw<'env, CommitResult>> {
+    pub fn remove_members<'env>(
+        &self,
+        env: &'env Env,
+        channel: String,
+        identities: Vec<String>,
+    ) -> napi::Result<PromiseRaw<'env, CommitResult>> {
         let inner = self.inner.clone();
         run(env, async move { inner.remove_members(&channel, &identities).await }, CommitResult::from)
     }
@@ -226,11 +264,21 @@ impl Client {
 
     /// Waits until this agent has been added to `channel` (rejects with `SKYTALE_TIMEOUT`).
     #[napi(ts_return_type = "Promise<ClientChannel>")]
-    pub fn wait_for_channel<'env>(&self, env: &'env Env, channel: String, timeout_ms: u32) -> napi::Result<PromiseRaw<'env, ClientChannel>> {
+    pub fn wait_for_channel<'env>(
+        &self,
+        env: &'env Env,
+        channel: String,
+        timeout_ms: u32,
+    ) -> napi::Result<PromiseRaw<'env, ClientChannel>> {
         let inner = self.inner.clone();
         run(
             env,
-            async move { inner.wait_for_channel(&channel, Duration::from_millis(timeout_ms as u64)).await.map(|_| (inner, channel)) },
+            async move {
+                inner
+                    .wait_for_channel(&channel, Duration::from_millis(timeout_ms as u64))
+                    .await
+                    .map(|_| (inner, channel))
+            },
             |(inner, name)| ClientChannel { inner, name },
         )
     }
@@ -239,11 +287,22 @@ impl Client {
     /// `ttlSeconds`. Any online member admits the joiner; if none is online the joiner gets in
     /// by an external commit with a proof of the invite secret.
     #[napi(ts_return_type = "Promise<string>")]
-    pub fn create_invite<'env>(&self, env: &'env Env, channel: String, max_uses: u32, ttl_seconds: u32) -> napi::Result<PromiseRaw<'env, String>> {
+    pub fn create_invite<'env>(
+        &self,
+        env: &'env Env,
+        channel: String,
+        max_uses: u32,
+        ttl_seconds: u32,
+    ) -> napi::Result<PromiseRaw<'env, String>> {
         let inner = self.inner.clone();
         run(
             env,
-            async move { inner.create_invite(&channel, max_uses, Duration::from_secs(ttl_seconds as u64)).await.map(|t| t.to_string()) },
+            async move {
+                inner
+                    .create_invite(&channel, max_uses, Duration::from_secs(ttl_seconds as u64))
+                    .await
+                    .map(|t| t.to_string())
+            },
             |t| t,
         )
     }
@@ -252,13 +311,22 @@ impl Client {
     /// `SKYTALE_INVITE_EXPIRED`, `SKYTALE_INVITE_USED_UP`, `SKYTALE_INVITE_WRONG_CHANNEL`, or
     /// `SKYTALE_JOIN_TIMEOUT` after `timeoutMs`.
     #[napi(ts_return_type = "Promise<ClientChannel>")]
-    pub fn join_with_token<'env>(&self, env: &'env Env, channel: String, token: String, timeout_ms: u32) -> napi::Result<PromiseRaw<'env, ClientChannel>> {
+    pub fn join_with_token<'env>(
+        &self,
+        env: &'env Env,
+        channel: String,
+        token: String,
+        timeout_ms: u32,
+    ) -> napi::Result<PromiseRaw<'env, ClientChannel>> {
         let inner = self.inner.clone();
         let token = Zeroizing::new(token);
         run(
             env,
             async move {
-                inner.join_with_token(&channel, &token, Duration::from_millis(timeout_ms as u64)).await.map(|_| (inner, channel))
+                inner
+                    .join_with_token(&channel, &token, Duration::from_millis(timeout_ms as u64))
+                    .await
+                    .map(|_| (inner, channel))
             },
             |(inner, name)| ClientChannel { inner, name },
         )
@@ -267,7 +335,11 @@ impl Client {
     /// Joins by an external commit from a GroupInfo obtained out of band, without an invite
     /// proof: members remove such a joiner when they apply its commit. For tests.
     #[napi(ts_return_type = "Promise<string>")]
-    pub fn join_by_group_info_unchecked<'env>(&self, env: &'env Env, group_info: Uint8Array) -> napi::Result<PromiseRaw<'env, String>> {
+    pub fn join_by_group_info_unchecked<'env>(
+        &self,
+        env: &'env Env,
+        group_info: Uint8Array,
+    ) -> napi::Result<PromiseRaw<'env, String>> {
         let inner = self.inner.clone();
         let gi = group_info.to_vec();
         run(env, async move { inner.join_by_group_info_unchecked(&gi).await }, |n| n)
@@ -322,7 +394,11 @@ impl Client {
     /// The next client-wide event (connected, disconnected, joined, error), or `null` after
     /// `timeoutMs`.
     #[napi(ts_return_type = "Promise<ClientEventInfo | null>")]
-    pub fn next_event<'env>(&self, env: &'env Env, timeout_ms: u32) -> napi::Result<PromiseRaw<'env, Option<ClientEventInfo>>> {
+    pub fn next_event<'env>(
+        &self,
+        env: &'env Env,
+        timeout_ms: u32,
+    ) -> napi::Result<PromiseRaw<'env, Option<ClientEventInfo>>> {
         let events = self.events.clone();
         run(
             env,
@@ -350,7 +426,14 @@ impl Client {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
         let inner = self.inner.clone();
-        run(env, async move { inner.close().await; Ok(()) }, |v| v)
+        run(
+            env,
+            async move {
+                inner.close().await;
+                Ok(())
+            },
+            |v| v,
+        )
     }
 }
 
@@ -392,7 +475,12 @@ impl ClientChannel {
     /// the client closes. Events stay stored until `ack(seq)`, so none is lost if the process
     /// dies between receiving and handling one. `messages()` wraps this as an async iterator.
     #[napi(ts_return_type = "Promise<ChannelMessage | null>")]
-    pub fn next_message<'env>(&self, env: &'env Env, after_seq: Option<i64>, timeout_ms: Option<u32>) -> napi::Result<PromiseRaw<'env, Option<ChannelMessage>>> {
+    pub fn next_message<'env>(
+        &self,
+        env: &'env Env,
+        after_seq: Option<i64>,
+        timeout_ms: Option<u32>,
+    ) -> napi::Result<PromiseRaw<'env, Option<ChannelMessage>>> {
         let (inner, name) = (self.inner.clone(), self.name.clone());
         let after = after_seq.unwrap_or(0).max(0) as u64;
         run(
@@ -483,16 +571,27 @@ impl ClientChannel {
     /// Each member's identity → fingerprint of its signature key, for out-of-band checks
     /// (`skytale members --fingerprints`).
     #[napi(ts_return_type = "Promise<Record<string, string>>")]
-    pub fn member_fingerprints<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, std::collections::HashMap<String, String>>> {
+    pub fn member_fingerprints<'env>(
+        &self,
+        env: &'env Env,
+    ) -> napi::Result<PromiseRaw<'env, std::collections::HashMap<String, String>>> {
         let (agent, name) = (self.inner.agent().clone(), self.name.clone());
         run(env, blocking(move || Ok(agent.member_fingerprints(&name)?)), |v| v.into_iter().collect())
     }
 
     /// Derives `length` bytes from the current epoch's exporter secret (same for all members).
     #[napi(ts_return_type = "Promise<Uint8Array>")]
-    pub fn export_secret<'env>(&self, env: &'env Env, label: String, length: u32) -> napi::Result<PromiseRaw<'env, Uint8Array>> {
+    pub fn export_secret<'env>(
+        &self,
+        env: &'env Env,
+        label: String,
+        length: u32,
+    ) -> napi::Result<PromiseRaw<'env, Uint8Array>> {
         let (agent, name) = (self.inner.agent().clone(), self.name.clone());
-        run(env, blocking(move || Ok(agent.export_secret(&name, &label, &[], length as usize)?.to_vec())), Uint8Array::from)
+        run(
+            env,
+            blocking(move || Ok(agent.export_secret(&name, &label, &[], length as usize)?.to_vec())),
+            Uint8Array::from,
+        )
     }
 }
-

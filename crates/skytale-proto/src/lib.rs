@@ -144,8 +144,8 @@
 
 #![deny(missing_docs)]
 
-pub mod codes;
 pub mod codec;
+pub mod codes;
 #[cfg(feature = "conn")]
 pub mod conn;
 mod error;
