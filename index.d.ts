@@ -59,10 +59,6 @@ export declare class Agent {
   close(): void
 }
 
-/**
- * One channel (an MLS group) of an agent. Obtained from `agent.createChannel`,
- * `agent.joinChannel` or `agent.channel(name)`.
- */
 export declare class Channel {
   /** The channel name (`org/namespace/service`). */
   get name(): string

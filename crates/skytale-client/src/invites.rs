@@ -252,3 +252,42 @@ mod tests {
         assert!(InviteToken::parse("nope").is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Mutation fuzzing of invite parsing and opening (seeded; `FUZZ_ITERS` for a long run).
+    use super::InviteToken;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn invite_parsing_and_opening_never_panic() {
+        let iters: u64 = std::env::var("FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x1d);
+        let t = InviteToken::generate("acme/support/routing", "iroh://abc@127.0.0.1:1");
+        let token = t.encode().to_string();
+        let sealed = t.seal_join_request("bob", b"key package bytes").unwrap_or_default();
+        for _ in 0..iters {
+            let mut s: Vec<u8> = token.clone().into_bytes();
+            let mut p = sealed.clone();
+            for v in [&mut s, &mut p] {
+                if !v.is_empty() {
+                    let at = rng.gen_range(0..v.len());
+                    match rng.gen_range(0..3) {
+                        0 => v[at] = rng.gen(),
+                        1 => v.truncate(at),
+                        _ => v.insert(at, rng.gen()),
+                    }
+                }
+            }
+            if let Ok(text) = String::from_utf8(s) {
+                if let Err(e) = InviteToken::parse(&text) {
+                    assert!(e.code().starts_with("SKYTALE_"));
+                }
+            }
+            let _ = InviteToken::join_request_id(&p);
+            let _ = InviteToken::external_join_id(&p);
+            assert!(t.open_join_request("bob", &p).is_none() || p == sealed);
+            let _ = t.open_group_info(&p);
+        }
+    }
+}
