@@ -59,10 +59,6 @@ export declare class Agent {
   close(): void
 }
 
-/**
- * One channel (an MLS group) of an agent. Obtained from `agent.createChannel`,
- * `agent.joinChannel` or `agent.channel(name)`.
- */
 export declare class Channel {
   /** The channel name (`org/namespace/service`). */
   get name(): string
@@ -151,6 +147,11 @@ export declare class Client {
   /** Names of the channels this agent is a member of. */
   channels(): Array<string>
   /**
+   * Pushes every client-wide event (connected, disconnected, joined, members, error) to
+   * `onEvent` as it happens, until the returned subscription is closed. No polling.
+   */
+  onEvent(onEvent: (event: ClientEventInfo) => void): Subscription
+  /**
    * The next client-wide event (connected, disconnected, joined, error), or `null` after
    * `timeoutMs`.
    */
@@ -177,19 +178,32 @@ export declare class ClientChannel {
    * dies between receiving and handling one. `messages()` wraps this as an async iterator.
    */
   nextMessage(afterSeq?: number | undefined | null, timeoutMs?: number | undefined | null): Promise<ChannelMessage | null>
+  /**
+   * Pushes every message and membership change with `seq > afterSeq` to `onItems`, in relay
+   * order and in batches (one crossing into JS per batch), as they arrive (no polling), until
+   * the returned subscription is closed. Items stay in the keystore inbox until `ack(seq)`,
+   * so a crash loses none.
+   */
+  subscribe(afterSeq: number, onItems: (items: ChannelMessage[]) => void): Subscription
   /** Acknowledges the events up to and including `seq`: they are deleted from the inbox. */
-  ack(seq: number): void
+  ack(seq: number): Promise<void>
   /** The channel's current MLS epoch. */
-  get epoch(): number
+  epoch(): Promise<number>
   /** Identities of the current members. */
-  members(): Array<string>
+  members(): Promise<string[]>
   /**
    * Each member's identity → fingerprint of its signature key, for out-of-band checks
    * (`skytale members --fingerprints`).
    */
   memberFingerprints(): Promise<Record<string, string>>
   /** Derives `length` bytes from the current epoch's exporter secret (same for all members). */
-  exportSecret(label: string, length: number): Uint8Array
+  exportSecret(label: string, length: number): Promise<Uint8Array>
+}
+
+/** A live push stream (`ClientChannel.subscribe`, `Client.onEvent`); `close()` stops it. */
+export declare class Subscription {
+  /** Stops the stream: no callback runs after the current one. */
+  close(): void
 }
 
 /** Options of `Agent.open`. Give exactly one of `keystoreKey` and `passphrase`. */
@@ -234,7 +248,7 @@ export interface ClientConnectOptions {
   relay?: string
 }
 
-/** A client-wide event (see `Client.nextEvent`). */
+/** A client-wide event (see `Client.onEvent`). */
 export interface ClientEventInfo {
   /** What happened. */
   kind: 'connected' | 'disconnected' | 'joined' | 'members' | 'error'

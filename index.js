@@ -839,3 +839,4 @@ module.exports.Agent = nativeBinding.Agent
 module.exports.Channel = nativeBinding.Channel
 module.exports.Client = nativeBinding.Client
 module.exports.ClientChannel = nativeBinding.ClientChannel
+module.exports.Subscription = nativeBinding.Subscription

@@ -123,6 +123,30 @@ revoke  revoke a key by id: it stops working at once`,
     positionals: 0,
     run: cmdChannels,
   },
+  relay: {
+    usage: 'skytale relay [--which] [-- relay arguments…]',
+    about: 'Run the relay (skytale-relay) installed with the SDK; arguments go to it',
+    details: `Runs the relay binary of the installed @skytale/relay-<platform> package (an optional
+dependency of @skytale/sdk), else SKYTALE_RELAY_BIN, else a build of this checkout. Its
+configuration comes from --config relay.toml and SKYTALE_RELAY_* (see the relay README).
+--which prints the binary's path and where it was found instead of running it.`,
+    options: {},
+    positionals: 0,
+    passthrough: true,
+    run: cmdRelay,
+  },
+  api: {
+    usage: 'skytale api [--which] [-- server arguments…]',
+    about: 'Run the API server (@skytale/api-server); arguments go to it',
+    details: `Runs dist/main.js of the installed @skytale/api-server (npm i @skytale/api-server), else
+SKYTALE_API_SERVER_ENTRY, else api-server/dist of this checkout. Its configuration comes from the
+environment (PORT, HOST, SKYTALE_API_DATA_DIR, DATABASE_URL, …; see the api-server README).
+--which prints the entry point and where it was found instead of running it.`,
+    options: {},
+    positionals: 0,
+    passthrough: true,
+    run: cmdApi,
+  },
   doctor: {
     usage: 'skytale doctor [--relay-http URL]',
     about: 'Check the API server, the API key, the relay and the keystore; say what is wrong',
@@ -176,8 +200,7 @@ function sdkErrors() {
 }
 
 function cliError(message, code = 'SKYTALE_INVALID_ARGUMENT') {
-  const { SkytaleError } = sdkErrors()
-  return new SkytaleError(message, code)
+  return sdkErrors().createError(code, message)
 }
 
 function fail(err) {
@@ -226,13 +249,14 @@ const API_CODES = {
   rate_limited: 'SKYTALE_RATE_LIMITED',
 }
 
-function apiErrorCode(apiCode) {
-  if (/^SKYTALE_[A-Z0-9_]+$/.test(apiCode)) return apiCode
-  return API_CODES[apiCode] ?? `SKYTALE_API_${apiCode.toUpperCase()}`
-}
-
+/**
+ * @param {any} cfg @param {string} method @param {string} route
+ * @param {{ body?: unknown, auth?: boolean }} [options]
+ * @returns {Promise<any>}
+ */
 async function api(cfg, method, route, { body, auth = true } = {}) {
   const { toSkytaleError } = sdkErrors()
+  /** @type {Record<string, string>} */
   const headers = {}
   if (auth) {
     if (!cfg.apiKey) throw toSkytaleError({ code: 'SKYTALE_AUTH_KEY_INVALID', message: 'no API key: set SKYTALE_API_KEY (or --api-key)' })
@@ -256,7 +280,7 @@ async function api(cfg, method, route, { body, auth = true } = {}) {
   try { json = text ? JSON.parse(text) : null } catch {}
   if (res.ok) return json
   const apiCode = json?.error?.code ?? `http_${res.status}`
-  const code = apiErrorCode(String(apiCode))
+  const code = apiCode.startsWith('SKYTALE_') ? apiCode : API_CODES[apiCode] ?? `SKYTALE_API_${apiCode.toUpperCase()}`
   const message = json?.error?.message ?? `HTTP ${res.status}`
   throw toSkytaleError({ code, message: `API server: ${message}` })
 }
@@ -451,6 +475,42 @@ function withTimeout(promise, ms, what) {
   ])
 }
 
+/**
+ * Runs a server as a child with our stdio, forwarding SIGINT/SIGTERM; exits with its status.
+ * @param {string} what
+ * @param {{ path: string, source: string }[]} candidates
+ * @param {(file: string) => [string, string[]]} command
+ * @param {string[]} args
+ * @param {string} hint
+ */
+async function runServer(what, candidates, command, args, hint) {
+  const found = candidates.find((c) => existsSync(c.path))
+  if (args[0] === '--which') {
+    if (!found) throw cliError(`${what} not found (looked at ${candidates.map((c) => c.path).join(', ')}): ${hint}`, 'SKYTALE_NOT_FOUND')
+    say(`${found.path}\t${found.source}`)
+    return
+  }
+  if (!found) throw cliError(`${what} not found (looked at ${candidates.map((c) => c.path).join(', ')}): ${hint}`, 'SKYTALE_NOT_FOUND')
+  const { spawn } = require('node:child_process')
+  const [cmd, cmdArgs] = command(found.path)
+  const child = spawn(cmd, [...cmdArgs, ...args.filter((a, i) => !(a === '--' && i === 0))], { stdio: 'inherit' })
+  for (const sig of /** @type {const} */ (['SIGINT', 'SIGTERM'])) process.on(sig, () => { try { child.kill(sig) } catch {} })
+  await new Promise((resolve, reject) => {
+    child.once('error', (e) => reject(cliError(`${what} could not be started: ${e.message}`, 'SKYTALE_INTERNAL')))
+    child.once('exit', (code, signal) => { process.exitCode = code ?? (signal ? 1 : 0); resolve(undefined) })
+  })
+}
+
+async function cmdRelay({ positionals }) {
+  const { relayCandidates, INSTALL_HINT } = require('../lib/binaries.js')
+  await runServer('relay binary', relayCandidates(), (file) => [file, []], positionals, INSTALL_HINT.relay)
+}
+
+async function cmdApi({ positionals }) {
+  const { apiServerCandidates, INSTALL_HINT } = require('../lib/binaries.js')
+  await runServer('API server', apiServerCandidates(), (file) => [process.execPath, [file]], positionals, INSTALL_HINT.api)
+}
+
 async function cmdDoctor({ values, cfg }) {
   const native = require('../lib/index.js')
   const problems = []
@@ -606,13 +666,19 @@ async function main(argv) {
   }
   const spec = COMMANDS[command]
   if (!spec) throw cliError(`unknown command ${JSON.stringify(command)} (see skytale --help)`)
+  if (spec.passthrough) {
+    // Everything after the command goes to the server as is (only --help / -h is ours).
+    if (rest.length === 1 && (rest[0] === '--help' || rest[0] === '-h')) { say(commandHelp(command)); return }
+    await spec.run({ positionals: rest, values: {}, cfg: undefined })
+    return
+  }
   let parsed
   try {
     parsed = parseArgs({ args: rest, options: { ...GLOBAL_OPTIONS, ...spec.options }, allowPositionals: true, strict: true })
   } catch (e) {
     throw cliError(`${e.message.replace(/\. To specify a positional.*$/s, '')} (see skytale ${command} --help)`)
   }
-  if (parsed.values.help) { say(commandHelp(command)); return }
+  if (/** @type {any} */ (parsed.values).help) { say(commandHelp(command)); return }
   const [min, max] = Array.isArray(spec.positionals) ? spec.positionals : [spec.positionals, spec.positionals]
   if (parsed.positionals.length < min || parsed.positionals.length > max) {
     throw cliError(`usage: ${spec.usage}`)

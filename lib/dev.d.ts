@@ -70,10 +70,13 @@ export interface DevStack {
  */
 export declare function startDevStack(options?: DevStackOptions): Promise<DevStack>
 
-/** The relay binary: `$SKYTALE_RELAY_BIN`, `$CARGO_TARGET_DIR/release/skytale-relay` or `<repo>/target/release/skytale-relay`. */
+/**
+ * The relay binary: `$SKYTALE_RELAY_BIN`, the installed `@skytale/relay-<platform>`, or a build of
+ * this checkout (`npm/relay-<platform>/`, `$CARGO_TARGET_DIR[/<triple>]/release`, `target/…`).
+ */
 export declare function relayBinary(): string
-/** `<repo>/api-server/dist/main.js`. */
+/** `dist/main.js` of `$SKYTALE_API_SERVER_ENTRY`, the installed `@skytale/api-server`, or `<repo>/api-server`. */
 export declare function apiServerEntry(): string
 export declare const DEFAULT_PORTS: { api: number; relay: number; relayHttp: number }
-/** The repository root (where lib/ lives). */
+/** The package root (the repository root in a checkout). */
 export declare const REPO: string

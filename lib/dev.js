@@ -14,27 +14,18 @@ const fs = require('node:fs')
 const net = require('node:net')
 const path = require('node:path')
 const readline = require('node:readline')
-const { SkytaleError } = require('./errors.js')
+const { createError } = require('./errors.js')
+const { relayBinary, apiServerEntry, INSTALL_HINT, PKG_ROOT } = require('./binaries.js')
 
-const REPO = path.resolve(__dirname, '..')
+/** Root of this package (the repository root in a checkout). */
+const REPO = PKG_ROOT
 
 /** Default ports: chosen away from the relay's own defaults (UDP 4433, HTTP 8787) and the API server's (8080). */
 const DEFAULT_PORTS = { api: 7780, relay: 7781, relayHttp: 7782 }
 
+/** @param {string} code @param {string} message */
 function devError(code, message) {
-  return new SkytaleError(message, code)
-}
-
-/** Path of the relay binary: $SKYTALE_RELAY_BIN, $CARGO_TARGET_DIR/release, or <repo>/target/release. */
-function relayBinary() {
-  if (process.env.SKYTALE_RELAY_BIN) return path.resolve(process.env.SKYTALE_RELAY_BIN)
-  const targetDir = process.env.CARGO_TARGET_DIR ? path.resolve(REPO, process.env.CARGO_TARGET_DIR) : path.join(REPO, 'target')
-  return path.join(targetDir, 'release', process.platform === 'win32' ? 'skytale-relay.exe' : 'skytale-relay')
-}
-
-/** Path of the API server entry point (built by `npm run build -w api-server`). */
-function apiServerEntry() {
-  return path.join(REPO, 'api-server', 'dist', 'main.js')
+  return createError(code, message)
 }
 
 function tcpPortFree(port) {
@@ -126,7 +117,7 @@ function spawnAndWait({ cmd, args, env, name, pattern, logStream, quiet, timeout
       // Let the last lines of output arrive before reporting them.
       setTimeout(() => {
         const err = devError('SKYTALE_DEV_STACK', `${name} exited during start (${code ?? signal}):\n  ${tail.join('\n  ')}`)
-        err.tail = tail.slice()
+        Object.assign(err, { tail: tail.slice() })
         reject(err)
       }, 50)
     })
@@ -149,7 +140,12 @@ async function stopChild(proc, timeoutMs) {
   }
 }
 
+/**
+ * @param {string} apiUrl @param {string} method @param {string} route
+ * @param {{ apiKey?: string, body?: unknown }} [options]
+ */
 async function api(apiUrl, method, route, { apiKey, body } = {}) {
+  /** @type {Record<string, string>} */
   const headers = {}
   if (apiKey) headers.authorization = `Bearer ${apiKey}`
   if (body !== undefined) headers['content-type'] = 'application/json'
@@ -214,8 +210,8 @@ async function startDevStack(options = {}) {
   const stopTimeoutMs = options.stopTimeoutMs ?? 5000
   const entry = apiServerEntry()
   const relayBin = options.relayBinary ?? relayBinary()
-  if (!fs.existsSync(entry)) throw devError('SKYTALE_DEV_STACK', `API server not built (${entry} missing): run npm run build`)
-  if (!fs.existsSync(relayBin)) throw devError('SKYTALE_DEV_STACK', `relay binary not found at ${relayBin}: run npm run build (or set SKYTALE_RELAY_BIN)`)
+  if (!fs.existsSync(entry)) throw devError('SKYTALE_DEV_STACK', `API server not found (${entry}): ${INSTALL_HINT.api}`)
+  if (!fs.existsSync(relayBin)) throw devError('SKYTALE_DEV_STACK', `relay binary not found (${relayBin}): ${INSTALL_HINT.relay}`)
 
   fs.mkdirSync(path.join(root, 'logs'), { recursive: true, mode: 0o700 })
   fs.mkdirSync(path.join(root, 'api'), { recursive: true, mode: 0o700 })
@@ -233,7 +229,9 @@ async function startDevStack(options = {}) {
     api: fs.createWriteStream(path.join(root, 'logs', 'api.log'), { flags: 'a', mode: 0o600 }),
     relay: fs.createWriteStream(path.join(root, 'logs', 'relay.log'), { flags: 'a', mode: 0o600 }),
   }
+  /** @type {any} */
   let apiProc = null
+  /** @type {any} */
   let relayProc = null
   let stopping = null
 

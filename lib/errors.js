@@ -1,35 +1,102 @@
-// Error classes of @skytale/sdk. Every error carries a stable `code` (`SKYTALE_…`).
+// Error classes of @skytale/sdk. Every error carries a stable `code` (`SKYTALE_…`); its class is
+// chosen by the code's category in lib/codes.js (never by the message).
 'use strict'
+
+const { CODES, CATEGORY_CLASS } = require('./codes.js')
 
 /** Base class of every Skytale error. */
 class SkytaleError extends Error {
+  /**
+   * @param {string} message
+   * @param {string} [code] a stable `SKYTALE_…` code (default `SKYTALE_INTERNAL`)
+   * @param {{ cause?: unknown }} [options]
+   */
   constructor(message, code, options) {
     super(message, options)
     this.name = 'SkytaleError'
-    this.code = code
+    /** @type {string} */
+    this.code = code ?? 'SKYTALE_INTERNAL'
   }
 }
-/** The API key, token or keystore key was refused, or a channel of another org was touched. */
-class AuthError extends SkytaleError { constructor(m, c, o) { super(m, c, o); this.name = 'AuthError' } }
-/** The API server or the relay could not be reached, or the client is closed. */
-class TransportError extends SkytaleError { constructor(m, c, o) { super(m, c, o); this.name = 'TransportError' } }
-/** Channel-level problems: unknown channel, bad name, invites, membership. */
-class ChannelError extends SkytaleError { constructor(m, c, o) { super(m, c, o); this.name = 'ChannelError' } }
-/** MLS-level problems: undecryptable, replayed or out-of-epoch messages, key packages. */
-class MlsError extends SkytaleError { constructor(m, c, o) { super(m, c, o); this.name = 'MlsError' } }
-
-const AUTH = /^SKYTALE_(AUTH_|FORBIDDEN_CHANNEL|KEYSTORE_WRONG_KEY|IDENTITY_MISMATCH|API_ERROR)/
-const TRANSPORT = /^SKYTALE_(TRANSPORT|CONNECTION_CLOSED|TIMEOUT|API_UNREACHABLE|NO_RELAY|CLIENT_CLOSED|RATE_LIMITED|INVALID_ADDRESS|SHUTTING_DOWN|IDLE_TIMEOUT|SLOW_CONSUMER|TOO_MANY_CONNECTIONS|UNEXPECTED_REPLY|MALFORMED_FRAME|FRAME_TOO_LARGE)/
-const CHANNEL = /^SKYTALE_(CHANNEL_|INVALID_CHANNEL_NAME|INVITE_|JOIN_TIMEOUT|NOT_A_MEMBER|MEMBER_NOT_FOUND|INVALID_IDENTITY|RECIPIENT_QUEUE_FULL)/
-const MLS = /^SKYTALE_(DECRYPT_FAILED|REPLAY|WRONG_EPOCH|INVALID_MESSAGE|KEY_PACKAGE_|COMMIT_CONTENTION|INVALID_STATE)/
-
-/** Wraps any error from the native layer into the matching SkytaleError subclass. */
-function toSkytaleError(err) {
-  if (err instanceof SkytaleError) return err
-  const code = typeof err?.code === 'string' && err.code.startsWith('SKYTALE_') ? err.code : 'SKYTALE_INTERNAL'
-  const message = err?.message ?? String(err)
-  const Cls = AUTH.test(code) ? AuthError : TRANSPORT.test(code) ? TransportError : CHANNEL.test(code) ? ChannelError : MLS.test(code) ? MlsError : SkytaleError
-  return new Cls(message, code, { cause: err })
+/**
+ * A subclass of SkytaleError named `name` (its `name` property too).
+ * @param {string} name
+ * @returns {typeof SkytaleError}
+ */
+function errorClass(name) {
+  const cls = {
+    [name]: class extends SkytaleError {
+      /** @param {string} m @param {string} [c] @param {{ cause?: unknown }} [o] */
+      constructor(m, c, o) { super(m, c, o); this.name = name }
+    },
+  }[name]
+  return cls
 }
 
-module.exports = { SkytaleError, AuthError, TransportError, ChannelError, MlsError, toSkytaleError }
+/** API key, relay token, agent registration or credential refused; a channel of another org. */
+const AuthError = errorClass('AuthError')
+/** The agent's encrypted keystore: wrong key, corrupt, locked by another process, storage failure. */
+const KeystoreError = errorClass('KeystoreError')
+/** The API server or the relay could not be reached, refused for load, or timed out. */
+const TransportError = errorClass('TransportError')
+/** Channel-level problems: unknown or existing channel, membership, invites, epochs. */
+const ChannelError = errorClass('ChannelError')
+/** MLS-level problems: undecryptable, replayed or invalid messages, key packages. */
+const MlsError = errorClass('MlsError')
+/** An invalid argument or request: bad identity, channel name, relay address, options. */
+const ValidationError = errorClass('ValidationError')
+/** The object cannot do this any more: a closed agent or client. */
+const StateError = errorClass('StateError')
+
+const CLASSES = { SkytaleError, AuthError, KeystoreError, TransportError, ChannelError, MlsError, ValidationError, StateError }
+
+/** napi-rs status codes that mean "wrong argument type" (thrown before Rust code runs). */
+const NAPI_ARGUMENT_STATUS = new Set([
+  'InvalidArg', 'ObjectExpected', 'StringExpected', 'NameExpected', 'FunctionExpected', 'NumberExpected',
+  'BooleanExpected', 'ArrayExpected', 'BigintExpected', 'DateExpected', 'ArrayBufferExpected', 'DetachableArraybufferExpected',
+])
+
+/**
+ * The error class of a code (SkytaleError for unknown codes).
+ * @param {string} code
+ * @returns {typeof SkytaleError}
+ */
+function errorClassFor(code) {
+  const category = Object.prototype.hasOwnProperty.call(CODES, code) ? CODES[code] : 'internal'
+  return CLASSES[/** @type {keyof typeof CLASSES} */ (CATEGORY_CLASS[category])]
+}
+
+/**
+ * Wraps any error (from the native layer or elsewhere) into the SkytaleError subclass of its
+ * code. SkytaleErrors pass through unchanged; napi argument-type errors become
+ * `SKYTALE_INVALID_ARGUMENT`; anything else without a `SKYTALE_…` code becomes `SKYTALE_INTERNAL`.
+ * The original error is kept as `cause`.
+ * @param {unknown} err
+ * @returns {SkytaleError}
+ */
+function toSkytaleError(err) {
+  if (err instanceof SkytaleError) return err
+  /** @type {any} */
+  const e = err
+  const raw = typeof e?.code === 'string' ? e.code : undefined
+  const code = raw?.startsWith('SKYTALE_') ? raw : raw && NAPI_ARGUMENT_STATUS.has(raw) ? 'SKYTALE_INVALID_ARGUMENT' : 'SKYTALE_INTERNAL'
+  const message = typeof e?.message === 'string' ? e.message : String(err)
+  const Cls = errorClassFor(code)
+  const out = new Cls(message, code, { cause: err })
+  if (e instanceof Error && typeof e.stack === 'string') out.stack = `${out.name}: ${message}\n${e.stack.split('\n').slice(1).join('\n')}`
+  return out
+}
+
+/**
+ * A new error of the class of `code`.
+ * @param {string} code
+ * @param {string} message
+ * @param {{ cause?: unknown }} [options]
+ * @returns {SkytaleError}
+ */
+function createError(code, message, options) {
+  const Cls = errorClassFor(code)
+  return new Cls(message, code, options)
+}
+
+module.exports = { ...CLASSES, toSkytaleError, errorClassFor, createError }

@@ -1,65 +1,62 @@
 // Adds `ClientChannel.prototype.messages()`: an async iterator with AbortSignal support over the
-// native `nextMessage`/`ack` calls (easier to write in JavaScript than through napi).
+// native push stream (`subscribe`: a threadsafe callback, no polling, no timers) and `ack`.
 'use strict'
 
 const native = require('../index.js')
 const { ClientChannel } = native
 
 /**
- * Async iterator over the channel's messages (and membership changes), in relay order.
- * Each item is acknowledged (deleted from the keystore inbox) when the consumer asks for the
- * next one or ends the loop, so an item being handled when the process dies comes back after
- * a restart, and none is returned twice once acknowledged.
+ * Async iterator over the channel's messages (and membership changes), in relay order, pushed by
+ * the native side as they arrive. Each item is acknowledged (deleted from the keystore inbox)
+ * when the consumer asks for the next one or ends the loop, so an item being handled when the
+ * process dies comes back after a restart, and none is returned twice once acknowledged.
+ * `options.signal` ends the iteration.
  */
 ClientChannel.prototype.messages = function messages(options = {}) {
   const channel = this
-  const { signal, pollMs = 1000 } = options
-  let lastSeq = 0
+  const { signal } = options
+  const queue = []
+  let waiter = null
   let pendingAck = 0
   let done = false
-  const ack = () => {
+  let sub = null
+  const wake = () => {
+    if (waiter) { const w = waiter; waiter = null; w() }
+  }
+  const ack = async () => {
     if (pendingAck > 0) {
-      channel.ack(pendingAck)
+      const seq = pendingAck
       pendingAck = 0
+      await channel.ack(seq)
     }
   }
-  const finish = () => {
-    ack()
+  const onAbort = () => { done = true; wake() }
+  const finish = async () => {
     done = true
+    sub?.close()
+    sub = null
+    signal?.removeEventListener('abort', onAbort)
+    wake()
+    await ack()
     return { value: undefined, done: true }
+  }
+  const start = () => {
+    if (sub || done) return
+    sub = channel.subscribe(0, (items) => { for (const item of items) queue.push(item); wake() })
+    signal?.addEventListener('abort', onAbort, { once: true })
   }
   return {
     [Symbol.asyncIterator]() { return this },
     async next() {
-      ack()
-      while (!done) {
-        if (signal?.aborted) return finish()
-        const got = channel.nextMessage(lastSeq, pollMs)
-        let res
-        if (signal) {
-          let onAbort
-          const waitAbort = new Promise((resolve) => {
-            onAbort = () => resolve('aborted')
-            signal.addEventListener('abort', onAbort, { once: true })
-          })
-          try {
-            res = await Promise.race([got, waitAbort])
-          } finally {
-            signal.removeEventListener('abort', onAbort)
-          }
-        } else {
-          res = await got
-        }
-        if (res === 'aborted') return finish()
-        if (res) {
-          lastSeq = res.seq
-          pendingAck = res.seq
-          return { value: res, done: false }
-        }
-      }
-      return { value: undefined, done: true }
+      await ack()
+      if (signal?.aborted) return finish()
+      start()
+      while (!done && queue.length === 0) await new Promise((resolve) => { waiter = resolve })
+      if (done) return finish()
+      const item = queue.shift()
+      pendingAck = item.seq
+      return { value: item, done: false }
     },
     async return() { return finish() },
   }
 }
-

@@ -6,7 +6,7 @@
 const { EventEmitter } = require('node:events')
 const { join } = require('node:path')
 const native = require('../index.js')
-const { SkytaleError, ChannelError, toSkytaleError } = require('./errors.js')
+const { createError, toSkytaleError } = require('./errors.js')
 require('./iter.js')
 
 const encoder = new TextEncoder()
@@ -15,7 +15,7 @@ const decoder = new TextDecoder()
 function keystoreKeyFrom(value) {
   if (value instanceof Uint8Array) return value
   if (typeof value === 'string' && /^[0-9a-fA-F]{64}$/.test(value)) return new Uint8Array(Buffer.from(value, 'hex'))
-  throw new SkytaleError('keystoreKey must be 32 bytes (Uint8Array or 64 hex characters)', 'SKYTALE_INVALID_ARGUMENT')
+  throw createError('SKYTALE_INVALID_ARGUMENT', 'keystoreKey must be 32 bytes (Uint8Array or 64 hex characters)')
 }
 
 function toMessage(channel, m) {
@@ -48,12 +48,13 @@ class SkytaleChannelManager extends EventEmitter {
   #closed = false
   #abort = new AbortController()
   #pumps = new Map()
+  #events = null
 
   constructor(options = {}) {
     super()
     const env = process.env
     const identity = options.identity ?? env.SKYTALE_IDENTITY
-    if (!identity) throw new SkytaleError('identity is required', 'SKYTALE_INVALID_ARGUMENT')
+    if (!identity) throw createError('SKYTALE_INVALID_ARGUMENT', 'identity is required')
     this.#opts = {
       identity,
       apiKey: options.apiKey ?? env.SKYTALE_API_KEY,
@@ -79,9 +80,9 @@ class SkytaleChannelManager extends EventEmitter {
 
   async #connect() {
     const o = this.#opts
-    if (!o.apiKey) throw new SkytaleError('no API key: set SKYTALE_API_KEY or pass apiKey', 'SKYTALE_AUTH_KEY_INVALID')
+    if (!o.apiKey) throw createError('SKYTALE_AUTH_KEY_INVALID', 'no API key: set SKYTALE_API_KEY or pass apiKey')
     const secret = o.keystoreKey != null ? { keystoreKey: keystoreKeyFrom(o.keystoreKey) } : o.passphrase ? { passphrase: o.passphrase } : null
-    if (!secret) throw new SkytaleError('no keystore key: set SKYTALE_KEYSTORE_KEY (64 hex) or SKYTALE_PASSPHRASE', 'SKYTALE_INVALID_ARGUMENT')
+    if (!secret) throw createError('SKYTALE_INVALID_ARGUMENT', 'no keystore key: set SKYTALE_KEYSTORE_KEY (64 hex) or SKYTALE_PASSPHRASE')
     this.#agent = await guard(native.Agent.open({ dataDir: o.dataDir, identity: o.identity, ...secret }))
     try {
       this.#client = await guard(native.Client.connect(this.#agent, { apiUrl: o.apiUrl, apiKey: o.apiKey, relay: o.relay }))
@@ -93,23 +94,18 @@ class SkytaleChannelManager extends EventEmitter {
     if (this.listenerCount('message') > 0) this.#startPumps()
   }
 
-  async #eventLoop() {
-    while (!this.#closed) {
-      let ev
-      try {
-        ev = await this.#client.nextEvent(1000)
-      } catch {
-        return
-      }
-      if (!ev || this.#closed) continue
-      if (ev.kind === 'error') this.#emitError(new SkytaleError(ev.message ?? 'error', ev.code ?? 'SKYTALE_INTERNAL'))
+  #eventLoop() {
+    // Pushed by the native side (threadsafe callback): no polling, no timers.
+    this.#events = this.#client.onEvent((ev) => {
+      if (this.#closed) return
+      if (ev.kind === 'error') this.#emitError(createError(ev.code ?? 'SKYTALE_INTERNAL', ev.message ?? 'error'))
       else if (ev.kind === 'joined') { this.emit('joined', { channel: ev.channel, by: ev.message }); this.#startPump(ev.channel) }
       else if (ev.kind === 'members') {
         for (const identity of ev.added ?? []) this.emit('member-joined', { channel: ev.channel, identity, by: ev.message })
         for (const identity of ev.removed ?? []) this.emit('member-left', { channel: ev.channel, identity, by: ev.message })
       }
       else this.emit(ev.kind, ev)
-    }
+    })
   }
 
   #emitError(err) {
@@ -128,7 +124,7 @@ class SkytaleChannelManager extends EventEmitter {
     this.#pumps.set(channel, ctl)
     ;(async () => {
       try {
-        for await (const m of this.#client.channel(channel).messages({ signal: ctl.signal, pollMs: 500 })) {
+        for await (const m of this.#client.channel(channel).messages({ signal: ctl.signal })) {
           this.#dispatch(channel, m, true)
           if (this.listenerCount('message') === 0) break
         }
@@ -167,6 +163,8 @@ class SkytaleChannelManager extends EventEmitter {
    * Joins a channel with an invite token, whether or not a member is online. Rejects with a
    * ChannelError: `SKYTALE_INVITE_INVALID`, `SKYTALE_INVITE_EXPIRED`, `SKYTALE_INVITE_USED_UP`,
    * `SKYTALE_INVITE_WRONG_CHANNEL`, `SKYTALE_JOIN_TIMEOUT`; with an AbortError on `signal`.
+   * @param {string} channel @param {string} token
+   * @param {{ timeoutMs?: number, signal?: AbortSignal }} [options]
    */
   async joinWithToken(channel, token, { timeoutMs = 60_000, signal } = {}) {
     await this.ready()
@@ -186,7 +184,7 @@ class SkytaleChannelManager extends EventEmitter {
   async send(channel, data) {
     await this.ready()
     const bytes = typeof data === 'string' ? encoder.encode(data) : data
-    if (!(bytes instanceof Uint8Array)) throw new SkytaleError('data must be a string or a Uint8Array', 'SKYTALE_INVALID_ARGUMENT')
+    if (!(bytes instanceof Uint8Array)) throw createError('SKYTALE_INVALID_ARGUMENT', 'data must be a string or a Uint8Array')
     return guard(this.#channel(channel).send(bytes))
   }
 
@@ -203,14 +201,17 @@ class SkytaleChannelManager extends EventEmitter {
       const msg = this.#dispatch(channel, m, false)
       if (msg) texts.push(msg.text)
     }
-    if (last > 0) ch.ack(last)
+    if (last > 0) await guard(ch.ack(last))
     return texts
   }
 
-  /** Async iterator over a channel's messages ({sender, text, data, seq, epoch}); ends on `signal`. */
+  /**
+   * Async iterator over a channel's messages ({sender, text, data, seq, epoch}); ends on `signal`.
+   * @param {string} channel @param {{ signal?: AbortSignal }} [options]
+   */
   async *messages(channel, { signal } = {}) {
     await this.ready()
-    for await (const m of this.#channel(channel).messages({ signal, pollMs: 500 })) {
+    for await (const m of this.#channel(channel).messages({ signal })) {
       const msg = this.#dispatch(channel, m, false)
       if (msg) yield msg
     }
@@ -219,7 +220,7 @@ class SkytaleChannelManager extends EventEmitter {
   /** Identities of the channel's current members. */
   async members(channel) {
     await this.ready()
-    try { return this.#channel(channel).members() } catch (err) { throw toSkytaleError(err) }
+    try { return await this.#channel(channel).members() } catch (err) { throw toSkytaleError(err) }
   }
 
   /**
@@ -266,6 +267,7 @@ class SkytaleChannelManager extends EventEmitter {
     this.#closed = true
     this.#abort.abort()
     if (this.#ready) await this.#ready.catch(() => {})
+    this.#events?.close()
     await this.#client?.close().catch(() => {})
     this.#agent?.close()
   }

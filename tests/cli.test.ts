@@ -236,3 +236,20 @@ describe('skytale CLI: dev stack, doctor, channels', () => {
     expect(existsSync(join(root, '.skytale', 'dev.pid'))).toBe(false)
   })
 })
+
+describe('skytale CLI: relay and api', () => {
+  it('--which finds the servers of this checkout; a missing one is SKYTALE_NOT_FOUND', async () => {
+    const relay = await run(['relay', '--which'])
+    expect(relay.code, relay.stderr).toBe(0)
+    const [relayPath] = relay.stdout.trim().split('\t')
+    expect(existsSync(relayPath)).toBe(true)
+    const api = await run(['api', '--which'])
+    expect(api.code, api.stderr).toBe(0)
+    expect(api.stdout.trim().split('\t')[0]).toMatch(/api-server[\\/]dist[\\/]main\.js$/)
+    const missing = await run(['relay', '--which'], { SKYTALE_RELAY_BIN: join(tmpdir(), 'no-such-relay') })
+    expect(missing.code).toBe(1)
+    expect(missing.stderr).toMatch(/^error \[SKYTALE_NOT_FOUND\]: relay binary not found/)
+    const help = await run(['relay', '--help'])
+    expect(help.stdout).toContain('Usage: skytale relay')
+  })
+})

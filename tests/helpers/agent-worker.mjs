@@ -73,14 +73,33 @@ const ops = {
     const ch = client.channel(channel)
     const out = []
     const signal = AbortSignal.timeout(timeoutMs)
-    for await (const m of ch.messages({ signal, pollMs: 200 })) {
+    for await (const m of ch.messages({ signal })) {
       if (m.kind === 'message') out.push({ seq: m.seq, sender: m.sender, text: new TextDecoder().decode(m.data), epoch: m.epoch })
       else out.push({ seq: m.seq, sender: m.sender, kind: m.kind, epoch: m.epoch, added: m.added, removed: m.removed })
       if (out.filter((x) => x.text !== undefined).length >= count) break
     }
     return out
   },
-  netEpoch: ({ channel }) => client.channel(channel).epoch,
+  netEpoch: ({ channel }) => client.channel(channel).epoch(),
+  /** Receives `count` messages through the iterator while measuring this process's event-loop lag. */
+  async netReceiveMeasured({ channel, count, timeoutMs = 120000 }) {
+    const { monitorEventLoopDelay } = await import('node:perf_hooks')
+    const h = monitorEventLoopDelay({ resolution: 1 })
+    h.enable()
+    const signal = AbortSignal.timeout(timeoutMs)
+    let n = 0
+    let lastSeq = 0
+    let inOrder = true
+    const t0 = performance.now()
+    for await (const m of client.channel(channel).messages({ signal })) {
+      if (m.kind !== 'message') continue
+      if (m.seq <= lastSeq) inOrder = false
+      lastSeq = m.seq
+      if (++n >= count) break
+    }
+    h.disable()
+    return { count: n, inOrder, ms: performance.now() - t0, maxLagMs: h.max / 1e6, p99LagMs: h.percentile(99) / 1e6 }
+  },
   netSecret: ({ channel }) => client.channel(channel).exportSecret('test', 32),
   connected: () => client?.connected ?? false,
   exportGroupInfo: ({ channel }) => agent.channel(channel).exportGroupInfo(),
@@ -93,12 +112,8 @@ const ops = {
   events: () => events.splice(0),
 }
 const events = []
-async function collectEvents(c) {
-  for (;;) {
-    const ev = await c.nextEvent(1000).catch(() => null)
-    if (c !== client) return
-    if (ev) events.push(ev)
-  }
+function collectEvents(c) {
+  c.onEvent((ev) => { if (c === client) events.push(ev) })
 }
 
 const rl = readline.createInterface({ input: process.stdin })

@@ -1,28 +1,36 @@
 // Test helper: starts the real API server (PGlite) and the real relay binary as child
 // processes on loopback, and creates accounts. Used by the networked end-to-end tests.
 import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readdirSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { createRequire } from 'node:module'
+
+const binaries = createRequire(import.meta.url)('../../lib/binaries.js')
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 
-/** Path of the relay binary built by `cargo build --release -p skytale-relay`. */
+/** Path of the relay binary (lib/binaries.js: SKYTALE_RELAY_BIN, npm/relay-<platform>/ after `npm run build`, cargo target dirs). */
 export function relayBinary() {
-  if (process.env.SKYTALE_RELAY_BIN) return process.env.SKYTALE_RELAY_BIN
-  const targetDir = process.env.CARGO_TARGET_DIR ? resolve(REPO, process.env.CARGO_TARGET_DIR) : join(REPO, 'target')
-  const bin = join(targetDir, 'release', 'skytale-relay')
+  const bin = binaries.relayBinary()
   if (!existsSync(bin)) throw new Error(`relay binary not found at ${bin}: run npm run build`)
   return bin
 }
 
-/** Path of the hostile test agent (`tests/hostile`, built with the relay). */
+/** Path of the hostile test agent (`tests/hostile`, built with the workspace by `npm run build`). */
 export function hostileBinary() {
-  const targetDir = process.env.CARGO_TARGET_DIR ? resolve(REPO, process.env.CARGO_TARGET_DIR) : join(REPO, 'target')
-  const bin = join(targetDir, 'release', 'skytale-hostile')
-  if (!existsSync(bin)) throw new Error(`hostile test agent not found at ${bin}: run npm run build`)
-  return bin
+  if (process.env.SKYTALE_HOSTILE_BIN) return process.env.SKYTALE_HOSTILE_BIN
+  const targetDirs = [process.env.CARGO_TARGET_DIR ? resolve(REPO, process.env.CARGO_TARGET_DIR) : null, join(REPO, 'target')].filter(Boolean)
+  const tried = []
+  for (const dir of targetDirs.filter((d) => existsSync(d))) {
+    for (const sub of readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => join(dir, d.name, 'release')).concat([join(dir, 'release')])) {
+      const bin = join(sub, 'skytale-hostile')
+      tried.push(bin)
+      if (existsSync(bin)) return bin
+    }
+  }
+  throw new Error(`hostile test agent not found (tried ${tried.join(', ')}): run npm run build`)
 }
 
 /** Runs the hostile agent with `--flag value` pairs; resolves with its JSON answer. */

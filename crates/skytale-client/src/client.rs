@@ -8,7 +8,7 @@ use iroh::Endpoint;
 use rand::Rng;
 use skytale_core::{Agent, CommitMode, CommitOutput, Delivery, Error as CoreError, Incoming};
 use skytale_proto::conn::{client_endpoint, PushReceiver, RelayAddr, RelayConnection};
-use skytale_proto::frames::{Body, Commit, Deliver, Kind, Welcome, WelcomeOut};
+use skytale_proto::frames::{Body, Commit, Deliver, Frame, Kind, Welcome, WelcomeOut};
 use skytale_proto::ProtoError;
 use tokio::sync::{broadcast, oneshot, watch, Mutex, Notify};
 use zeroize::Zeroizing;
@@ -147,6 +147,9 @@ struct Shared {
     followups: StdMutex<VecDeque<FollowUp>>,
     followup_notify: Notify,
     relay_addr: StdMutex<String>,
+    /// Channels this agent is an active member of, kept in memory so that listing them never
+    /// waits on the keystore (updated wherever membership changes).
+    member_channels: StdMutex<std::collections::BTreeSet<String>>,
 }
 
 /// Work found while processing an item, done after the channel lock is released.
@@ -158,6 +161,16 @@ enum FollowUp {
     Remove { channel: String, identity: String },
     /// Re-upload the sealed GroupInfo of this channel's live invites (the epoch changed).
     RefreshInvites { channel: String },
+    /// Rotate this agent's leaf if its last self-update is older than [`SELF_UPDATE_INTERVAL`]
+    /// (adds are committed without an update path; this restores post-compromise security).
+    SelfUpdate { channel: String },
+}
+
+/// How old this agent's last key update in a channel may get before an add triggers a rotation.
+pub const SELF_UPDATE_INTERVAL: Duration = Duration::from_secs(600);
+
+fn self_update_key(channel: &str) -> String {
+    format!("self-update/{channel}")
 }
 
 /// Plaintext envelope of channel messages sent by a [`Client`]: user data or a control message.
@@ -242,6 +255,7 @@ impl Client {
             followups: StdMutex::new(VecDeque::new()),
             followup_notify: Notify::new(),
             relay_addr: StdMutex::new(String::new()),
+            member_channels: StdMutex::new(Default::default()),
         });
         let (first_tx, first_rx) = oneshot::channel();
         tokio::spawn(connection_loop(shared.clone(), first_tx));
@@ -269,6 +283,16 @@ impl Client {
         self.shared.events.subscribe()
     }
 
+    /// Resolves once the client is closed (by [`Client::close`] or after giving up reconnecting).
+    pub async fn closed(&self) {
+        let mut rx = self.shared.closed.subscribe();
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Whether the client currently has an authenticated relay connection.
     pub fn is_connected(&self) -> bool {
         self.shared.conn.borrow().is_some()
@@ -293,6 +317,8 @@ impl Client {
             return Err(CoreError::ChannelExists(name.to_string()).into());
         }
         self.shared.slot(name);
+        self.shared.note_membership(name);
+        self.shared.mark_self_updated(name);
         conn.subscribe(name, 0).await?;
         Ok(())
     }
@@ -307,7 +333,9 @@ impl Client {
         self.shared.agent.verify_key_package(channel, &kp, identity, now_secs())?;
         let recipients = vec![identity.to_string()];
         self.shared
-            .commit_op(channel, Some(recipients), move |agent, name| agent.add_members(name, &[kp.clone()], CommitMode::Stage))
+            .commit_op(channel, Some(recipients), move |agent, name| {
+                agent.add_members(name, std::slice::from_ref(&kp), CommitMode::Stage)
+            })
             .await
     }
 
@@ -332,7 +360,11 @@ impl Client {
 
     /// Queues `data` for `channel` at once (so sends keep the order of the calls) and returns
     /// a future that resolves with the relay sequence number once the relay has archived it.
-    pub fn send_queued(&self, channel: &str, data: &[u8]) -> Result<impl std::future::Future<Output = Result<u64>> + Send + 'static> {
+    pub fn send_queued(
+        &self,
+        channel: &str,
+        data: &[u8],
+    ) -> Result<impl std::future::Future<Output = Result<u64>> + Send + 'static> {
         let mut framed = Vec::with_capacity(data.len() + 1);
         framed.push(ENVELOPE_DATA);
         framed.extend_from_slice(data);
@@ -368,11 +400,13 @@ impl Client {
         .await?;
         let token = invite.encode();
         let stored = StoredInvite { token: token.to_string(), max_uses, expires_at };
-        let json = Zeroizing::new(serde_json::to_vec(&stored).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
+        let json =
+            Zeroizing::new(serde_json::to_vec(&stored).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
         agent.kv_put(&invite_key(channel, &invite.id_hex()), &json)?;
         let control = Control::Invite { token: token.to_string(), max_uses, expires_at };
         let mut framed = Zeroizing::new(vec![ENVELOPE_CONTROL]);
-        framed.extend_from_slice(&serde_json::to_vec(&control).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
+        framed
+            .extend_from_slice(&serde_json::to_vec(&control).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
         self.shared.enqueue(channel, framed.to_vec()).await?;
         Ok(token)
     }
@@ -413,7 +447,10 @@ impl Client {
                 return self.remember_invite(&invite);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(ClientError::Invite { code: "SKYTALE_JOIN_TIMEOUT", message: format!("not admitted to {channel} in time") });
+                return Err(ClientError::Invite {
+                    code: "SKYTALE_JOIN_TIMEOUT",
+                    message: format!("not admitted to {channel} in time"),
+                });
             }
             let conn = self.shared.live_conn().await?;
             let info = conn.fetch_invite(channel, &invite.id_hex(), invite.relay_auth()).await?;
@@ -439,7 +476,14 @@ impl Client {
                 let _ = agent.forget_channel(&name);
                 drop(guard);
                 attempt += 1;
-                if self.wait_joined(channel, &mut events, tokio::time::Instant::now() + Duration::from_millis(200 * attempt.min(10))).await? {
+                if self
+                    .wait_joined(
+                        channel,
+                        &mut events,
+                        tokio::time::Instant::now() + Duration::from_millis(200 * attempt.min(10)),
+                    )
+                    .await?
+                {
                     return self.remember_invite(&invite);
                 }
                 continue;
@@ -455,6 +499,8 @@ impl Client {
                 Ok(ack) => {
                     let _ = agent.set_last_seq(&name, ack.seq);
                     let _ = agent.set_relay_epoch(&name, ack.epoch);
+                    self.shared.note_membership(&name);
+                    self.shared.mark_self_updated(&name);
                     drop(guard);
                     conn.subscribe(&name, ack.seq).await?;
                     self.remember_invite(&invite)?;
@@ -484,12 +530,14 @@ impl Client {
         let conn = self.shared.live_conn().await?;
         let (name, out) = agent.join_by_external_commit(group_info, b"")?;
         let epoch = conn.channel_state(&name).await.map(|i| i.epoch).unwrap_or(out.from_epoch);
-        let msg = Commit { channel: name.clone(), client_msg_id: random_id(), epoch, payload: out.commit, welcome: None };
+        let msg =
+            Commit { channel: name.clone(), client_msg_id: random_id(), epoch, payload: out.commit, welcome: None };
         match conn.commit(msg).await {
             Ok(ack) => {
                 let _ = agent.set_last_seq(&name, ack.seq);
                 let _ = agent.set_relay_epoch(&name, ack.epoch);
                 self.shared.slot(&name);
+                self.shared.note_membership(&name);
                 conn.subscribe(&name, ack.seq).await?;
                 Ok(name)
             }
@@ -505,7 +553,9 @@ impl Client {
         let agent = &self.shared.agent;
         if agent.is_member(channel)? {
             let mut framed = vec![ENVELOPE_CONTROL];
-            framed.extend_from_slice(&serde_json::to_vec(&Control::Leave).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
+            framed.extend_from_slice(
+                &serde_json::to_vec(&Control::Leave).map_err(|e| ClientError::InvalidArgument(e.to_string()))?,
+            );
             self.shared.enqueue(channel, framed).await?;
         }
         if let Ok(conn) = self.shared.live_conn().await {
@@ -515,18 +565,33 @@ impl Client {
             agent.kv_delete(&key)?;
         }
         agent.forget_channel(channel)?;
+        self.shared.note_membership(channel);
         Ok(())
+    }
+
+    /// The channels this agent is an active member of, from memory (never touches the keystore).
+    pub fn member_channels(&self) -> Vec<String> {
+        match self.shared.member_channels.lock() {
+            Ok(set) => set.iter().cloned().collect(),
+            Err(p) => p.into_inner().iter().cloned().collect(),
+        }
     }
 
     fn remember_invite(&self, invite: &InviteToken) -> Result<()> {
         // The joiner keeps the invite too, so it can refresh the sealed GroupInfo after commits.
         let stored = StoredInvite { token: invite.encode().to_string(), max_uses: 0, expires_at: 0 };
-        let json = Zeroizing::new(serde_json::to_vec(&stored).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
+        let json =
+            Zeroizing::new(serde_json::to_vec(&stored).map_err(|e| ClientError::InvalidArgument(e.to_string()))?);
         self.shared.agent.kv_put(&invite_key(&invite.channel, &invite.id_hex()), &json)?;
         Ok(())
     }
 
-    async fn wait_joined(&self, channel: &str, events: &mut broadcast::Receiver<ClientEvent>, until: tokio::time::Instant) -> Result<bool> {
+    async fn wait_joined(
+        &self,
+        channel: &str,
+        events: &mut broadcast::Receiver<ClientEvent>,
+        until: tokio::time::Instant,
+    ) -> Result<bool> {
         loop {
             if self.shared.agent.has_channel(channel)? && self.shared.agent.is_member(channel)? {
                 return Ok(true);
@@ -543,7 +608,24 @@ impl Client {
     /// `timeout` (`None` = forever). Returns `Ok(None)` on timeout or when the client closes.
     /// Events stay in the keystore inbox until [`Client::ack_events`]: an event that was
     /// returned but not acknowledged (the app crashed) is returned again after a restart.
-    pub async fn next_event(&self, channel: &str, after_seq: u64, timeout: Option<Duration>) -> Result<Option<ChannelEvent>> {
+    pub async fn next_event(
+        &self,
+        channel: &str,
+        after_seq: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Option<ChannelEvent>> {
+        Ok(self.next_events(channel, after_seq, 1, timeout).await?.into_iter().next())
+    }
+
+    /// Like [`Client::next_event`], but returns up to `limit` events at once (one keystore
+    /// read) as soon as at least one is there; empty on timeout or close.
+    pub async fn next_events(
+        &self,
+        channel: &str,
+        after_seq: u64,
+        limit: u32,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<ChannelEvent>> {
         let slot = self.shared.slot(channel);
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut closed = self.shared.closed.subscribe();
@@ -551,18 +633,23 @@ impl Client {
             let notified = slot.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(item) = self.shared.agent.inbox(channel, after_seq, 1)?.into_iter().next() {
-                return Ok(Some(to_event(item)));
+            let agent = self.shared.agent.clone();
+            let name = channel.to_string();
+            let items = tokio::task::spawn_blocking(move || agent.inbox(&name, after_seq, limit.max(1)))
+                .await
+                .map_err(|_| ClientError::Closed)??;
+            if !items.is_empty() {
+                return Ok(items.into_iter().map(to_event).collect());
             }
             if *closed.borrow() {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             match deadline {
                 Some(d) => {
                     tokio::select! {
                         _ = &mut notified => {}
                         _ = closed.changed() => {}
-                        _ = tokio::time::sleep_until(d) => return Ok(None),
+                        _ = tokio::time::sleep_until(d) => return Ok(Vec::new()),
                     }
                 }
                 None => {
@@ -722,7 +809,11 @@ impl Shared {
             Ok(Control::Leave) => {
                 self.schedule(FollowUp::Remove { channel: channel.to_string(), identity: sender.to_string() })
             }
-            Err(_) => self.emit_error(Some(channel), "SKYTALE_INVALID_MESSAGE", format!("unreadable control message from {sender}")),
+            Err(_) => self.emit_error(
+                Some(channel),
+                "SKYTALE_INVALID_MESSAGE",
+                format!("unreadable control message from {sender}"),
+            ),
         }
     }
 
@@ -751,6 +842,41 @@ impl Shared {
                 format!("join request from {} does not open with the invite (wrong secret or replayed for another identity)", d.sender),
             ),
         }
+    }
+
+    /// Re-reads from the keystore whether this agent is a member of `channel` and updates the
+    /// in-memory list behind [`Client::member_channels`].
+    fn note_membership(&self, channel: &str) {
+        let member = self.agent.is_member(channel).unwrap_or(false);
+        let mut set = match self.member_channels.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        if member {
+            set.insert(channel.to_string());
+        } else {
+            set.remove(channel);
+        }
+    }
+
+    /// Records that this agent's leaf in `channel` was just refreshed (created, joined, rotated).
+    fn mark_self_updated(&self, channel: &str) {
+        if let Err(e) = self.agent.kv_put(&self_update_key(channel), &now_secs().to_be_bytes()) {
+            tracing::debug!(code = e.code(), "recording the self-update time failed");
+        }
+    }
+
+    /// Whether this agent's leaf in `channel` is older than [`SELF_UPDATE_INTERVAL`].
+    fn self_update_due(&self, channel: &str) -> bool {
+        let last = self
+            .agent
+            .kv_get(&self_update_key(channel))
+            .ok()
+            .flatten()
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        now_secs().saturating_sub(last) >= SELF_UPDATE_INTERVAL.as_secs()
     }
 
     fn slot(&self, channel: &str) -> Arc<ChannelSlot> {
@@ -807,22 +933,45 @@ impl Shared {
         }
     }
 
-    /// Applies one delivered item; the channel lock must be held.
-    fn apply_locked(&self, d: &Deliver) {
-        let agent = &self.agent;
-        let last = match agent.last_seq(&d.channel) {
+    /// Applies delivered items of one channel, in relay order; the channel lock must be held.
+    /// Runs of MLS items are processed in one keystore transaction each (one fsync per run).
+    fn apply_run_locked(&self, channel: &str, ds: &[Deliver]) {
+        let last = match self.agent.last_seq(channel) {
             Ok(s) => s,
             Err(_) => return, // not our channel (anymore)
         };
-        if d.seq <= last {
+        let mut run: Vec<&Deliver> = Vec::new();
+        for d in ds.iter().filter(|d| d.seq > last && d.channel == channel) {
+            if d.kind == Kind::JoinRequest as i32 {
+                self.process_run(channel, &run);
+                run.clear();
+                self.handle_join_request(d);
+            } else {
+                run.push(d);
+            }
+        }
+        self.process_run(channel, &run);
+    }
+
+    fn process_run(&self, channel: &str, run: &[&Deliver]) {
+        if run.is_empty() {
             return;
         }
-        if d.kind == Kind::JoinRequest as i32 {
-            self.handle_join_request(d);
-            return;
+        let items: Vec<(Vec<u8>, Delivery)> = run.iter().map(|d| (d.payload.clone(), delivery_of(d))).collect();
+        match self.agent.process_delivered_batch(channel, &items) {
+            Ok(results) => {
+                for (d, res) in run.iter().zip(results) {
+                    self.after_processed(d, res);
+                }
+            }
+            Err(e) => self.emit_error(Some(channel), e.code(), format!("processing {} items failed: {e}", run.len())),
         }
-        let delivery = delivery_of(d);
-        match agent.process_delivered(&d.channel, &d.payload, delivery) {
+    }
+
+    /// Follow-up of one processed item (events, control messages, invite checks).
+    fn after_processed(&self, d: &Deliver, res: skytale_core::Result<Incoming>) {
+        let agent = &self.agent;
+        match res {
             Ok(Incoming::Proposal { .. }) => {}
             Ok(Incoming::Message { data, sender, .. }) if data.first() == Some(&ENVELOPE_CONTROL) => {
                 let _ = agent.inbox_remove(&d.channel, d.seq);
@@ -830,7 +979,12 @@ impl Shared {
             }
             Ok(Incoming::Commit { external, authenticated_data, sender, self_removed, added, removed, .. }) => {
                 if !added.is_empty() || !removed.is_empty() {
-                    self.emit(ClientEvent::MembersChanged { channel: d.channel.clone(), added, removed, by: sender.clone() });
+                    self.emit(ClientEvent::MembersChanged {
+                        channel: d.channel.clone(),
+                        added,
+                        removed,
+                        by: sender.clone(),
+                    });
                 }
                 if external {
                     let from_epoch = d.epoch;
@@ -854,19 +1008,22 @@ impl Shared {
                 }
                 if !self_removed {
                     self.schedule(FollowUp::RefreshInvites { channel: d.channel.clone() });
+                } else {
+                    self.note_membership(&d.channel);
                 }
                 self.slot(&d.channel).notify.notify_waiters();
             }
             Ok(_) => self.slot(&d.channel).notify.notify_waiters(),
             Err(e) => {
-                // Skip the item (it can never be processed) but say so. A rejected commit still
-                // consumed its relay slot: every member skips it alike and stays in step.
-                if let Err(se) = agent.skip_delivered(&d.channel, delivery) {
-                    tracing::warn!(code = se.code(), "recording a skipped item failed");
-                }
+                // The item was recorded as skipped (it can never be processed); say so. A
+                // rejected commit still consumed its relay slot: every member skips it alike.
                 if e.code() != "SKYTALE_REPLAY" {
                     let what = if d.kind == Kind::Commit as i32 { "commit" } else { "item" };
-                    self.emit_error(Some(&d.channel), e.code(), format!("{what} {} from {} refused: {e}", d.seq, d.sender));
+                    self.emit_error(
+                        Some(&d.channel),
+                        e.code(),
+                        format!("{what} {} from {} refused: {e}", d.seq, d.sender),
+                    );
                 }
             }
         }
@@ -877,9 +1034,7 @@ impl Shared {
         loop {
             let after = self.agent.last_seq(channel)?;
             let (items, done) = conn.fetch(channel, after, 0).await?;
-            for d in &items {
-                self.apply_locked(d);
-            }
+            self.apply_run_locked(channel, &items);
             if !done.more {
                 if done.last_seq > after {
                     let _ = self.agent.set_last_seq(channel, done.last_seq);
@@ -896,26 +1051,54 @@ impl Shared {
         }
     }
 
-    async fn handle_deliver(&self, d: Deliver) {
-        let slot = self.slot(&d.channel);
+    /// Applies pushed deliveries of one channel (a burst that arrived together).
+    async fn handle_delivers(&self, channel: &str, ds: &[Deliver]) {
+        let slot = self.slot(channel);
         let _guard = slot.lock.lock().await;
-        self.apply_locked(&d);
+        self.apply_run_locked(channel, ds);
+    }
+
+    /// Handles one pushed frame other than a burst of deliveries.
+    async fn handle_push(&self, conn: &RelayConnection, f: Frame) {
+        match f.body {
+            Some(Body::Deliver(d)) => {
+                let channel = d.channel.clone();
+                self.handle_delivers(&channel, std::slice::from_ref(&d)).await
+            }
+            Some(Body::Welcome(w)) => self.handle_welcome(conn, w).await,
+            Some(Body::Error(e)) => self.emit_error(None, &e.code, e.message),
+            _ => {}
+        }
     }
 
     async fn handle_welcome(&self, conn: &RelayConnection, w: Welcome) {
-        match self.agent.join_channel(&w.payload) {
-            Ok(name) => {
+        match self.agent.join_channel_from(&w.payload) {
+            Ok((name, adder)) => {
                 let _ = self.agent.set_last_seq(&name, w.commit_seq);
                 if w.commit_epoch > 0 {
                     let _ = self.agent.set_relay_epoch(&name, w.commit_epoch);
                 }
                 self.slot(&name);
+                self.note_membership(&name);
+                self.mark_self_updated(&name);
                 if let Err(e) = conn.subscribe(&name, w.commit_seq).await {
                     self.emit_error(Some(&name), e.code(), format!("subscribe after join: {e}"));
                 }
-                self.emit(ClientEvent::Joined { channel: name, by: w.sender.clone() });
+                // Who added us, as MLS authenticates it (the relay's sender field is not trusted).
+                self.emit(ClientEvent::Joined { channel: name, by: adder });
             }
-            Err(CoreError::ChannelExists(_)) => {}
+            Err(CoreError::ChannelExists(name)) => {
+                // A Welcome we already joined from (redelivered after a crash) is fine; any other
+                // Welcome into a name we hold is a look-alike group: refused, and said so.
+                let redelivered = self.agent.last_seq(&name).map(|s| s >= w.commit_seq).unwrap_or(false);
+                if !redelivered {
+                    self.emit_error(
+                        Some(&name),
+                        "SKYTALE_CHANNEL_EXISTS",
+                        format!("refused a Welcome into {name}: this agent is already in a channel of that name"),
+                    );
+                }
+            }
             Err(e) => self.emit_error(Some(&w.channel), e.code(), format!("welcome from {}: {e}", w.sender)),
         }
         if let Err(e) = conn.ack_welcome(w.welcome_id).await {
@@ -956,6 +1139,12 @@ impl Shared {
                     Ok(ack) => {
                         self.agent.merge_pending_commit(channel)?;
                         self.agent.set_relay_epoch(channel, ack.epoch)?;
+                        if out.added.is_empty() {
+                            // Removes and rotations carry an update path: our leaf is fresh.
+                            self.mark_self_updated(channel);
+                        } else {
+                            self.schedule(FollowUp::SelfUpdate { channel: channel.to_string() });
+                        }
                         let _ = self.agent.kv_delete(&pending_commit_key(channel));
                         self.schedule(FollowUp::RefreshInvites { channel: channel.to_string() });
                         if !out.added.is_empty() || !out.removed.is_empty() {
@@ -1075,33 +1264,41 @@ impl Shared {
         let Some(conn) = self.conn.borrow().clone() else {
             return batch.iter().map(|_| None).collect();
         };
-        let mut prepared = Vec::with_capacity(batch.len());
-        for item in batch {
-            let slot = self.slot(&item.channel);
+        // Encrypt each run of same-channel items in one keystore transaction.
+        let mut prepared: Vec<Option<(u64, Vec<u8>)>> = Vec::with_capacity(batch.len());
+        let mut start = 0;
+        while start < batch.len() {
+            let channel = &batch[start].channel;
+            let end = start + batch[start..].iter().take_while(|i| &i.channel == channel).count();
+            let slot = self.slot(channel);
             let _guard = slot.lock.lock().await;
-            let enc = self
-                .send_epoch(&item.channel)
-                .and_then(|epoch| Ok(self.agent.encrypt(&item.channel, &item.data).map(|p| (epoch, p))?));
-            prepared.push(enc);
+            let plaintexts: Vec<&[u8]> = batch[start..end].iter().map(|i| i.data.as_slice()).collect();
+            match self
+                .send_epoch(channel)
+                .and_then(|epoch| Ok((epoch, self.agent.encrypt_batch(channel, &plaintexts)?)))
+            {
+                Ok((epoch, wires)) => prepared.extend(wires.into_iter().map(|w| Some((epoch, w)))),
+                // Settle these one by one: the careful path reports each item's own error.
+                Err(_) => prepared.extend((start..end).map(|_| None)),
+            }
+            start = end;
         }
         let sends = batch.iter().zip(prepared.iter()).map(|(item, enc)| {
             let conn = conn.clone();
             async move {
                 match enc {
-                    Ok((epoch, payload)) => Some(
+                    Some((epoch, payload)) => Some(
                         conn.send(&item.channel, &item.client_msg_id, Kind::Application, *epoch, payload.clone()).await,
                     ),
-                    Err(_) => None,
+                    None => None,
                 }
             }
         });
         let replies = futures::future::join_all(sends).await;
         replies
             .into_iter()
-            .zip(prepared)
-            .map(|(reply, enc)| match (reply, enc) {
-                (Some(Ok(ack)), _) => Some(Ok(ack.seq)),
-                (_, Err(e)) => Some(Err(e.into())),
+            .map(|reply| match reply {
+                Some(Ok(ack)) => Some(Ok(ack.seq)),
                 _ => None,
             })
             .collect()
@@ -1128,12 +1325,16 @@ async fn followup_loop(shared: Arc<Shared>) {
                 let kp = key_package.clone();
                 let res = shared
                     .commit_op(&channel, Some(vec![joiner.clone()]), move |agent, name| {
-                        agent.add_members(name, &[kp.clone()], CommitMode::Stage)
+                        agent.add_members(name, std::slice::from_ref(&kp), CommitMode::Stage)
                     })
                     .await;
                 match res {
                     Ok(_) => tracing::debug!(channel, "admitted a joiner"),
-                    Err(e) if matches!(e.code(), "SKYTALE_INVALID_ARGUMENT" | "SKYTALE_KEY_PACKAGE_USED" | "SKYTALE_NOT_A_MEMBER") => {}
+                    Err(e)
+                        if matches!(
+                            e.code(),
+                            "SKYTALE_INVALID_ARGUMENT" | "SKYTALE_KEY_PACKAGE_USED" | "SKYTALE_NOT_A_MEMBER"
+                        ) => {}
                     Err(e) => shared.emit_error(Some(&channel), e.code(), format!("admitting {joiner}: {e}")),
                 }
             }
@@ -1142,12 +1343,23 @@ async fn followup_loop(shared: Arc<Shared>) {
                 let still = shared.agent.members(&channel).map(|m| m.contains(&identity)).unwrap_or(false);
                 if still {
                     let res = shared
-                        .commit_op(&channel, None, move |agent, name| agent.remove_members(name, &ids, CommitMode::Stage))
+                        .commit_op(&channel, None, move |agent, name| {
+                            agent.remove_members(name, &ids, CommitMode::Stage)
+                        })
                         .await;
                     if let Err(e) = res {
                         if !matches!(e.code(), "SKYTALE_MEMBER_NOT_FOUND" | "SKYTALE_NOT_A_MEMBER") {
                             shared.emit_error(Some(&channel), e.code(), format!("removing {identity}: {e}"));
                         }
+                    }
+                }
+            }
+            FollowUp::SelfUpdate { channel } => {
+                if shared.agent.is_member(&channel).unwrap_or(false) && shared.self_update_due(&channel) {
+                    let res =
+                        shared.commit_op(&channel, None, |agent, name| agent.rotate_key(name, CommitMode::Stage)).await;
+                    if let Err(e) = res {
+                        shared.emit_error(Some(&channel), e.code(), format!("scheduled key update: {e}"));
                     }
                 }
             }
@@ -1173,7 +1385,15 @@ async fn followup_loop(shared: Arc<Shared>) {
 async fn connect_once(shared: &Arc<Shared>) -> Result<(Arc<RelayConnection>, PushReceiver, u64)> {
     // The API server vouches for this agent: register its key (renews the credential), pin the
     // org's issuer keys, read revocations. Then a token bound to this identity.
-    shared.tokens.enroll(&shared.agent).await?;
+    if let Err(e) = shared.tokens.enroll(&shared.agent).await {
+        // An API server outage must not keep an enrolled agent off the relay: its credential and
+        // pinned issuer keys are in the keystore, and a cached token may still be valid.
+        let enrolled = shared.agent.credential()?.is_some() && shared.agent.trust_anchors()?.is_some();
+        if !(enrolled && e.code() == "SKYTALE_API_UNREACHABLE") {
+            return Err(e);
+        }
+        tracing::warn!(code = e.code(), "API server unreachable; reconnecting with the stored credential");
+    }
     let token = shared.tokens.get().await?;
     let addr_str = shared.config.relay.clone().or(token.relay.clone()).ok_or(ClientError::NoRelay)?;
     let addr: RelayAddr = addr_str.parse()?;
@@ -1193,6 +1413,7 @@ async fn connect_once(shared: &Arc<Shared>) -> Result<(Arc<RelayConnection>, Pus
         if shared.agent.has_pending_commit(&name).unwrap_or(false) {
             recover_pending_commit(shared, &conn, &name).await?;
         }
+        shared.note_membership(&name);
         if shared.agent.is_member(&name).unwrap_or(false) {
             shared.slot(&name);
             let after = shared.agent.last_seq(&name)?;
@@ -1271,13 +1492,31 @@ async fn connection_loop(shared: Arc<Shared>, first: oneshot::Sender<Result<()>>
                     let _ = f.send(Ok(()));
                 }
                 let heartbeat = tokio::spawn(heartbeat(conn.clone()));
-                let refresh_in = Duration::from_secs(expires_at.saturating_sub(now_secs())).saturating_sub(REFRESH_MARGIN);
+                let refresh_in =
+                    Duration::from_secs(expires_at.saturating_sub(now_secs())).saturating_sub(REFRESH_MARGIN);
                 let mut refresh = Box::pin(tokio::time::sleep(refresh_in.max(Duration::from_secs(5))));
                 loop {
                     tokio::select! {
                         frame = pushes.recv() => match frame {
                             Some(f) => match f.body {
-                                Some(Body::Deliver(d)) => shared.handle_deliver(d).await,
+                                Some(Body::Deliver(d)) => {
+                                    // Take the rest of the burst: consecutive deliveries of the
+                                    // same channel are applied in one keystore transaction.
+                                    let channel = d.channel.clone();
+                                    let mut burst = vec![d];
+                                    let mut held = None;
+                                    while burst.len() < 256 {
+                                        match pushes.try_recv() {
+                                            Some(Frame { body: Some(Body::Deliver(n)), .. }) if n.channel == channel => burst.push(n),
+                                            Some(other) => { held = Some(other); break; }
+                                            None => break,
+                                        }
+                                    }
+                                    shared.handle_delivers(&channel, &burst).await;
+                                    if let Some(f) = held {
+                                        shared.handle_push(&conn, f).await;
+                                    }
+                                }
                                 Some(Body::Welcome(w)) => shared.handle_welcome(&conn, w).await,
                                 Some(Body::Error(e)) => shared.emit_error(None, &e.code, e.message),
                                 _ => {}

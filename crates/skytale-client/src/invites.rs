@@ -44,7 +44,10 @@ pub struct InviteToken {
 
 impl std::fmt::Debug for InviteToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InviteToken").field("id", &self.id_hex()).field("channel", &self.channel).finish_non_exhaustive()
+        f.debug_struct("InviteToken")
+            .field("id", &self.id_hex())
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
     }
 }
 
@@ -228,7 +231,10 @@ mod tests {
         let enc = t.encode();
         assert!(enc.starts_with(TOKEN_PREFIX));
         let p = InviteToken::parse(&enc).unwrap();
-        assert_eq!((p.id, *p.secret, p.channel.as_str(), p.relay.as_str()), (t.id, *t.secret, "acme/support/routing", "iroh://abc@127.0.0.1:1"));
+        assert_eq!(
+            (p.id, *p.secret, p.channel.as_str(), p.relay.as_str()),
+            (t.id, *t.secret, "acme/support/routing", "iroh://abc@127.0.0.1:1")
+        );
         assert_eq!(p.relay_auth(), t.relay_auth());
         let sealed = t.seal_join_request("bob", b"kp").unwrap();
         assert_eq!(p.open_join_request("bob", &sealed).unwrap(), b"kp");
@@ -244,5 +250,44 @@ mod tests {
         assert_eq!(p.open_group_info(&gi).unwrap(), b"group-info");
         assert!(InviteToken::parse("skt_inv_!!!").is_err());
         assert!(InviteToken::parse("nope").is_err());
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Mutation fuzzing of invite parsing and opening (seeded; `FUZZ_ITERS` for a long run).
+    use super::InviteToken;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn invite_parsing_and_opening_never_panic() {
+        let iters: u64 = std::env::var("FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x1d);
+        let t = InviteToken::generate("acme/support/routing", "iroh://abc@127.0.0.1:1");
+        let token = t.encode().to_string();
+        let sealed = t.seal_join_request("bob", b"key package bytes").unwrap_or_default();
+        for _ in 0..iters {
+            let mut s: Vec<u8> = token.clone().into_bytes();
+            let mut p = sealed.clone();
+            for v in [&mut s, &mut p] {
+                if !v.is_empty() {
+                    let at = rng.gen_range(0..v.len());
+                    match rng.gen_range(0..3) {
+                        0 => v[at] = rng.gen(),
+                        1 => v.truncate(at),
+                        _ => v.insert(at, rng.gen()),
+                    }
+                }
+            }
+            if let Ok(text) = String::from_utf8(s) {
+                if let Err(e) = InviteToken::parse(&text) {
+                    assert!(e.code().starts_with("SKYTALE_"));
+                }
+            }
+            let _ = InviteToken::join_request_id(&p);
+            let _ = InviteToken::external_join_id(&p);
+            assert!(t.open_join_request("bob", &p).is_none() || p == sealed);
+            let _ = t.open_group_info(&p);
+        }
     }
 }

@@ -83,11 +83,11 @@ impl TokenSource {
         loop {
             let feed: Feed = self.request_json(&format!("/v1/revocations?since={since}"), None, false).await?;
             let n = feed.agents.len() + feed.api_keys.len();
-            revoked.extend(
-                feed.agents
-                    .into_iter()
-                    .map(|a| RevokedAgent { org: a.org, identity: a.identity, revoked_at: a.revoked_at }),
-            );
+            revoked.extend(feed.agents.into_iter().map(|a| RevokedAgent {
+                org: a.org,
+                identity: a.identity,
+                revoked_at: a.revoked_at,
+            }));
             if feed.cursor <= since || n < 1000 {
                 break;
             }

@@ -170,7 +170,10 @@ impl TokenSource {
                 Ok(b) => (b.error.code, b.error.message),
                 Err(_) => (String::new(), format!("HTTP {status}")),
             };
-            return Err(ClientError::Api { code: api_code(&code, status.as_u16()), message: format!("{what}: {message}") });
+            return Err(ClientError::Api {
+                code: api_code(&code, status.as_u16()),
+                message: format!("{what}: {message}"),
+            });
         }
         serde_json::from_slice(&bytes)
             .map_err(|_| ClientError::Api { code: "SKYTALE_API_ERROR", message: format!("{what}: malformed reply") })

@@ -61,7 +61,11 @@ impl Sample {
         let mut v: Vec<f64> = self.times.iter().map(|d| d.as_secs_f64() * 1e3).collect();
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let n = v.len();
-        if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
     }
     fn min_ms(&self) -> f64 {
         self.times.iter().map(|d| d.as_secs_f64() * 1e3).fold(f64::INFINITY, f64::min)
@@ -313,10 +317,8 @@ fn core_create(n: usize, iters: usize, budget: Budget) -> Sample {
     let da = tempfile::tempdir().unwrap();
     let alice = open_agent(da.path(), "alice");
     // The agent refuses to use a key package twice: one fresh set per iteration (+ warm-up).
-    let sets: Vec<Vec<Vec<u8>>> = key_package_sets("m", n - 1, iters + 1)
-        .into_iter()
-        .map(|set| set.iter().map(to_wire).collect())
-        .collect();
+    let sets: Vec<Vec<Vec<u8>>> =
+        key_package_sets("m", n - 1, iters + 1).into_iter().map(|set| set.iter().map(to_wire).collect()).collect();
     let mut next = sets.into_iter();
     let mut i = 0;
     run("core", format!("create/{n}"), budget, || {
@@ -334,7 +336,11 @@ fn core_create(n: usize, iters: usize, budget: Budget) -> Sample {
 // ---------------------------------------------------------------------------------------------
 
 fn size_name(size: usize) -> String {
-    if size >= 1024 { format!("{}KiB", size / 1024) } else { format!("{size}B") }
+    if size >= 1024 {
+        format!("{}KiB", size / 1024)
+    } else {
+        format!("{size}B")
+    }
 }
 
 fn json_escape(s: &str) -> String {
@@ -359,7 +365,15 @@ fn main() {
 
     let scale = if quick { 0.25 } else { 1.0 };
     let msg_budget = Budget { time: Duration::from_secs_f64(2.0 * scale), min_iters: 20, max_iters: 20_000 };
-    let add_iters = |n: usize| if n >= 1000 { 10 } else if n >= 100 { 30 } else { 100 };
+    let add_iters = |n: usize| {
+        if n >= 1000 {
+            10
+        } else if n >= 100 {
+            30
+        } else {
+            100
+        }
+    };
     let create_iters = |n: usize| if n >= 1000 { 3 } else { 10 };
     let slow = |iters: usize| Budget {
         time: Duration::from_secs_f64(3.0 * scale),

@@ -55,6 +55,7 @@ struct Inner {
     revoked: Vec<RevokedAgent>,
 }
 
+mod batch;
 mod trust;
 pub(crate) use trust::LeafVerifier;
 
@@ -257,12 +258,19 @@ impl Agent {
     /// Errors: `SKYTALE_KEY_PACKAGE_USED` when the Welcome is for a key package this agent no
     /// longer holds (already used), `SKYTALE_CHANNEL_EXISTS` when already a member.
     pub fn join_channel(&self, welcome: &[u8]) -> Result<String> {
+        self.join_channel_from(welcome).map(|(name, _)| name)
+    }
+
+    /// Like [`Agent::join_channel`], also returning who added this agent: the Welcome's sender
+    /// as authenticated by MLS (its leaf's credential), not what a delivery service claims.
+    pub fn join_channel_from(&self, welcome: &[u8]) -> Result<(String, String)> {
         let welcome = match parse_message(welcome)?.extract() {
             MlsMessageBodyIn::Welcome(w) => w,
             _ => return Err(Error::InvalidMessage("not a Welcome".into())),
         };
         let mut inner = self.lock()?;
         let mut joined_name = String::new();
+        let mut adder = String::new();
         inner.transaction(None, |inner| {
             let provider = Provider::new(&inner.crypto, inner.store.conn());
             let staged = StagedWelcome::build_from_welcome(&provider, &group_config(), welcome)
@@ -271,7 +279,8 @@ impl Agent {
                 .build()
                 .map_err(me::welcome_error)?;
             let group_id = staged.group_context().group_id().as_slice().to_vec();
-            let name = String::from_utf8(group_id).map_err(|_| Error::InvalidMessage("channel name is not UTF-8".into()))?;
+            let name =
+                String::from_utf8(group_id).map_err(|_| Error::InvalidMessage("channel name is not UTF-8".into()))?;
             validate_channel_name(&name)?;
             {
                 // Every member of the group we would join must be certified by our org's issuer.
@@ -280,6 +289,10 @@ impl Agent {
                     verifier.check(&m.credential, &m.signature_key, None, None)?;
                 }
             }
+            adder = staged
+                .welcome_sender()
+                .map(|leaf| credential_identity(leaf.credential()))
+                .map_err(|e| Error::InvalidMessage(format!("welcome sender: {e}")))?;
             if inner.channel_exists(&name)? {
                 let active = inner.group(&name).map(|g| g.is_active()).unwrap_or(false);
                 if active {
@@ -298,7 +311,7 @@ impl Agent {
             joined_name = name;
             Ok(())
         })?;
-        Ok(joined_name)
+        Ok((joined_name, adder))
     }
 
     /// A signed GroupInfo of the channel's current epoch, with the ratchet tree, as MLS
@@ -322,7 +335,11 @@ impl Agent {
     /// proof of an invite). The channel is stored at the new epoch at once; if the delivery
     /// service refuses the commit, call [`Agent::forget_channel`] and try again with a fresh
     /// GroupInfo. Returns the channel name and the commit to send.
-    pub fn join_by_external_commit(&self, group_info: &[u8], authenticated_data: &[u8]) -> Result<(String, CommitOutput)> {
+    pub fn join_by_external_commit(
+        &self,
+        group_info: &[u8],
+        authenticated_data: &[u8],
+    ) -> Result<(String, CommitOutput)> {
         let verifiable = match parse_message(group_info)?.extract() {
             MlsMessageBodyIn::GroupInfo(gi) => gi,
             _ => return Err(Error::InvalidMessage("not a GroupInfo".into())),
@@ -368,7 +385,14 @@ impl Agent {
             inner.groups.insert(name.clone(), group);
             result = Some((
                 name.clone(),
-                CommitOutput { commit, welcome: None, from_epoch, epoch, added: vec![inner.identity.clone()], removed: vec![] },
+                CommitOutput {
+                    commit,
+                    welcome: None,
+                    from_epoch,
+                    epoch,
+                    added: vec![inner.identity.clone()],
+                    removed: vec![],
+                },
             ));
             Ok(())
         })?;
@@ -473,7 +497,12 @@ impl Agent {
             }
             let provider = Provider::new(crypto, conn);
             let from_epoch = group.epoch().as_u64();
-            let (commit, welcome, _) = group.add_members(&provider, signer, &kps).map_err(me::add_error)?;
+            // Add-only commit without an update path (RFC 9420 allows it; ~4x cheaper for large
+            // groups). Post-compromise security is kept by the driver's scheduled self-update
+            // (see skytale-client: a rotation follows adds once the last one is older than its
+            // interval).
+            let (commit, welcome, _) =
+                group.add_members_without_update(&provider, signer, &kps).map_err(me::add_error)?;
             for r in &refs {
                 conn.execute("INSERT INTO skytale_used_key_packages (ref, used_at) VALUES (?1, ?2)", params![r, now()])?;
             }
@@ -512,13 +541,12 @@ impl Agent {
             let mut leaves = Vec::new();
             for id in identities {
                 if *id == own {
-                    return Err(Error::InvalidArgument("an agent cannot remove itself; leave the channel instead".into()));
+                    return Err(Error::InvalidArgument(
+                        "an agent cannot remove itself; leave the channel instead".into(),
+                    ));
                 }
-                let found: Vec<LeafNodeIndex> = group
-                    .members()
-                    .filter(|m| credential_identity(&m.credential) == *id)
-                    .map(|m| m.index)
-                    .collect();
+                let found: Vec<LeafNodeIndex> =
+                    group.members().filter(|m| credential_identity(&m.credential) == *id).map(|m| m.index).collect();
                 if found.is_empty() {
                     return Err(Error::MemberNotFound(id.clone()));
                 }
@@ -553,7 +581,14 @@ impl Agent {
                 .map_err(|e| Error::Internal(format!("self update: {e}")))?;
             let commit = serialize(bundle.commit())?;
             finish_commit(&provider, group, mode)?;
-            Ok(CommitOutput { commit, welcome: None, from_epoch, epoch: from_epoch + 1, added: vec![], removed: vec![] })
+            Ok(CommitOutput {
+                commit,
+                welcome: None,
+                from_epoch,
+                epoch: from_epoch + 1,
+                added: vec![],
+                removed: vec![],
+            })
         })
     }
 
@@ -611,7 +646,9 @@ impl Agent {
             let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
             ensure_ready(name, group)?;
             let provider = Provider::new(crypto, conn);
-            let msg = group.create_message(&provider, signer, plaintext).map_err(|e| me::create_message_error(name, e))?;
+            let padded = crate::envelope::pad(plaintext)?;
+            let msg =
+                group.create_message(&provider, signer, &padded).map_err(|e| me::create_message_error(name, e))?;
             serialize(&msg)
         })
     }
@@ -636,45 +673,54 @@ impl Agent {
     }
 
     fn process_incoming_inner(&self, name: &str, wire: &[u8], delivery: Option<Delivery>) -> Result<Incoming> {
-        let msg = parse_message(wire)?;
-        let protocol = msg
-            .try_into_protocol_message()
-            .map_err(|_| Error::InvalidMessage("not a channel message (welcome or key package?)".into()))?;
+        let protocol = parse_protocol(wire)?;
         let mut inner = self.lock()?;
-        inner.transaction(Some(name), |inner| {
-            let own = inner.identity.clone();
-            let inner = &mut *inner;
-            let (crypto, conn) = (&inner.crypto, inner.store.conn());
-            let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
-            if protocol.group_id().as_slice() != name.as_bytes() {
-                return Err(Error::InvalidMessage("the message belongs to another channel".into()));
-            }
-            if !group.is_active() {
-                return Err(Error::NotAMember(name.to_string()));
-            }
-            let current_epoch = group.epoch().as_u64();
-            let message_epoch = protocol.epoch().as_u64();
-            if message_epoch > current_epoch {
-                return Err(Error::WrongEpoch { message_epoch, current_epoch });
-            }
-            if message_epoch < current_epoch && protocol.content_type() != ContentType::Application {
-                // A handshake message of a past epoch: a replayed or superseded commit/proposal.
-                return Err(Error::WrongEpoch { message_epoch, current_epoch });
-            }
-            let provider = Provider::new(crypto, conn);
-            let processed = group
-                .process_message(&provider, protocol)
-                .map_err(|e| me::process_error(name, message_epoch, current_epoch, e))?;
-            let verifier = LeafVerifier::new(inner.anchors.as_ref(), &inner.revoked, channel_org(name)?);
-            let at = delivery.map(|d| d.at_secs).unwrap_or(now() as u64);
-            let event = apply_processed(&provider, group, processed, &verifier, at)?;
-            if let Some(d) = delivery {
-                record_delivery(conn, name, d, &event)?;
-            }
-            let _ = own;
-            Ok(event)
-        })
+        inner.transaction(Some(name), |inner| process_one(inner, name, protocol, delivery))
     }
+}
+
+/// Parses bytes as a channel (protocol) message.
+fn parse_protocol(wire: &[u8]) -> Result<ProtocolMessage> {
+    parse_message(wire)?
+        .try_into_protocol_message()
+        .map_err(|_| Error::InvalidMessage("not a channel message (welcome or key package?)".into()))
+}
+
+/// Processes one protocol message inside the caller's transaction (the channel's group loaded).
+fn process_one(
+    inner: &mut Inner,
+    name: &str,
+    protocol: ProtocolMessage,
+    delivery: Option<Delivery>,
+) -> Result<Incoming> {
+    let (crypto, conn) = (&inner.crypto, inner.store.conn());
+    let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
+    if protocol.group_id().as_slice() != name.as_bytes() {
+        return Err(Error::InvalidMessage("the message belongs to another channel".into()));
+    }
+    if !group.is_active() {
+        return Err(Error::NotAMember(name.to_string()));
+    }
+    let current_epoch = group.epoch().as_u64();
+    let message_epoch = protocol.epoch().as_u64();
+    if message_epoch > current_epoch {
+        return Err(Error::WrongEpoch { message_epoch, current_epoch });
+    }
+    if message_epoch < current_epoch && protocol.content_type() != ContentType::Application {
+        // A handshake message of a past epoch: a replayed or superseded commit/proposal.
+        return Err(Error::WrongEpoch { message_epoch, current_epoch });
+    }
+    let provider = Provider::new(crypto, conn);
+    let processed = group
+        .process_message(&provider, protocol)
+        .map_err(|e| me::process_error(name, message_epoch, current_epoch, e))?;
+    let verifier = LeafVerifier::new(inner.anchors.as_ref(), &inner.revoked, channel_org(name)?);
+    let at = delivery.map(|d| d.at_secs).unwrap_or(now() as u64);
+    let event = apply_processed(&provider, group, processed, &verifier, at)?;
+    if let Some(d) = delivery {
+        record_delivery(conn, name, d, &event)?;
+    }
+    Ok(event)
 }
 
 fn record_delivery(conn: &rusqlite::Connection, name: &str, d: Delivery, event: &Incoming) -> Result<()> {
@@ -722,7 +768,7 @@ fn apply_processed(
             let authenticated_data = processed.aad().to_vec();
             match processed.into_content() {
                 ProcessedMessageContent::ApplicationMessage(app) => {
-                    Ok(Incoming::Message { sender, data: app.into_bytes(), epoch })
+                    Ok(Incoming::Message { sender, data: crate::envelope::unpad(app.into_bytes())?, epoch })
                 }
                 ProcessedMessageContent::ProposalMessage(proposal) => {
                     let kind = match proposal.proposal() {
@@ -748,9 +794,7 @@ fn apply_processed(
                         .filter_map(|p| group.member(p.remove_proposal().removed()).map(credential_identity))
                         .collect();
                     let self_removed = staged.self_removed();
-                    group
-                        .merge_staged_commit(provider, *staged)
-                        .map_err(|e| Error::Internal(format!("merge: {e}")))?;
+                    group.merge_staged_commit(provider, *staged).map_err(|e| Error::Internal(format!("merge: {e}")))?;
                     Ok(Incoming::Commit {
                         sender,
                         epoch: group.epoch().as_u64(),
@@ -853,10 +897,10 @@ impl Agent {
     /// Records the last relay sequence number processed for a channel (it never goes back).
     pub fn set_last_seq(&self, name: &str, seq: u64) -> Result<()> {
         let inner = self.lock()?;
-        let n = inner
-            .store
-            .conn()
-            .execute("UPDATE skytale_channels SET last_seq = MAX(last_seq, ?2) WHERE name = ?1", params![name, seq as i64])?;
+        let n = inner.store.conn().execute(
+            "UPDATE skytale_channels SET last_seq = MAX(last_seq, ?2) WHERE name = ?1",
+            params![name, seq as i64],
+        )?;
         if n == 0 {
             return Err(Error::ChannelNotFound(name.to_string()));
         }
@@ -953,7 +997,8 @@ impl Inner {
             if !self.channel_exists(name)? {
                 return Err(Error::ChannelNotFound(name.to_string()));
             }
-            let storage = openmls_sqlite_storage::SqliteStorageProvider::<crate::provider::JsonCodec, _>::new(self.store.conn());
+            let storage =
+                openmls_sqlite_storage::SqliteStorageProvider::<crate::provider::JsonCodec, _>::new(self.store.conn());
             let group = MlsGroup::load(&storage, &GroupId::from_slice(name.as_bytes()))
                 .map_err(|e| Error::Storage(format!("load channel: {e}")))?
                 .ok_or_else(|| Error::KeystoreCorrupt(format!("channel {name} has no MLS state")))?;
@@ -963,7 +1008,8 @@ impl Inner {
     }
 
     fn delete_channel_state(&mut self, name: &str) -> Result<()> {
-        let storage = openmls_sqlite_storage::SqliteStorageProvider::<crate::provider::JsonCodec, _>::new(self.store.conn());
+        let storage =
+            openmls_sqlite_storage::SqliteStorageProvider::<crate::provider::JsonCodec, _>::new(self.store.conn());
         if let Some(mut group) = MlsGroup::load(&storage, &GroupId::from_slice(name.as_bytes()))
             .map_err(|e| Error::Storage(format!("load channel: {e}")))?
         {

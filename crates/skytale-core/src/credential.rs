@@ -147,7 +147,8 @@ pub fn verify_credential(
     if bytes.len() > MAX_CREDENTIAL_LEN {
         return Err(invalid("credential too large"));
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| invalid("not an agent credential (no certificate from the API server)"))?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| invalid("not an agent credential (no certificate from the API server)"))?;
     let parts: Vec<&str> = text.split('.').collect();
     if parts.len() != 3 {
         return Err(invalid("not an agent credential (no certificate from the API server)"));
@@ -170,7 +171,8 @@ pub fn verify_credential(
         )));
     }
     // Try the named key first, then any other trusted key (a kid is only a hint).
-    let mut candidates: Vec<&IssuerKey> = anchors.keys.iter().filter(|k| Some(k.kid.as_str()) == header.kid.as_deref()).collect();
+    let mut candidates: Vec<&IssuerKey> =
+        anchors.keys.iter().filter(|k| Some(k.kid.as_str()) == header.kid.as_deref()).collect();
     candidates.extend(anchors.keys.iter().filter(|k| Some(k.kid.as_str()) != header.kid.as_deref()));
     let mut signer_kid = None;
     for k in candidates {
@@ -214,10 +216,7 @@ pub fn verify_credential(
             return Err(invalid(format!("credential of '{}' has expired", claims.identity)));
         }
     }
-    if revoked
-        .iter()
-        .any(|r| r.org == claims.org && r.identity == claims.identity && claims.iat <= r.revoked_at)
-    {
+    if revoked.iter().any(|r| r.org == claims.org && r.identity == claims.identity && claims.iat <= r.revoked_at) {
         return Err(invalid(format!("credential of '{}' has been revoked", claims.identity)));
     }
     Ok(VerifiedCredential {
@@ -246,10 +245,9 @@ pub fn rotate_anchors(pinned: Option<&TrustAnchors>, fetched: TrustAnchors) -> R
     }
     match pinned {
         None => Ok(fetched),
-        Some(p) if p.org != fetched.org => Err(invalid(format!(
-            "this agent trusts the issuer of org '{}', not '{}'",
-            p.org, fetched.org
-        ))),
+        Some(p) if p.org != fetched.org => {
+            Err(invalid(format!("this agent trusts the issuer of org '{}', not '{}'", p.org, fetched.org)))
+        }
         Some(p) if p.keys.iter().any(|k| fetched.keys.iter().any(|f| f.x == k.x)) => Ok(fetched),
         Some(_) => Err(invalid(
             "the issuer's keys changed with no overlap with the pinned ones (possible impersonation); refusing",
@@ -262,11 +260,7 @@ pub fn rotate_anchors(pinned: Option<&TrustAnchors>, fetched: TrustAnchors) -> R
 pub fn fingerprint(signature_key: &[u8]) -> String {
     let digest = Sha256::digest(signature_key);
     let hex = hex::encode(&digest[..20]);
-    hex.as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
+    hex.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -306,7 +300,10 @@ mod tests {
         assert_eq!(v.identity, "bob");
         assert_eq!(credential_identity_unverified(cred.as_bytes()).as_deref(), Some("bob"));
         // expired, wrong identity, wrong org, wrong key, revoked
-        assert_eq!(verify_credential(cred.as_bytes(), &anchors, exp(Some(1000)), &[]).unwrap_err().code(), "SKYTALE_CREDENTIAL_INVALID");
+        assert_eq!(
+            verify_credential(cred.as_bytes(), &anchors, exp(Some(1000)), &[]).unwrap_err().code(),
+            "SKYTALE_CREDENTIAL_INVALID"
+        );
         let e = Expected { identity: Some("carol"), ..exp(Some(500)) };
         assert!(verify_credential(cred.as_bytes(), &anchors, e, &[]).is_err());
         let other = [8u8; 32];

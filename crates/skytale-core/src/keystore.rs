@@ -70,7 +70,8 @@ impl std::fmt::Debug for Keystore {
 }
 
 fn argon2_key(pass: &[u8], salt: &[u8], m: u32, t: u32, p: u32) -> Result<SecretKey32> {
-    let params = Params::new(m, t, p, Some(32)).map_err(|e| Error::KeystoreCorrupt(format!("bad KDF parameters: {e}")))?;
+    let params =
+        Params::new(m, t, p, Some(32)).map_err(|e| Error::KeystoreCorrupt(format!("bad KDF parameters: {e}")))?;
     let mut out = Zeroizing::new([0u8; 32]);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into(pass, salt, out.as_mut())
@@ -124,7 +125,15 @@ impl Keystore {
         let (key, mut meta) = match secret {
             KeystoreSecret::Key(k) => (
                 k.clone(),
-                Meta { format: 1, kdf: "raw".into(), salt: None, m_cost: None, t_cost: None, p_cost: None, kcv: String::new() },
+                Meta {
+                    format: 1,
+                    kdf: "raw".into(),
+                    salt: None,
+                    m_cost: None,
+                    t_cost: None,
+                    p_cost: None,
+                    kcv: String::new(),
+                },
             ),
             KeystoreSecret::Passphrase(p) => {
                 let mut salt = [0u8; 16];
@@ -153,7 +162,8 @@ impl Keystore {
 
     fn unlock(db_path: &Path, meta_path: &Path, secret: &KeystoreSecret) -> Result<Keystore> {
         let raw = fs::read(meta_path).map_err(|e| Error::Storage(format!("read {META_FILE}: {e}")))?;
-        let meta: Meta = serde_json::from_slice(&raw).map_err(|_| Error::KeystoreCorrupt(format!("{META_FILE} is not valid")))?;
+        let meta: Meta =
+            serde_json::from_slice(&raw).map_err(|_| Error::KeystoreCorrupt(format!("{META_FILE} is not valid")))?;
         if meta.format != 1 {
             return Err(Error::KeystoreCorrupt(format!("unknown keystore format {}", meta.format)));
         }
@@ -178,7 +188,8 @@ impl Keystore {
                 )?
             }
         };
-        let expected = hex::decode(&meta.kcv).map_err(|_| Error::KeystoreCorrupt("key check value unreadable".into()))?;
+        let expected =
+            hex::decode(&meta.kcv).map_err(|_| Error::KeystoreCorrupt("key check value unreadable".into()))?;
         key_check_mac(&key)?.verify_slice(&expected).map_err(|_| Error::KeystoreWrongKey)?;
         Self::open_db(db_path, &key, false)
     }
@@ -188,17 +199,22 @@ impl Keystore {
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
-        let conn = Connection::open_with_flags(db_path, flags).map_err(|e| Error::Storage(format!("open keystore: {e}")))?;
+        let conn =
+            Connection::open_with_flags(db_path, flags).map_err(|e| Error::Storage(format!("open keystore: {e}")))?;
         conn.busy_timeout(std::time::Duration::from_millis(250))?;
         // Keep SQLCipher's own diagnostics (e.g. "hmac check failed") off stderr; errors are ours.
         let _ = conn.execute_batch("PRAGMA cipher_log_level = NONE;");
         let pragma = Zeroizing::new(format!("PRAGMA key = \"x'{}'\";", key.to_hex().as_str()));
-        conn.execute_batch(&pragma).map_err(|e| Error::Storage(format!("set key: {}", e.sqlite_error_code().map(|c| format!("{c:?}")).unwrap_or_default())))?;
+        conn.execute_batch(&pragma).map_err(|e| {
+            Error::Storage(format!("set key: {}", e.sqlite_error_code().map(|c| format!("{c:?}")).unwrap_or_default()))
+        })?;
         drop(pragma);
         // HMAC-SHA256 page authentication (SHA-256 is hardware-accelerated on current CPUs,
         // unlike SQLCipher 4's default SHA-512); with a raw key no KDF runs. Part of the format.
-        conn.execute_batch("PRAGMA cipher_hmac_algorithm = HMAC_SHA256; PRAGMA cipher_kdf_algorithm = PBKDF2_HMAC_SHA256;")
-            .map_err(|e| Error::Storage(format!("cipher settings: {e}")))?;
+        conn.execute_batch(
+            "PRAGMA cipher_hmac_algorithm = HMAC_SHA256; PRAGMA cipher_kdf_algorithm = PBKDF2_HMAC_SHA256;",
+        )
+        .map_err(|e| Error::Storage(format!("cipher settings: {e}")))?;
         let cipher_version: String = conn
             .query_row("PRAGMA cipher_version", [], |r| r.get(0))
             .map_err(|_| Error::Internal("SQLCipher is not available (PRAGMA cipher_version failed)".into()))?;
@@ -206,11 +222,16 @@ impl Keystore {
             return Err(Error::Internal("SQLCipher is not available (empty cipher_version)".into()));
         }
         // First read of the encrypted header: a wrong key or a damaged file fails here.
-        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
-            .map_err(|e| match e.sqlite_error_code() {
-                Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => Error::KeystoreLocked,
-                _ => Error::KeystoreCorrupt("the database cannot be decrypted with a key that passed the key check".into()),
-            })?;
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).map_err(|e| {
+            match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+                    Error::KeystoreLocked
+                }
+                _ => Error::KeystoreCorrupt(
+                    "the database cannot be decrypted with a key that passed the key check".into(),
+                ),
+            }
+        })?;
         conn.execute_batch(
             "PRAGMA locking_mode = EXCLUSIVE;
              PRAGMA journal_mode = WAL;
@@ -283,9 +304,11 @@ impl Keystore {
             )?;
             tx.commit()?;
         }
-        openmls_sqlite_storage::SqliteStorageProvider::<crate::provider::JsonCodec, &mut Connection>::new(&mut self.conn)
-            .run_migrations()
-            .map_err(|e| Error::Storage(format!("openmls storage migration: {e}")))?;
+        openmls_sqlite_storage::SqliteStorageProvider::<crate::provider::JsonCodec, &mut Connection>::new(
+            &mut self.conn,
+        )
+        .run_migrations()
+        .map_err(|e| Error::Storage(format!("openmls storage migration: {e}")))?;
         Ok(())
     }
 
@@ -307,10 +330,7 @@ impl Keystore {
     /// Reads a value from the key-value table.
     pub fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         use rusqlite::OptionalExtension;
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM skytale_kv WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?)
+        Ok(self.conn.query_row("SELECT value FROM skytale_kv WHERE key = ?1", [key], |r| r.get(0)).optional()?)
     }
 
     /// Writes a value to the key-value table.
@@ -350,7 +370,8 @@ mod tests {
         Keystore::open(dir.path(), &key(1)).unwrap().kv_put("a", b"x").unwrap();
         let err = Keystore::open(dir.path(), &key(2)).unwrap_err();
         assert_eq!(err.code(), "SKYTALE_KEYSTORE_WRONG_KEY");
-        let err = Keystore::open(dir.path(), &KeystoreSecret::Passphrase(Passphrase::new("pw".into()).unwrap())).unwrap_err();
+        let err =
+            Keystore::open(dir.path(), &KeystoreSecret::Passphrase(Passphrase::new("pw".into()).unwrap())).unwrap_err();
         assert_eq!(err.code(), "SKYTALE_KEYSTORE_WRONG_KEY");
         assert_eq!(Keystore::open(dir.path(), &key(1)).unwrap().kv_get("a").unwrap().unwrap(), b"x");
     }

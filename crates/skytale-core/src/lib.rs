@@ -22,6 +22,7 @@
 
 mod agent;
 mod credential;
+pub mod envelope;
 mod error;
 mod events;
 mod keystore;

@@ -55,9 +55,9 @@ pub(crate) fn process_error<S: std::fmt::Debug + std::fmt::Display>(
 /// Maps an error of `StagedWelcome::new_from_welcome`.
 pub(crate) fn welcome_error<S: std::fmt::Debug + std::fmt::Display>(e: WelcomeError<S>) -> Error {
     match e {
-        WelcomeError::NoMatchingKeyPackage | WelcomeError::NoMatchingEncryptionKey | WelcomeError::JoinerSecretNotFound => {
-            Error::KeyPackageUsed
-        }
+        WelcomeError::NoMatchingKeyPackage
+        | WelcomeError::NoMatchingEncryptionKey
+        | WelcomeError::JoinerSecretNotFound => Error::KeyPackageUsed,
         WelcomeError::StorageError(s) => Error::Storage(s.to_string()),
         WelcomeError::LibraryError(l) => Error::Internal(l.to_string()),
         other => Error::InvalidMessage(format!("welcome: {other}")),

@@ -8,9 +8,7 @@ pub const MAX_COMPONENT_LEN: usize = 64;
 fn valid_component(part: &str) -> bool {
     !part.is_empty()
         && part.len() <= MAX_COMPONENT_LEN
-        && part
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+        && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Checks that `name` is `org/namespace/service`: three parts of 1–64 characters from
@@ -36,13 +34,9 @@ pub fn channel_org(name: &str) -> Result<&str> {
 pub fn validate_identity(identity: &str) -> Result<()> {
     let ok = !identity.is_empty()
         && identity.len() <= MAX_COMPONENT_LEN
-        && identity
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
+        && identity.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
     if !ok {
-        return Err(Error::InvalidIdentity(
-            "an identity is 1-64 characters of A-Z a-z 0-9 - _ . @".into(),
-        ));
+        return Err(Error::InvalidIdentity("an identity is 1-64 characters of A-Z a-z 0-9 - _ . @".into()));
     }
     Ok(())
 }
@@ -58,8 +52,15 @@ mod tests {
         }
         let long = "a".repeat(65);
         for bad in [
-            "", "acme", "acme/research", "acme/research/x/y", "Acme/r/s", "acme//s", "acme/r/s ",
-            "acme/r/é", &format!("{long}/b/c"),
+            "",
+            "acme",
+            "acme/research",
+            "acme/research/x/y",
+            "Acme/r/s",
+            "acme//s",
+            "acme/r/s ",
+            "acme/r/é",
+            &format!("{long}/b/c"),
         ] {
             assert_eq!(validate_channel_name(bad).unwrap_err().code(), "SKYTALE_INVALID_CHANNEL_NAME", "{bad}");
         }

@@ -43,7 +43,9 @@ fn round_trip_tamper_replay_and_key_package_reuse() {
     assert_eq!(bob.process_incoming(ch, &wire).unwrap_err().code(), "SKYTALE_REPLAY");
     assert_eq!(bob.process_incoming(ch, b"garbage").unwrap_err().code(), "SKYTALE_INVALID_MESSAGE");
     let back = bob.encrypt(ch, b"hello alice").unwrap();
-    assert!(matches!(alice.process_incoming(ch, &back).unwrap(), Incoming::Message { ref data, .. } if data == b"hello alice"));
+    assert!(
+        matches!(alice.process_incoming(ch, &back).unwrap(), Incoming::Message { ref data, .. } if data == b"hello alice")
+    );
 
     // The same key package a second time: refused by the adder, and by the joiner.
     let ch2 = "acme/research/other";
@@ -136,7 +138,10 @@ fn delivered_items_land_in_the_inbox_with_their_seq_atomically() {
     let rot = alice.rotate_key(ch, CommitMode::Merge).unwrap();
     bob.process_delivered(ch, &rot.commit, dl(9)).unwrap();
     let items = bob.inbox(ch, 0, 10).unwrap();
-    assert_eq!(items.iter().map(|i| (i.seq, i.kind.as_str())).collect::<Vec<_>>(), vec![(5, "message"), (7, "message"), (9, "commit")]);
+    assert_eq!(
+        items.iter().map(|i| (i.seq, i.kind.as_str())).collect::<Vec<_>>(),
+        vec![(5, "message"), (7, "message"), (9, "commit")]
+    );
     assert_eq!(items[1].data, b"two");
     bob.inbox_ack(ch, 7).unwrap();
     assert_eq!(bob.inbox(ch, 0, 10).unwrap().len(), 1);
@@ -163,7 +168,9 @@ fn external_commit_join_from_group_info() {
         other => panic!("{other:?}"),
     }
     let w = alice.encrypt(ch, b"hello joiner").unwrap();
-    assert!(matches!(bob.process_incoming(ch, &w).unwrap(), Incoming::Message { ref data, .. } if data == b"hello joiner"));
+    assert!(
+        matches!(bob.process_incoming(ch, &w).unwrap(), Incoming::Message { ref data, .. } if data == b"hello joiner")
+    );
     // A joiner without a valid proof can be removed by any member.
     let rm = alice.remove_members(ch, &["bob".to_string()], CommitMode::Merge).unwrap();
     assert!(matches!(bob.process_incoming(ch, &rm.commit).unwrap(), Incoming::Commit { self_removed: true, .. }));
@@ -171,4 +178,65 @@ fn external_commit_join_from_group_info() {
 
 fn dl(seq: u64) -> skytale_core::Delivery {
     skytale_core::Delivery { seq, relay_epoch: 0, at_secs: 1_700_000_000 }
+}
+
+#[test]
+fn a_batch_commits_good_items_and_records_bad_ones_as_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeystoreSecret::Key(SecretKey32::from_bytes([3; 32]));
+    let alice = Agent::open(AgentOptions { data_dir: &dir.path().join("a"), identity: "alice", secret: &key }).unwrap();
+    let bob = Agent::open(AgentOptions { data_dir: &dir.path().join("b"), identity: "bob", secret: &key }).unwrap();
+    let ch = "acme/team/batch";
+    alice.create_channel(ch).unwrap();
+    let out = alice.add_members(ch, &bob.generate_key_packages(1).unwrap(), CommitMode::Merge).unwrap();
+    bob.join_channel(out.welcome.as_ref().unwrap()).unwrap();
+    let w1 = alice.encrypt(ch, b"one").unwrap();
+    let rot = alice.rotate_key(ch, CommitMode::Merge).unwrap();
+    let w2 = alice.encrypt_batch(ch, &[b"two", b"three"]).unwrap();
+    let items = vec![
+        (w1.clone(), dl(1)),
+        (b"garbage".to_vec(), dl(2)),
+        (rot.commit.clone(), skytale_core::Delivery { seq: 3, relay_epoch: 2, at_secs: 1_700_000_000 }),
+        (w2[0].clone(), dl(4)),
+        (w1.clone(), dl(5)), // replay inside the batch
+        (w2[1].clone(), dl(6)),
+    ];
+    let res = bob.process_delivered_batch(ch, &items).unwrap();
+    let ok: Vec<bool> = res.iter().map(|r| r.is_ok()).collect();
+    assert_eq!(ok, vec![true, false, true, true, false, true]);
+    assert_eq!(res[1].as_ref().unwrap_err().code(), "SKYTALE_INVALID_MESSAGE");
+    assert_eq!(bob.last_seq(ch).unwrap(), 6);
+    assert_eq!(bob.relay_epoch(ch).unwrap(), Some(2));
+    assert_eq!(bob.epoch(ch).unwrap(), alice.epoch(ch).unwrap());
+    let texts: Vec<Vec<u8>> =
+        bob.inbox(ch, 0, 10).unwrap().into_iter().filter(|i| i.kind == "message").map(|i| i.data).collect();
+    assert_eq!(texts, vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+    // the channel still works both ways after the batch
+    let back = bob.encrypt(ch, b"ack").unwrap();
+    assert!(matches!(alice.process_incoming(ch, &back).unwrap(), skytale_core::Incoming::Message { .. }));
+}
+
+#[test]
+fn ciphertext_sizes_reveal_a_bucket_not_a_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeystoreSecret::Key(SecretKey32::from_bytes([4; 32]));
+    let alice = Agent::open(AgentOptions { data_dir: &dir.path().join("a"), identity: "alice", secret: &key }).unwrap();
+    let bob = Agent::open(AgentOptions { data_dir: &dir.path().join("b"), identity: "bob", secret: &key }).unwrap();
+    let ch = "acme/team/pad";
+    alice.create_channel(ch).unwrap();
+    let out = alice.add_members(ch, &bob.generate_key_packages(1).unwrap(), CommitMode::Merge).unwrap();
+    bob.join_channel(out.welcome.as_ref().unwrap()).unwrap();
+    let mut sizes = std::collections::BTreeSet::new();
+    for n in 0..240usize {
+        let msg = vec![b'x'; n];
+        let wire = alice.encrypt(ch, &msg).unwrap();
+        sizes.insert(wire.len());
+        match bob.process_incoming(ch, &wire).unwrap() {
+            Incoming::Message { data, .. } => assert_eq!(data, msg),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(sizes.len(), 1, "every message up to 240 B has the same ciphertext size: {sizes:?}");
+    let big = alice.encrypt(ch, &[b'y'; 300]).unwrap();
+    assert!(big.len() > *sizes.iter().next().unwrap());
 }

@@ -26,7 +26,8 @@ impl Sim {
             let dir = tempfile::tempdir().unwrap();
             let secret = KeystoreSecret::Key(SecretKey32::from_bytes(rng.gen()));
             agents.push(
-                Agent::open(AgentOptions { data_dir: dir.path(), identity: &format!("agent-{i}"), secret: &secret }).unwrap(),
+                Agent::open(AgentOptions { data_dir: dir.path(), identity: &format!("agent-{i}"), secret: &secret })
+                    .unwrap(),
             );
             dirs.push(dir);
         }
@@ -73,9 +74,7 @@ impl Sim {
     }
 
     fn remove(&mut self, committer: usize, who: usize) {
-        let out = self.agents[committer]
-            .remove_members(CHANNEL, &[format!("agent-{who}")], CommitMode::Merge)
-            .unwrap();
+        let out = self.agents[committer].remove_members(CHANNEL, &[format!("agent-{who}")], CommitMode::Merge).unwrap();
         self.fan_out_commit(committer, &out);
         self.members.retain(|&m| m != who);
         self.removed.push(who);

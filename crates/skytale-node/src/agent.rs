@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use napi::bindgen_prelude::*;
-use std::result::Result;
 use napi_derive::napi;
 use skytale_core::{Agent as CoreAgent, AgentOptions, Error as CoreError, KeystoreSecret, Passphrase, SecretKey32};
+use std::result::Result;
 
 use crate::channel::Channel;
 use crate::errors::{closed, sync_error, SyncError};
@@ -21,11 +21,7 @@ pub(crate) struct Handle {
 impl Handle {
     /// The open core agent, or `SKYTALE_INVALID_STATE` after `close()`.
     pub(crate) fn get(&self) -> Result<Arc<CoreAgent>, CoreError> {
-        self.core
-            .read()
-            .map_err(|_| CoreError::Internal("lock poisoned".into()))?
-            .clone()
-            .ok_or_else(closed)
+        self.core.read().map_err(|_| CoreError::Internal("lock poisoned".into()))?.clone().ok_or_else(closed)
     }
 }
 
@@ -107,9 +103,10 @@ impl Agent {
     #[napi(ts_return_type = "Promise<Uint8Array[]>")]
     pub fn generate_key_packages(&self, count: u32) -> AsyncTask<CoreTask<Vec<Vec<u8>>, Vec<Uint8Array>>> {
         let handle = self.handle.clone();
-        CoreTask::spawn(move || handle.get()?.generate_key_packages(count), |_, kps| {
-            Ok(kps.into_iter().map(Uint8Array::from).collect())
-        })
+        CoreTask::spawn(
+            move || handle.get()?.generate_key_packages(count),
+            |_, kps| Ok(kps.into_iter().map(Uint8Array::from).collect()),
+        )
     }
 
     /// Creates a channel named `org/namespace/service` with this agent as its only member.
@@ -165,11 +162,8 @@ impl Agent {
     /// `SKYTALE_INVALID_STATE`. The data directory can then be opened again.
     #[napi]
     pub fn close(&self) -> Result<(), SyncError> {
-        let mut guard = self
-            .handle
-            .core
-            .write()
-            .map_err(|_| sync_error(CoreError::Internal("lock poisoned".into())))?;
+        let mut guard =
+            self.handle.core.write().map_err(|_| sync_error(CoreError::Internal("lock poisoned".into())))?;
         guard.take();
         Ok(())
     }

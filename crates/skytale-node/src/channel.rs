@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
-use std::result::Result;
 use napi_derive::napi;
 use skytale_core::CommitMode;
+use std::result::Result;
 
 use crate::agent::Handle;
 use crate::errors::{sync_error, SyncError};
@@ -14,6 +14,9 @@ use crate::types::{CommitResult, IncomingEvent};
 
 /// One channel (an MLS group) of an agent. Obtained from `agent.createChannel`,
 /// `agent.joinChannel` or `agent.channel(name)`.
+/// Identity → signature-key fingerprint pairs, as the core returns them.
+type Fingerprints = Vec<(String, String)>;
+
 #[napi]
 pub struct Channel {
     handle: Arc<Handle>,
@@ -46,7 +49,10 @@ impl Channel {
     ///
     /// Rejects with `SKYTALE_KEY_PACKAGE_USED` for a key package this agent already used.
     #[napi(ts_return_type = "Promise<CommitResult>")]
-    pub fn add_members(&self, key_packages: Vec<Uint8Array>) -> AsyncTask<CoreTask<skytale_core::CommitOutput, CommitResult>> {
+    pub fn add_members(
+        &self,
+        key_packages: Vec<Uint8Array>,
+    ) -> AsyncTask<CoreTask<skytale_core::CommitOutput, CommitResult>> {
         let (handle, name) = (self.handle.clone(), self.name.clone());
         let kps: Vec<Vec<u8>> = key_packages.iter().map(|k| k.to_vec()).collect();
         CoreTask::spawn(move || handle.get()?.add_members(&name, &kps, CommitMode::Merge), |_, o| Ok(o.into()))
@@ -54,9 +60,15 @@ impl Channel {
 
     /// Removes members by identity; returns the commit for the remaining members.
     #[napi(ts_return_type = "Promise<CommitResult>")]
-    pub fn remove_members(&self, identities: Vec<String>) -> AsyncTask<CoreTask<skytale_core::CommitOutput, CommitResult>> {
+    pub fn remove_members(
+        &self,
+        identities: Vec<String>,
+    ) -> AsyncTask<CoreTask<skytale_core::CommitOutput, CommitResult>> {
         let (handle, name) = (self.handle.clone(), self.name.clone());
-        CoreTask::spawn(move || handle.get()?.remove_members(&name, &identities, CommitMode::Merge), |_, o| Ok(o.into()))
+        CoreTask::spawn(
+            move || handle.get()?.remove_members(&name, &identities, CommitMode::Merge),
+            |_, o| Ok(o.into()),
+        )
     }
 
     /// Rotates this agent's keys (a self-update commit): a new epoch with fresh secrets.
@@ -102,7 +114,9 @@ impl Channel {
 
     /// Each member's identity → fingerprint of its signature key, for out-of-band checks.
     #[napi(ts_return_type = "Promise<Record<string, string>>")]
-    pub fn member_fingerprints(&self) -> AsyncTask<CoreTask<Vec<(String, String)>, std::collections::HashMap<String, String>>> {
+    pub fn member_fingerprints(
+        &self,
+    ) -> AsyncTask<CoreTask<Fingerprints, std::collections::HashMap<String, String>>> {
         let (handle, name) = (self.handle.clone(), self.name.clone());
         CoreTask::spawn(move || handle.get()?.member_fingerprints(&name), |_, v| Ok(v.into_iter().collect()))
     }
@@ -117,7 +131,12 @@ impl Channel {
     /// Derives `length` bytes from the current epoch's exporter secret (RFC 9420 §8.5); every
     /// member derives the same bytes for the same label and context.
     #[napi(ts_return_type = "Promise<Uint8Array>")]
-    pub fn export_secret(&self, label: String, length: u32, context: Option<Uint8Array>) -> AsyncTask<CoreTask<Vec<u8>, Uint8Array>> {
+    pub fn export_secret(
+        &self,
+        label: String,
+        length: u32,
+        context: Option<Uint8Array>,
+    ) -> AsyncTask<CoreTask<Vec<u8>, Uint8Array>> {
         let (handle, name) = (self.handle.clone(), self.name.clone());
         let context = context.map(|c| c.to_vec()).unwrap_or_default();
         CoreTask::spawn(

@@ -4,9 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
-use std::result::Result;
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi::Status;
 use napi_derive::napi;
 use skytale_client::{ChannelEvent, Client as CoreClient, ClientConfig, ClientError, ClientEvent};
+use std::result::Result;
 use zeroize::Zeroizing;
 
 use crate::agent::Agent;
@@ -84,7 +86,35 @@ where
     })
 }
 
-/// A client-wide event (see `Client.nextEvent`).
+/// Runs keystore work on the blocking pool (never on the JS thread, never on a runtime worker).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ClientError> + Send + 'static,
+) -> Result<T, ClientError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| ClientError::Closed)?
+}
+
+/// A live push stream (`ClientChannel.subscribe`, `Client.onEvent`); `close()` stops it.
+#[napi]
+pub struct Subscription {
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl Subscription {
+    fn new() -> Subscription {
+        Subscription { stop: Arc::new(tokio::sync::Notify::new()) }
+    }
+}
+
+#[napi]
+impl Subscription {
+    /// Stops the stream: no callback runs after the current one.
+    #[napi]
+    pub fn close(&self) {
+        self.stop.notify_one();
+    }
+}
+
+/// A client-wide event (see `Client.onEvent`).
 #[napi(object)]
 pub struct ClientEventInfo {
     /// What happened.
@@ -104,13 +134,30 @@ pub struct ClientEventInfo {
 
 fn event_to_js(ev: ClientEvent) -> ClientEventInfo {
     match ev {
-        ClientEvent::Connected => ClientEventInfo { kind: "connected".into(), channel: None, code: None, message: None, added: None, removed: None },
-        ClientEvent::Disconnected { code } => {
-            ClientEventInfo { kind: "disconnected".into(), channel: None, code, message: None, added: None, removed: None }
-        }
-        ClientEvent::Joined { channel, by } => {
-            ClientEventInfo { kind: "joined".into(), channel: Some(channel), code: None, message: Some(by), added: None, removed: None }
-        }
+        ClientEvent::Connected => ClientEventInfo {
+            kind: "connected".into(),
+            channel: None,
+            code: None,
+            message: None,
+            added: None,
+            removed: None,
+        },
+        ClientEvent::Disconnected { code } => ClientEventInfo {
+            kind: "disconnected".into(),
+            channel: None,
+            code,
+            message: None,
+            added: None,
+            removed: None,
+        },
+        ClientEvent::Joined { channel, by } => ClientEventInfo {
+            kind: "joined".into(),
+            channel: Some(channel),
+            code: None,
+            message: Some(by),
+            added: None,
+            removed: None,
+        },
         ClientEvent::MembersChanged { channel, added, removed, by } => ClientEventInfo {
             kind: "members".into(),
             channel: Some(channel),
@@ -119,9 +166,14 @@ fn event_to_js(ev: ClientEvent) -> ClientEventInfo {
             added: Some(added),
             removed: Some(removed),
         },
-        ClientEvent::Error { channel, code, message } => {
-            ClientEventInfo { kind: "error".into(), channel, code: Some(code), message: Some(message), added: None, removed: None }
-        }
+        ClientEvent::Error { channel, code, message } => ClientEventInfo {
+            kind: "error".into(),
+            channel,
+            code: Some(code),
+            message: Some(message),
+            added: None,
+            removed: None,
+        },
     }
 }
 
@@ -138,7 +190,11 @@ impl Client {
     /// authenticated and subscribed to all of the agent's channels; rejects fast on a bad key
     /// (`SKYTALE_AUTH_KEY_INVALID`) or an unreachable relay.
     #[napi(ts_return_type = "Promise<Client>")]
-    pub fn connect<'env>(env: &'env Env, agent: &Agent, options: ClientConnectOptions) -> napi::Result<PromiseRaw<'env, Client>> {
+    pub fn connect<'env>(
+        env: &'env Env,
+        agent: &Agent,
+        options: ClientConnectOptions,
+    ) -> napi::Result<PromiseRaw<'env, Client>> {
         let core = agent.core();
         let config = ClientConfig::new(options.api_url, Zeroizing::new(options.api_key), options.relay);
         run(
@@ -158,30 +214,43 @@ impl Client {
     #[napi(ts_return_type = "Promise<ClientChannel>")]
     pub fn create_channel<'env>(&self, env: &'env Env, name: String) -> napi::Result<PromiseRaw<'env, ClientChannel>> {
         let inner = self.inner.clone();
-        run(env, async move { inner.create_channel(&name).await.map(|_| (inner, name)) }, |(inner, name)| ClientChannel { inner, name })
+        run(env, async move { inner.create_channel(&name).await.map(|_| (inner, name)) }, |(inner, name)| {
+            ClientChannel { inner, name }
+        })
     }
 
     /// A handle on a channel this agent is a member of. Throws `SKYTALE_CHANNEL_NOT_FOUND`.
     #[napi]
     pub fn channel(&self, env: Env, name: String) -> napi::Result<ClientChannel> {
-        match self.inner.agent().has_channel(&name) {
-            Ok(true) => Ok(ClientChannel { inner: self.inner.clone(), name }),
-            Ok(false) => Err(js_error_code(&env, "SKYTALE_CHANNEL_NOT_FOUND", &format!("channel not found: {name}"))),
-            Err(e) => Err(js_error_code(&env, e.code(), &e.to_string())),
+        // Never touches the keystore on the JS thread: a channel this agent is not in fails on
+        // first use with SKYTALE_CHANNEL_NOT_FOUND.
+        if let Err(e) = skytale_core::validate_channel_name(&name) {
+            return Err(js_error_code(&env, e.code(), &e.to_string()));
         }
+        Ok(ClientChannel { inner: self.inner.clone(), name })
     }
 
     /// Adds `identity` to `channel`: claims one of its key packages from the relay, commits
     /// through the relay (retrying on a lost race) and queues the Welcome for it.
     #[napi(ts_return_type = "Promise<CommitResult>")]
-    pub fn add_member<'env>(&self, env: &'env Env, channel: String, identity: String) -> napi::Result<PromiseRaw<'env, CommitResult>> {
+    pub fn add_member<'env>(
+        &self,
+        env: &'env Env,
+        channel: String,
+        identity: String,
+    ) -> napi::Result<PromiseRaw<'env, CommitResult>> {
         let inner = self.inner.clone();
         run(env, async move { inner.add_member(&channel, &identity).await }, CommitResult::from)
     }
 
     /// Removes members of `channel` by identity.
     #[napi(ts_return_type = "Promise<CommitResult>")]
-    pub fn remove_members<'env>(&self, env: &'env Env, channel: String, identities: Vec<String>) -> napi::Result<PromiseRaw<'env, CommitResult>> {
+    pub fn remove_members<'env>(
+        &self,
+        env: &'env Env,
+        channel: String,
+        identities: Vec<String>,
+    ) -> napi::Result<PromiseRaw<'env, CommitResult>> {
         let inner = self.inner.clone();
         run(env, async move { inner.remove_members(&channel, &identities).await }, CommitResult::from)
     }
@@ -195,11 +264,21 @@ impl Client {
 
     /// Waits until this agent has been added to `channel` (rejects with `SKYTALE_TIMEOUT`).
     #[napi(ts_return_type = "Promise<ClientChannel>")]
-    pub fn wait_for_channel<'env>(&self, env: &'env Env, channel: String, timeout_ms: u32) -> napi::Result<PromiseRaw<'env, ClientChannel>> {
+    pub fn wait_for_channel<'env>(
+        &self,
+        env: &'env Env,
+        channel: String,
+        timeout_ms: u32,
+    ) -> napi::Result<PromiseRaw<'env, ClientChannel>> {
         let inner = self.inner.clone();
         run(
             env,
-            async move { inner.wait_for_channel(&channel, Duration::from_millis(timeout_ms as u64)).await.map(|_| (inner, channel)) },
+            async move {
+                inner
+                    .wait_for_channel(&channel, Duration::from_millis(timeout_ms as u64))
+                    .await
+                    .map(|_| (inner, channel))
+            },
             |(inner, name)| ClientChannel { inner, name },
         )
     }
@@ -208,11 +287,22 @@ impl Client {
     /// `ttlSeconds`. Any online member admits the joiner; if none is online the joiner gets in
     /// by an external commit with a proof of the invite secret.
     #[napi(ts_return_type = "Promise<string>")]
-    pub fn create_invite<'env>(&self, env: &'env Env, channel: String, max_uses: u32, ttl_seconds: u32) -> napi::Result<PromiseRaw<'env, String>> {
+    pub fn create_invite<'env>(
+        &self,
+        env: &'env Env,
+        channel: String,
+        max_uses: u32,
+        ttl_seconds: u32,
+    ) -> napi::Result<PromiseRaw<'env, String>> {
         let inner = self.inner.clone();
         run(
             env,
-            async move { inner.create_invite(&channel, max_uses, Duration::from_secs(ttl_seconds as u64)).await.map(|t| t.to_string()) },
+            async move {
+                inner
+                    .create_invite(&channel, max_uses, Duration::from_secs(ttl_seconds as u64))
+                    .await
+                    .map(|t| t.to_string())
+            },
             |t| t,
         )
     }
@@ -221,13 +311,22 @@ impl Client {
     /// `SKYTALE_INVITE_EXPIRED`, `SKYTALE_INVITE_USED_UP`, `SKYTALE_INVITE_WRONG_CHANNEL`, or
     /// `SKYTALE_JOIN_TIMEOUT` after `timeoutMs`.
     #[napi(ts_return_type = "Promise<ClientChannel>")]
-    pub fn join_with_token<'env>(&self, env: &'env Env, channel: String, token: String, timeout_ms: u32) -> napi::Result<PromiseRaw<'env, ClientChannel>> {
+    pub fn join_with_token<'env>(
+        &self,
+        env: &'env Env,
+        channel: String,
+        token: String,
+        timeout_ms: u32,
+    ) -> napi::Result<PromiseRaw<'env, ClientChannel>> {
         let inner = self.inner.clone();
         let token = Zeroizing::new(token);
         run(
             env,
             async move {
-                inner.join_with_token(&channel, &token, Duration::from_millis(timeout_ms as u64)).await.map(|_| (inner, channel))
+                inner
+                    .join_with_token(&channel, &token, Duration::from_millis(timeout_ms as u64))
+                    .await
+                    .map(|_| (inner, channel))
             },
             |(inner, name)| ClientChannel { inner, name },
         )
@@ -236,7 +335,11 @@ impl Client {
     /// Joins by an external commit from a GroupInfo obtained out of band, without an invite
     /// proof: members remove such a joiner when they apply its commit. For tests.
     #[napi(ts_return_type = "Promise<string>")]
-    pub fn join_by_group_info_unchecked<'env>(&self, env: &'env Env, group_info: Uint8Array) -> napi::Result<PromiseRaw<'env, String>> {
+    pub fn join_by_group_info_unchecked<'env>(
+        &self,
+        env: &'env Env,
+        group_info: Uint8Array,
+    ) -> napi::Result<PromiseRaw<'env, String>> {
         let inner = self.inner.clone();
         let gi = group_info.to_vec();
         run(env, async move { inner.join_by_group_info_unchecked(&gi).await }, |n| n)
@@ -251,16 +354,51 @@ impl Client {
 
     /// Names of the channels this agent is a member of.
     #[napi]
-    pub fn channels(&self, env: Env) -> napi::Result<Vec<String>> {
-        let agent = self.inner.agent();
-        let names = agent.channel_names().map_err(|e| js_error_code(&env, e.code(), &e.to_string()))?;
-        Ok(names.into_iter().filter(|n| agent.is_member(n).unwrap_or(false)).collect())
+    pub fn channels(&self) -> Vec<String> {
+        self.inner.member_channels()
+    }
+
+    /// Pushes every client-wide event (connected, disconnected, joined, members, error) to
+    /// `onEvent` as it happens, until the returned subscription is closed. No polling.
+    #[napi(ts_args_type = "onEvent: (event: ClientEventInfo) => void")]
+    pub fn on_event(&self, on_event: Function<ClientEventInfo, ()>) -> napi::Result<Subscription> {
+        let tsfn = on_event.build_threadsafe_function().callee_handled::<false>().build()?;
+        let mut rx = self.inner.events();
+        let sub = Subscription::new();
+        let stop = sub.stop.clone();
+        let client = self.inner.clone();
+        napi::bindgen_prelude::spawn(async move {
+            let closed = client.closed();
+            tokio::pin!(closed);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.notified() => break,
+                    r = rx.recv() => match r {
+                        Ok(ev) => {
+                            if tsfn.call(event_to_js(ev), ThreadsafeFunctionCallMode::NonBlocking) != Status::Ok {
+                                break;
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => break,
+                    },
+                    // Queued events (e.g. the last error) are delivered first (biased).
+                    _ = &mut closed => break,
+                }
+            }
+        });
+        Ok(sub)
     }
 
     /// The next client-wide event (connected, disconnected, joined, error), or `null` after
     /// `timeoutMs`.
     #[napi(ts_return_type = "Promise<ClientEventInfo | null>")]
-    pub fn next_event<'env>(&self, env: &'env Env, timeout_ms: u32) -> napi::Result<PromiseRaw<'env, Option<ClientEventInfo>>> {
+    pub fn next_event<'env>(
+        &self,
+        env: &'env Env,
+        timeout_ms: u32,
+    ) -> napi::Result<PromiseRaw<'env, Option<ClientEventInfo>>> {
         let events = self.events.clone();
         run(
             env,
@@ -288,7 +426,14 @@ impl Client {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
         let inner = self.inner.clone();
-        run(env, async move { inner.close().await; Ok(()) }, |v| v)
+        run(
+            env,
+            async move {
+                inner.close().await;
+                Ok(())
+            },
+            |v| v,
+        )
     }
 }
 
@@ -330,7 +475,12 @@ impl ClientChannel {
     /// the client closes. Events stay stored until `ack(seq)`, so none is lost if the process
     /// dies between receiving and handling one. `messages()` wraps this as an async iterator.
     #[napi(ts_return_type = "Promise<ChannelMessage | null>")]
-    pub fn next_message<'env>(&self, env: &'env Env, after_seq: Option<i64>, timeout_ms: Option<u32>) -> napi::Result<PromiseRaw<'env, Option<ChannelMessage>>> {
+    pub fn next_message<'env>(
+        &self,
+        env: &'env Env,
+        after_seq: Option<i64>,
+        timeout_ms: Option<u32>,
+    ) -> napi::Result<PromiseRaw<'env, Option<ChannelMessage>>> {
         let (inner, name) = (self.inner.clone(), self.name.clone());
         let after = after_seq.unwrap_or(0).max(0) as u64;
         run(
@@ -340,49 +490,108 @@ impl ClientChannel {
         )
     }
 
+    /// Pushes every message and membership change with `seq > afterSeq` to `onItems`, in relay
+    /// order and in batches (one crossing into JS per batch), as they arrive (no polling), until
+    /// the returned subscription is closed. Items stay in the keystore inbox until `ack(seq)`,
+    /// so a crash loses none.
+    #[napi(ts_args_type = "afterSeq: number, onItems: (items: ChannelMessage[]) => void")]
+    pub fn subscribe(&self, after_seq: i64, on_items: Function<Vec<ChannelMessage>, ()>) -> napi::Result<Subscription> {
+        let tsfn = on_items.build_threadsafe_function().callee_handled::<false>().build()?;
+        let (inner, name) = (self.inner.clone(), self.name.clone());
+        let sub = Subscription::new();
+        let stop = sub.stop.clone();
+        let mut after = after_seq.max(0) as u64;
+        // At most WINDOW batches handed to JS and not yet run: bursts reach the event loop in
+        // slices, so it stays responsive however fast messages arrive.
+        const WINDOW: usize = 2;
+        const BATCH: u32 = 64;
+        let credit = Arc::new((std::sync::atomic::AtomicUsize::new(0), tokio::sync::Notify::new()));
+        napi::bindgen_prelude::spawn(async move {
+            loop {
+                while credit.0.load(std::sync::atomic::Ordering::Acquire) >= WINDOW {
+                    let wait = credit.1.notified();
+                    if credit.0.load(std::sync::atomic::Ordering::Acquire) < WINDOW {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = stop.notified() => return,
+                        _ = wait => {}
+                    }
+                }
+                tokio::select! {
+                    _ = stop.notified() => break,
+                    evs = inner.next_events(&name, after, BATCH, None) => match evs {
+                        Ok(evs) if !evs.is_empty() => {
+                            if let Some(last) = evs.last() {
+                                after = match last {
+                                    ChannelEvent::Message { seq, .. } | ChannelEvent::Commit { seq, .. } => *seq,
+                                };
+                            }
+                            credit.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                            let c = credit.clone();
+                            let items: Vec<ChannelMessage> = evs.into_iter().map(to_js).collect();
+                            let status = tsfn.call_with_return_value(items, ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
+                                c.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                                c.1.notify_one();
+                                Ok(())
+                            });
+                            if status != Status::Ok {
+                                break;
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        });
+        Ok(sub)
+    }
+
     /// Acknowledges the events up to and including `seq`: they are deleted from the inbox.
-    #[napi]
-    pub fn ack(&self, env: Env, seq: i64) -> napi::Result<()> {
-        self.inner.ack_events(&self.name, seq.max(0) as u64).map_err(|e| js_error_code(&env, e.code(), &e.to_string()))
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn ack<'env>(&self, env: &'env Env, seq: i64) -> napi::Result<PromiseRaw<'env, ()>> {
+        let (inner, name) = (self.inner.clone(), self.name.clone());
+        run(env, blocking(move || inner.ack_events(&name, seq.max(0) as u64)), |v| v)
     }
 
     /// The channel's current MLS epoch.
-    #[napi(getter)]
-    pub fn epoch(&self, env: Env) -> napi::Result<i64> {
-        self.inner.agent().epoch(&self.name).map(|e| e as i64).map_err(|e| js_error_code(&env, e.code(), &e.to_string()))
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn epoch<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, i64>> {
+        let (agent, name) = (self.inner.agent().clone(), self.name.clone());
+        run(env, blocking(move || Ok(agent.epoch(&name)?)), |e| e as i64)
     }
 
     /// Identities of the current members.
-    #[napi]
-    pub fn members(&self, env: Env) -> napi::Result<Vec<String>> {
-        self.inner.agent().members(&self.name).map_err(|e| js_error_code(&env, e.code(), &e.to_string()))
+    #[napi(ts_return_type = "Promise<string[]>")]
+    pub fn members<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Vec<String>>> {
+        let (agent, name) = (self.inner.agent().clone(), self.name.clone());
+        run(env, blocking(move || Ok(agent.members(&name)?)), |v| v)
     }
 
     /// Each member's identity → fingerprint of its signature key, for out-of-band checks
     /// (`skytale members --fingerprints`).
     #[napi(ts_return_type = "Promise<Record<string, string>>")]
-    pub fn member_fingerprints<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, std::collections::HashMap<String, String>>> {
+    pub fn member_fingerprints<'env>(
+        &self,
+        env: &'env Env,
+    ) -> napi::Result<PromiseRaw<'env, std::collections::HashMap<String, String>>> {
         let (agent, name) = (self.inner.agent().clone(), self.name.clone());
-        run(
-            env,
-            async move {
-                tokio::task::spawn_blocking(move || agent.member_fingerprints(&name))
-                    .await
-                    .map_err(|_| skytale_client::ClientError::Closed)?
-                    .map_err(skytale_client::ClientError::from)
-            },
-            |v| v.into_iter().collect(),
-        )
+        run(env, blocking(move || Ok(agent.member_fingerprints(&name)?)), |v| v.into_iter().collect())
     }
 
     /// Derives `length` bytes from the current epoch's exporter secret (same for all members).
-    #[napi]
-    pub fn export_secret(&self, env: Env, label: String, length: u32) -> napi::Result<Uint8Array> {
-        self.inner
-            .agent()
-            .export_secret(&self.name, &label, &[], length as usize)
-            .map(|s| Uint8Array::from(s.to_vec()))
-            .map_err(|e| js_error_code(&env, e.code(), &e.to_string()))
+    #[napi(ts_return_type = "Promise<Uint8Array>")]
+    pub fn export_secret<'env>(
+        &self,
+        env: &'env Env,
+        label: String,
+        length: u32,
+    ) -> napi::Result<PromiseRaw<'env, Uint8Array>> {
+        let (agent, name) = (self.inner.agent().clone(), self.name.clone());
+        run(
+            env,
+            blocking(move || Ok(agent.export_secret(&name, &label, &[], length as usize)?.to_vec())),
+            Uint8Array::from,
+        )
     }
 }
-

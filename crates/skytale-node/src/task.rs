@@ -1,9 +1,9 @@
 //! A libuv thread-pool task running one core operation, rejecting with coded errors.
 
 use napi::bindgen_prelude::*;
-use std::result::Result;
 use napi::{Env, Task};
 use skytale_core::Error as CoreError;
+use std::result::Result;
 
 use crate::errors::js_error;
 

@@ -16,9 +16,7 @@ pub fn encode_frame(frame: &Frame, max: usize) -> Result<Bytes, ProtoError> {
     }
     let mut buf = BytesMut::with_capacity(4 + len);
     buf.put_u32(len as u32);
-    frame
-        .encode(&mut buf)
-        .map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    frame.encode(&mut buf).map_err(|e| ProtoError::Malformed(e.to_string()))?;
     Ok(buf.freeze())
 }
 
@@ -36,17 +34,11 @@ pub fn decode_frame(buf: &[u8]) -> Result<Frame, ProtoError> {
 
 /// Reads one length-prefixed frame's bytes. Returns `Ok(None)` on a clean end of stream before
 /// a length prefix. A length above `max` is an error and the body is not read.
-pub async fn read_frame_bytes<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    max: usize,
-) -> Result<Option<Vec<u8>>, ProtoError> {
+pub async fn read_frame_bytes<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Option<Vec<u8>>, ProtoError> {
     let mut len_buf = [0u8; 4];
     let mut got = 0;
     while got < 4 {
-        let n = reader
-            .read(&mut len_buf[got..])
-            .await
-            .map_err(|e| ProtoError::Transport(e.to_string()))?;
+        let n = reader.read(&mut len_buf[got..]).await.map_err(|e| ProtoError::Transport(e.to_string()))?;
         if n == 0 {
             if got == 0 {
                 return Ok(None);
@@ -60,18 +52,12 @@ pub async fn read_frame_bytes<R: AsyncRead + Unpin>(
         return Err(ProtoError::FrameTooLarge { size: len, max });
     }
     let mut body = vec![0u8; len];
-    reader
-        .read_exact(&mut body)
-        .await
-        .map_err(|e| ProtoError::Transport(e.to_string()))?;
+    reader.read_exact(&mut body).await.map_err(|e| ProtoError::Transport(e.to_string()))?;
     Ok(Some(body))
 }
 
 /// Reads and decodes one frame (see [`read_frame_bytes`] and [`decode_frame`]).
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    max: usize,
-) -> Result<Option<Frame>, ProtoError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Option<Frame>, ProtoError> {
     match read_frame_bytes(reader, max).await? {
         Some(b) => decode_frame(&b).map(Some),
         None => Ok(None),
@@ -85,10 +71,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     max: usize,
 ) -> Result<usize, ProtoError> {
     let bytes = encode_frame(frame, max)?;
-    writer
-        .write_all(&bytes)
-        .await
-        .map_err(|e| ProtoError::Transport(e.to_string()))?;
+    writer.write_all(&bytes).await.map_err(|e| ProtoError::Transport(e.to_string()))?;
     Ok(bytes.len())
 }
 

@@ -50,11 +50,10 @@ impl FromStr for RelayAddr {
         let rest = s
             .strip_prefix("iroh://")
             .ok_or_else(|| ProtoError::InvalidAddress("missing iroh:// prefix".to_string()))?;
-        let (id, hostport) = rest
-            .split_once('@')
-            .ok_or_else(|| ProtoError::InvalidAddress("expected <id>@host:port".to_string()))?;
-        let endpoint_id = EndpointId::from_str(id)
-            .map_err(|e| ProtoError::InvalidAddress(format!("endpoint id: {e}")))?;
+        let (id, hostport) =
+            rest.split_once('@').ok_or_else(|| ProtoError::InvalidAddress("expected <id>@host:port".to_string()))?;
+        let endpoint_id =
+            EndpointId::from_str(id).map_err(|e| ProtoError::InvalidAddress(format!("endpoint id: {e}")))?;
         let hostport = hostport.trim_end_matches('/');
         let socket_addr = match hostport.parse::<SocketAddr>() {
             Ok(a) => a,
@@ -64,10 +63,7 @@ impl FromStr for RelayAddr {
                 .next()
                 .ok_or_else(|| ProtoError::InvalidAddress("host resolves to nothing".to_string()))?,
         };
-        Ok(RelayAddr {
-            endpoint_id,
-            socket_addr,
-        })
+        Ok(RelayAddr { endpoint_id, socket_addr })
     }
 }
 
@@ -100,10 +96,7 @@ pub async fn closed_endpoint(
     if let Some(secret) = secret {
         builder = builder.secret_key(secret);
     }
-    builder
-        .bind()
-        .await
-        .map_err(|e| ProtoError::Transport(format!("bind: {e}")))
+    builder.bind().await.map_err(|e| ProtoError::Transport(format!("bind: {e}")))
 }
 
 /// A client endpoint (see [`closed_endpoint`]) with a fresh endpoint id.
@@ -175,10 +168,7 @@ fn close_code_of(err: &ConnectionError) -> Option<String> {
 impl RelayConnection {
     /// Dials the relay, opens the control stream and starts the reader task.
     /// Assumes the relay's default frame cap; see [`RelayConnection::connect_with`].
-    pub async fn connect(
-        endpoint: &Endpoint,
-        addr: &RelayAddr,
-    ) -> Result<(RelayConnection, PushReceiver), ProtoError> {
+    pub async fn connect(endpoint: &Endpoint, addr: &RelayAddr) -> Result<(RelayConnection, PushReceiver), ProtoError> {
         Self::connect_with(endpoint, addr, DEFAULT_MAX_FRAME_SIZE, Duration::from_secs(30)).await
     }
 
@@ -194,10 +184,7 @@ impl RelayConnection {
             .await
             .map_err(|_| ProtoError::Timeout)?
             .map_err(|e| ProtoError::Transport(format!("connect: {e}")))?;
-        let (send, recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| ProtoError::Transport(format!("open stream: {e}")))?;
+        let (send, recv) = conn.open_bi().await.map_err(|e| ProtoError::Transport(format!("open stream: {e}")))?;
         let inner = Arc::new(Inner {
             conn,
             send: tokio::sync::Mutex::new(send),
@@ -242,9 +229,7 @@ impl RelayConnection {
     /// Writes raw bytes on the control stream (for tests of malformed/oversize frames).
     pub async fn send_raw(&self, bytes: &[u8]) -> Result<(), ProtoError> {
         let mut s = self.inner.send.lock().await;
-        s.write_all(bytes)
-            .await
-            .map_err(|e| ProtoError::Transport(e.to_string()))
+        s.write_all(bytes).await.map_err(|e| ProtoError::Transport(e.to_string()))
     }
 
     /// Sends a request and waits for its terminal reply (collecting intermediate frames).
@@ -258,16 +243,12 @@ impl RelayConnection {
             let bytes = encode_frame(&frame, self.inner.max_frame)?;
             {
                 let mut s = self.inner.send.lock().await;
-                s.write_all(&bytes)
-                    .await
-                    .map_err(|e| ProtoError::Transport(e.to_string()))?;
+                s.write_all(&bytes).await.map_err(|e| ProtoError::Transport(e.to_string()))?;
             }
             let mut reply = Reply::default();
             loop {
                 let Some(f) = rx.recv().await else {
-                    return Err(ProtoError::Closed {
-                        code: self.close_code(),
-                    });
+                    return Err(ProtoError::Closed { code: self.close_code() });
                 };
                 match f.body {
                     Some(Body::Error(e)) => {
@@ -303,14 +284,7 @@ impl RelayConnection {
 
     /// `Auth{jwt, identity}` → [`AuthOk`]. Also used to refresh the token on a live connection.
     pub async fn auth(&self, jwt: &str, identity: &str) -> Result<AuthOk, ProtoError> {
-        match self
-            .request(Body::Auth(Auth {
-                jwt: jwt.to_string(),
-                identity: identity.to_string(),
-            }))
-            .await?
-            .last
-        {
+        match self.request(Body::Auth(Auth { jwt: jwt.to_string(), identity: identity.to_string() })).await?.last {
             Some(Body::AuthOk(ok)) => Ok(ok),
             _ => Err(ProtoError::Unexpected("expected AuthOk")),
         }
@@ -333,38 +307,22 @@ impl RelayConnection {
 
     /// `CreateChannel` → [`ChannelInfo`] (idempotent).
     pub async fn create_channel(&self, channel: &str) -> Result<ChannelInfo, ProtoError> {
-        self.channel_info(Body::CreateChannel(CreateChannel {
-            channel: channel.to_string(),
-        }))
-        .await
+        self.channel_info(Body::CreateChannel(CreateChannel { channel: channel.to_string() })).await
     }
 
     /// `ChannelState` → [`ChannelInfo`].
     pub async fn channel_state(&self, channel: &str) -> Result<ChannelInfo, ProtoError> {
-        self.channel_info(Body::ChannelState(ChannelState {
-            channel: channel.to_string(),
-        }))
-        .await
+        self.channel_info(Body::ChannelState(ChannelState { channel: channel.to_string() })).await
     }
 
     /// `Subscribe{channel, after_seq}` → [`ChannelInfo`]; replayed and live items arrive as pushes.
     pub async fn subscribe(&self, channel: &str, after_seq: u64) -> Result<ChannelInfo, ProtoError> {
-        self.channel_info(Body::Subscribe(Subscribe {
-            channel: channel.to_string(),
-            after_seq,
-        }))
-        .await
+        self.channel_info(Body::Subscribe(Subscribe { channel: channel.to_string(), after_seq })).await
     }
 
     /// `Unsubscribe{channel}`.
     pub async fn unsubscribe(&self, channel: &str) -> Result<(), ProtoError> {
-        match self
-            .request(Body::Unsubscribe(Unsubscribe {
-                channel: channel.to_string(),
-            }))
-            .await?
-            .last
-        {
+        match self.request(Body::Unsubscribe(Unsubscribe { channel: channel.to_string() })).await?.last {
             Some(Body::Done(_)) => Ok(()),
             _ => Err(ProtoError::Unexpected("expected Done")),
         }
@@ -439,21 +397,12 @@ impl RelayConnection {
 
     /// `UpdateInvite{invite_id, group_info}` → `Done`: replaces the invite's group info.
     pub async fn update_invite(&self, invite_id: &str, group_info: Vec<u8>) -> Result<(), ProtoError> {
-        self.done(Body::UpdateInvite(UpdateInvite {
-            invite_id: invite_id.to_string(),
-            group_info,
-        }))
-        .await
-        .map(|_| ())
+        self.done(Body::UpdateInvite(UpdateInvite { invite_id: invite_id.to_string(), group_info })).await.map(|_| ())
     }
 
     /// `RevokeInvite{invite_id}` → `Done`: the invite becomes invalid.
     pub async fn revoke_invite(&self, invite_id: &str) -> Result<(), ProtoError> {
-        self.done(Body::RevokeInvite(RevokeInvite {
-            invite_id: invite_id.to_string(),
-        }))
-        .await
-        .map(|_| ())
+        self.done(Body::RevokeInvite(RevokeInvite { invite_id: invite_id.to_string() })).await.map(|_| ())
     }
 
     /// `FetchInvite{channel, invite_id, invite_auth}` → [`InviteInfo`] (validates the invite and
@@ -487,19 +436,8 @@ impl RelayConnection {
     }
 
     /// `Fetch` → archived items with `seq > after_seq` (not your own) and the closing [`Done`].
-    pub async fn fetch(
-        &self,
-        channel: &str,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<(Vec<Deliver>, Done), ProtoError> {
-        let reply = self
-            .request(Body::Fetch(Fetch {
-                channel: channel.to_string(),
-                after_seq,
-                limit,
-            }))
-            .await?;
+    pub async fn fetch(&self, channel: &str, after_seq: u64, limit: u32) -> Result<(Vec<Deliver>, Done), ProtoError> {
+        let reply = self.request(Body::Fetch(Fetch { channel: channel.to_string(), after_seq, limit })).await?;
         let items = reply
             .items
             .into_iter()
@@ -516,11 +454,7 @@ impl RelayConnection {
 
     /// `PublishKeyPackages` → number of key packages now held for this identity.
     pub async fn publish_key_packages(&self, key_packages: Vec<Vec<u8>>) -> Result<u64, ProtoError> {
-        match self
-            .request(Body::PublishKeyPackages(PublishKeyPackages { key_packages }))
-            .await?
-            .last
-        {
+        match self.request(Body::PublishKeyPackages(PublishKeyPackages { key_packages })).await?.last {
             Some(Body::Done(d)) => Ok(d.count),
             _ => Err(ProtoError::Unexpected("expected Done")),
         }
@@ -528,11 +462,7 @@ impl RelayConnection {
 
     /// `CountKeyPackages` → number of key packages held for this identity.
     pub async fn count_key_packages(&self) -> Result<u64, ProtoError> {
-        match self
-            .request(Body::CountKeyPackages(CountKeyPackages {}))
-            .await?
-            .last
-        {
+        match self.request(Body::CountKeyPackages(CountKeyPackages {})).await?.last {
             Some(Body::Done(d)) => Ok(d.count),
             _ => Err(ProtoError::Unexpected("expected Done")),
         }
@@ -540,13 +470,7 @@ impl RelayConnection {
 
     /// `ClaimKeyPackage{identity}` → the key package bytes (removed from the relay).
     pub async fn claim_key_package(&self, identity: &str) -> Result<Vec<u8>, ProtoError> {
-        match self
-            .request(Body::ClaimKeyPackage(ClaimKeyPackage {
-                identity: identity.to_string(),
-            }))
-            .await?
-            .last
-        {
+        match self.request(Body::ClaimKeyPackage(ClaimKeyPackage { identity: identity.to_string() })).await?.last {
             Some(Body::KeyPackage(k)) => Ok(k.key_package),
             _ => Err(ProtoError::Unexpected("expected KeyPackage")),
         }
@@ -567,11 +491,7 @@ impl RelayConnection {
 
     /// `AckWelcome{welcome_id}`: deletes the welcome from the relay.
     pub async fn ack_welcome(&self, welcome_id: u64) -> Result<(), ProtoError> {
-        match self
-            .request(Body::AckWelcome(AckWelcome { welcome_id }))
-            .await?
-            .last
-        {
+        match self.request(Body::AckWelcome(AckWelcome { welcome_id })).await?.last {
             Some(Body::Done(_)) => Ok(()),
             _ => Err(ProtoError::Unexpected("expected Done")),
         }

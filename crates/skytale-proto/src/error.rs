@@ -217,9 +217,7 @@ impl ProtoError {
             ProtoError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge.as_str(),
             ProtoError::Malformed(_) => ErrorCode::MalformedFrame.as_str(),
             ProtoError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion.as_str(),
-            ProtoError::InvalidChannel(_) | ProtoError::InvalidIdentity(_) => {
-                ErrorCode::InvalidRequest.as_str()
-            }
+            ProtoError::InvalidChannel(_) | ProtoError::InvalidIdentity(_) => ErrorCode::InvalidRequest.as_str(),
             ProtoError::InvalidAddress(_) => "SKYTALE_INVALID_ADDRESS",
             ProtoError::Transport(_) => "SKYTALE_TRANSPORT",
             ProtoError::Closed { code } => code.as_deref().unwrap_or("SKYTALE_CONNECTION_CLOSED"),

@@ -613,10 +613,6 @@ impl Body {
 impl Frame {
     /// A frame of the current protocol version.
     pub fn new(request_id: u64, body: Body) -> Self {
-        Frame {
-            version: crate::PROTOCOL_VERSION,
-            request_id,
-            body: Some(body),
-        }
+        Frame { version: crate::PROTOCOL_VERSION, request_id, body: Some(body) }
     }
 }

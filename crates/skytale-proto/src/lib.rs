@@ -145,6 +145,7 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod codes;
 #[cfg(feature = "conn")]
 pub mod conn;
 mod error;

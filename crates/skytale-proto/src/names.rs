@@ -16,23 +16,17 @@ pub const MAX_CLIENT_MSG_ID_LEN: usize = 128;
 fn valid_part(p: &str) -> bool {
     !p.is_empty()
         && p.len() <= MAX_CHANNEL_PART
-        && p.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+        && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Checks a channel name and returns its org (first component).
 pub fn channel_org(channel: &str) -> Result<&str, ProtoError> {
     let mut parts = channel.split('/');
-    let (Some(org), Some(ns), Some(svc), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(ProtoError::InvalidChannel(
-            "expected org/namespace/service".to_string(),
-        ));
+    let (Some(org), Some(ns), Some(svc), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(ProtoError::InvalidChannel("expected org/namespace/service".to_string()));
     };
     if ![org, ns, svc].iter().all(|p| valid_part(p)) {
-        return Err(ProtoError::InvalidChannel(
-            "each part must match [a-z0-9._-]{1,64}".to_string(),
-        ));
+        return Err(ProtoError::InvalidChannel("each part must match [a-z0-9._-]{1,64}".to_string()));
     }
     Ok(org)
 }
@@ -40,14 +34,10 @@ pub fn channel_org(channel: &str) -> Result<&str, ProtoError> {
 /// Checks an identity string.
 pub fn validate_identity(identity: &str) -> Result<(), ProtoError> {
     if identity.is_empty() || identity.len() > MAX_IDENTITY_LEN {
-        return Err(ProtoError::InvalidIdentity(format!(
-            "length must be 1..={MAX_IDENTITY_LEN}"
-        )));
+        return Err(ProtoError::InvalidIdentity(format!("length must be 1..={MAX_IDENTITY_LEN}")));
     }
     if !identity.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ProtoError::InvalidIdentity(
-            "must be printable ASCII without spaces".to_string(),
-        ));
+        return Err(ProtoError::InvalidIdentity("must be printable ASCII without spaces".to_string()));
     }
     Ok(())
 }

@@ -157,11 +157,15 @@ async fn probe(m: &HashMap<String, String>) -> Res<serde_json::Value> {
     let fetch = outcome(conn.fetch(channel, 0, 0).await.map(|_| ()));
     let create = outcome(conn.create_channel(&format!("{channel}-probe")).await.map(|_| ()));
     let send = outcome(
-        conn.send(channel, "probe-send", skytale_proto::frames::Kind::Application, 0, b"x".to_vec())
-            .await
-            .map(|_| ()),
+        conn.send(channel, "probe-send", skytale_proto::frames::Kind::Application, 0, b"x".to_vec()).await.map(|_| ()),
     );
-    let commit = Commit { channel: channel.clone(), client_msg_id: "probe-commit".into(), epoch: 0, payload: b"c".to_vec(), welcome: None };
+    let commit = Commit {
+        channel: channel.clone(),
+        client_msg_id: "probe-commit".into(),
+        epoch: 0,
+        payload: b"c".to_vec(),
+        welcome: None,
+    };
     let commit = outcome(conn.commit(commit).await.map(|_| ()));
     let invite = skytale_proto::frames::CreateInvite {
         channel: channel.clone(),
@@ -172,7 +176,9 @@ async fn probe(m: &HashMap<String, String>) -> Res<serde_json::Value> {
         group_info: vec![1],
     };
     let invite = outcome(conn.create_invite(invite).await);
-    Ok(serde_json::json!({ "ok": true, "fetch": fetch, "create": create, "send": send, "commit": commit, "invite": invite }))
+    Ok(
+        serde_json::json!({ "ok": true, "fetch": fetch, "create": create, "send": send, "commit": commit, "invite": invite }),
+    )
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -21,9 +21,9 @@ pub(super) const REVOKED_KEY: &str = "trust/revoked";
 /// Reads a JSON value stored under `key`.
 pub(super) fn load_json<T: serde::de::DeserializeOwned>(store: &Keystore, key: &str) -> Result<Option<T>> {
     match store.kv_get(key)? {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::KeystoreCorrupt(format!("{key}: {e}"))),
+        Some(bytes) => {
+            serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::KeystoreCorrupt(format!("{key}: {e}")))
+        }
         None => Ok(None),
     }
 }
@@ -51,7 +51,13 @@ impl<'a> LeafVerifier<'a> {
 
     /// Verifies one leaf (credential + signature key); `identity`, when given, must be the one
     /// certified; `now`, when given, is the expiry reference. Returns the certified identity.
-    pub(crate) fn check(&self, cred: &Credential, signature_key: &[u8], identity: Option<&str>, now: Option<u64>) -> Result<String> {
+    pub(crate) fn check(
+        &self,
+        cred: &Credential,
+        signature_key: &[u8],
+        identity: Option<&str>,
+        now: Option<u64>,
+    ) -> Result<String> {
         let Some(anchors) = self.anchors else {
             return Ok(credential_identity(cred));
         };
@@ -64,7 +70,14 @@ impl<'a> LeafVerifier<'a> {
     /// joiner (expiry at the relay's timestamp `at`), the committer's new leaf and updated
     /// leaves (same identity as before). Runs before the commit is merged; an error leaves the
     /// channel unchanged.
-    pub(crate) fn check_commit(&self, group: &MlsGroup, staged: &StagedCommit, sender: &str, external: bool, at: u64) -> Result<()> {
+    pub(crate) fn check_commit(
+        &self,
+        group: &MlsGroup,
+        staged: &StagedCommit,
+        sender: &str,
+        external: bool,
+        at: u64,
+    ) -> Result<()> {
         for p in staged.add_proposals() {
             let leaf = p.add_proposal().key_package().leaf_node();
             self.check(leaf.credential(), leaf.signature_key().as_slice(), None, Some(at))?;
@@ -183,7 +196,12 @@ impl Agent {
             .validate(&inner.crypto, ProtocolVersion::Mls10)
             .map_err(|e| Error::InvalidMessage(format!("key package: {e}")))?;
         let leaf = kp.leaf_node();
-        inner.verifier(channel)?.check(leaf.credential(), leaf.signature_key().as_slice(), Some(identity), Some(now))?;
+        inner.verifier(channel)?.check(
+            leaf.credential(),
+            leaf.signature_key().as_slice(),
+            Some(identity),
+            Some(now),
+        )?;
         Ok(())
     }
 
