@@ -55,10 +55,7 @@ impl Args {
         Args(m)
     }
     fn num(&self, k: &str, def: u64) -> u64 {
-        self.0
-            .get(k)
-            .and_then(|v| v.replace('_', "").parse().ok())
-            .unwrap_or(def)
+        self.0.get(k).and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(def)
     }
     fn str(&self, k: &str) -> Option<String> {
         self.0.get(k).cloned()
@@ -74,11 +71,7 @@ fn b64url(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -91,15 +84,10 @@ impl Signer {
     fn new() -> Signer {
         let seed: [u8; 32] = rand::random();
         let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
-        let mut der = vec![
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
-            0x04, 0x20,
-        ];
+        let mut der =
+            vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
         der.extend_from_slice(&seed);
-        Signer {
-            enc: EncodingKey::from_ed_der(&der),
-            x: b64url(sk.verifying_key().as_bytes()),
-        }
+        Signer { enc: EncodingKey::from_ed_der(&der), x: b64url(sk.verifying_key().as_bytes()) }
     }
     fn token(&self, identity: &str) -> Res<String> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
@@ -122,8 +110,7 @@ struct Relay {
 
 impl Relay {
     fn start(bin: &str, signer: &Signer) -> Res<Relay> {
-        let dir =
-            std::env::temp_dir().join(format!("skytale-relay-load-{}", rand::random::<u32>()));
+        let dir = std::env::temp_dir().join(format!("skytale-relay-load-{}", rand::random::<u32>()));
         std::fs::create_dir_all(&dir)?;
         let mut child = Command::new(bin)
             .env("SKYTALE_RELAY_DATA_DIR", dir.join("data"))
@@ -146,12 +133,7 @@ impl Relay {
         if parts.len() != 4 {
             return Err(format!("unexpected start line {line:?}").into());
         }
-        Ok(Relay {
-            child,
-            addr: parts[2].parse()?,
-            http: parts[3].to_string(),
-            dir,
-        })
+        Ok(Relay { child, addr: parts[2].parse()?, http: parts[3].to_string(), dir })
     }
 
     /// (cpu seconds, rss bytes) of the relay process.
@@ -161,8 +143,7 @@ impl Relay {
         let rest = stat.rsplit_once(')').ok_or("bad stat")?.1;
         let f: Vec<&str> = rest.split_whitespace().collect();
         // after ")": state(0) … utime(11) stime(12); clock ticks of 10 ms (CLK_TCK = 100)
-        let ticks: u64 =
-            f.get(11).ok_or("stat")?.parse::<u64>()? + f.get(12).ok_or("stat")?.parse::<u64>()?;
+        let ticks: u64 = f.get(11).ok_or("stat")?.parse::<u64>()? + f.get(12).ok_or("stat")?.parse::<u64>()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let rss_kb: u64 = status
             .lines()
@@ -189,10 +170,7 @@ struct Client {
 
 impl Client {
     fn new() -> Client {
-        Client {
-            endpoints: Vec::new(),
-            n: 0,
-        }
+        Client { endpoints: Vec::new(), n: 0 }
     }
     async fn connect(
         &mut self,
@@ -201,8 +179,7 @@ impl Client {
         identity: &str,
     ) -> Res<(RelayConnection, skytale_proto::conn::PushReceiver)> {
         if self.n.is_multiple_of(CONNS_PER_ENDPOINT) {
-            self.endpoints
-                .push(client_endpoint("127.0.0.1:0".parse()?).await?);
+            self.endpoints.push(client_endpoint("127.0.0.1:0".parse()?).await?);
         }
         self.n += 1;
         let ep = self.endpoints.last().ok_or("no endpoint")?;
@@ -213,14 +190,7 @@ impl Client {
 }
 
 /// Sends `n` messages of `size` bytes with up to `window` in flight; returns the wall time.
-async fn flood(
-    c: &RelayConnection,
-    ch: &str,
-    tag: &str,
-    n: u64,
-    size: usize,
-    window: usize,
-) -> Res<Duration> {
+async fn flood(c: &RelayConnection, ch: &str, tag: &str, n: u64, size: usize, window: usize) -> Res<Duration> {
     let t0 = Instant::now();
     let mut set: JoinSet<Res<()>> = JoinSet::new();
     for i in 0..n {
@@ -232,8 +202,7 @@ async fn flood(
         let c = c.clone();
         let (ch, id) = (ch.to_string(), format!("{tag}-{i}"));
         set.spawn(async move {
-            c.send(&ch, &id, Kind::Application, 0, vec![7u8; size])
-                .await?;
+            c.send(&ch, &id, Kind::Application, 0, vec![7u8; size]).await?;
             Ok(())
         });
     }
@@ -302,10 +271,7 @@ async fn cpu(r: &Relay, s: &Signer, a: &Args) -> Res<serde_json::Value> {
             let (cpu0, _) = r.usage()?;
             let wall = flood(&c, ch, tag, sends, 256, window).await?;
             let (cpu1, _) = r.usage()?;
-            Res::Ok((
-                (cpu1 - cpu0) / sends as f64 * 1e6,
-                wall.as_secs_f64() / sends as f64 * 1e6,
-            ))
+            Res::Ok(((cpu1 - cpu0) / sends as f64 * 1e6, wall.as_secs_f64() / sends as f64 * 1e6))
         }
     };
     let (empty_cpu_us, empty_wall_us) = measure("empty").await?;
@@ -338,8 +304,7 @@ async fn memory(r: &Relay, s: &Signer, a: &Args) -> Res<serde_json::Value> {
     for i in 0..agents {
         let (c, p) = cl.connect(r, s, &format!("agent-{i}")).await?;
         for k in 0..per {
-            c.subscribe(&format!("bench/mem/c{}", (i * per + k) % channels), 0)
-                .await?;
+            c.subscribe(&format!("bench/mem/c{}", (i * per + k) % channels), 0).await?;
         }
         keep.push((c, p));
     }
@@ -362,20 +327,14 @@ fn reqwest_free_get(base: &str) -> Option<String> {
     use std::io::{Read, Write};
     let hostport = base.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(hostport).ok()?;
-    write!(
-        s,
-        "GET /health HTTP/1.1\r\nhost: {hostport}\r\nconnection: close\r\n\r\n"
-    )
-    .ok()?;
+    write!(s, "GET /health HTTP/1.1\r\nhost: {hostport}\r\nconnection: close\r\n\r\n").ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|x| x.1.to_string())
 }
 
 async fn run_all(bin: &str, a: &Args) -> Res<serde_json::Value> {
-    let only = a
-        .str("only")
-        .unwrap_or_else(|| "fanout,cpu,memory".to_string());
+    let only = a.str("only").unwrap_or_else(|| "fanout,cpu,memory".to_string());
     let mut out = serde_json::Map::new();
     for phase in only.split(',') {
         let signer = Signer::new();
@@ -409,10 +368,7 @@ async fn main() -> Res<()> {
     if let Some(old) = a.str("old") {
         report["old"] = run_all(&old, &a).await?;
     }
-    report["loadavg_after"] = std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .trim()
-        .into();
+    report["loadavg_after"] = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().into();
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -80,18 +80,15 @@ fn invalid(msg: &str) -> RelayError {
 pub fn parse_public_key(s: &str) -> Result<DecodingKey> {
     let s = s.trim();
     if s.starts_with("-----BEGIN") {
-        let k = DecodingKey::from_ed_pem(s.as_bytes())
-            .map_err(|e| RelayError::Config(format!("auth.public_key: {e}")))?;
+        let k =
+            DecodingKey::from_ed_pem(s.as_bytes()).map_err(|e| RelayError::Config(format!("auth.public_key: {e}")))?;
         match k.try_get_as_bytes() {
             Ok(b) if b.len() == 32 => Ok(k),
-            _ => Err(RelayError::Config(
-                "auth.public_key: PEM is not an Ed25519 public key".to_string(),
-            )),
+            _ => Err(RelayError::Config("auth.public_key: PEM is not an Ed25519 public key".to_string())),
         }
     } else {
-        ed_key_from_x(s).ok_or_else(|| {
-            RelayError::Config("auth.public_key: not a base64url 32-byte Ed25519 key".to_string())
-        })
+        ed_key_from_x(s)
+            .ok_or_else(|| RelayError::Config("auth.public_key: not a base64url 32-byte Ed25519 key".to_string()))
     }
 }
 
@@ -150,20 +147,12 @@ impl Verifier {
             }
         }
         *last = Some(Instant::now());
-        let resp = http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| RelayError::Jwks(e.to_string()))?;
+        let resp = http.get(url).send().await.map_err(|e| RelayError::Jwks(e.to_string()))?;
         if !resp.status().is_success() {
             return Err(RelayError::Jwks(format!("status {}", resp.status())));
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| RelayError::Jwks(e.to_string()))?;
-        let jwks: Jwks =
-            serde_json::from_slice(&body).map_err(|e| RelayError::Jwks(e.to_string()))?;
+        let body = resp.bytes().await.map_err(|e| RelayError::Jwks(e.to_string()))?;
+        let jwks: Jwks = serde_json::from_slice(&body).map_err(|e| RelayError::Jwks(e.to_string()))?;
         let mut map = HashMap::new();
         for k in jwks.keys {
             if k.kty != "OKP" || k.crv.as_deref() != Some("Ed25519") {
@@ -201,8 +190,7 @@ impl Verifier {
     /// Verifies a token: `alg` must be EdDSA, signature by a known key, `aud`, `iss`, `exp`
     /// checked, `sub` and `org` present and well-formed.
     pub async fn verify(&self, jwt: &str) -> Result<Claims> {
-        let header =
-            decode_header(jwt).map_err(|_| invalid("malformed token or unsupported alg"))?;
+        let header = decode_header(jwt).map_err(|_| invalid("malformed token or unsupported alg"))?;
         if header.alg != Algorithm::EdDSA {
             return Err(invalid("token alg must be EdDSA"));
         }
@@ -215,8 +203,7 @@ impl Verifier {
                         tracing::warn!(error = %e, "JWKS refetch failed");
                     }
                 }
-                self.lookup(kid)
-                    .ok_or_else(|| invalid("unknown signing key"))?
+                self.lookup(kid).ok_or_else(|| invalid("unknown signing key"))?
             }
         };
         let mut v = Validation::new(Algorithm::EdDSA);
@@ -227,9 +214,7 @@ impl Verifier {
         }
         v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         let data = decode::<Claims>(jwt, &key, &v).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => {
-                RelayError::wire(ErrorCode::AuthExpired, "token expired")
-            }
+            ErrorKind::ExpiredSignature => RelayError::wire(ErrorCode::AuthExpired, "token expired"),
             ErrorKind::InvalidSignature => invalid("bad token signature"),
             ErrorKind::InvalidAudience => invalid("wrong token audience"),
             ErrorKind::InvalidIssuer => invalid("wrong token issuer"),

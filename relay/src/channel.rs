@@ -98,11 +98,7 @@ impl Channels {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(cmd);
         map.insert(channel.to_string(), tx);
-        let actor = Actor {
-            relay: relay.clone(),
-            name: channel.to_string(),
-            subs: HashMap::new(),
-        };
+        let actor = Actor { relay: relay.clone(), name: channel.to_string(), subs: HashMap::new() };
         tokio::spawn(actor.run(rx));
     }
 
@@ -129,8 +125,7 @@ impl Channels {
     pub async fn item(&self, relay: &Arc<Relay>, channel: &str, item: Item) -> Result<Outcome> {
         let (tx, rx) = oneshot::channel();
         self.send(relay, channel, Cmd::Item(item, tx));
-        rx.await
-            .map_err(|_| RelayError::Storage("channel actor stopped".to_string()))?
+        rx.await.map_err(|_| RelayError::Storage("channel actor stopped".to_string()))?
     }
 }
 
@@ -153,17 +148,8 @@ fn wire(code: ErrorCode, msg: impl Into<String>) -> RelayError {
 }
 
 fn dup_ack(channel: &str, d: Dup) -> Outcome {
-    let epoch = if d.kind == Kind::Commit as i32 {
-        d.epoch + 1
-    } else {
-        d.epoch
-    };
-    Outcome::Ack(Ack {
-        channel: channel.to_string(),
-        seq: d.seq,
-        epoch,
-        duplicate: true,
-    })
+    let epoch = if d.kind == Kind::Commit as i32 { d.epoch + 1 } else { d.epoch };
+    Outcome::Ack(Ack { channel: channel.to_string(), seq: d.seq, epoch, duplicate: true })
 }
 
 impl Actor {
@@ -190,33 +176,19 @@ impl Actor {
             let mut sends: Vec<(Item, Reply)> = Vec::new();
             for cmd in cmds.drain(..) {
                 match cmd {
-                    Cmd::Item(item, reply)
-                        if item.invite.is_none() && item.kind != Kind::Commit =>
-                    {
+                    Cmd::Item(item, reply) if item.invite.is_none() && item.kind != Kind::Commit => {
                         sends.push((item, reply));
                     }
                     Cmd::Item(item, reply) => {
                         self.send_batch(std::mem::take(&mut sends)).await;
-                        let res = if item.kind == Kind::Commit {
-                            self.commit(item).await
-                        } else {
-                            self.join(item).await
-                        };
+                        let res =
+                            if item.kind == Kind::Commit { self.commit(item).await } else { self.join(item).await };
                         let _ = reply.send(res);
                     }
-                    Cmd::Subscribe {
-                        org,
-                        conn_id,
-                        sub,
-                        reply,
-                    } => {
+                    Cmd::Subscribe { org, conn_id, sub, reply } => {
                         self.send_batch(std::mem::take(&mut sends)).await;
                         let name = self.name.clone();
-                        let res = self
-                            .relay
-                            .storage
-                            .call(move |s| s.ensure_channel(&name, &org, now_ms()))
-                            .await;
+                        let res = self.relay.storage.call(move |s| s.ensure_channel(&name, &org, now_ms())).await;
                         if res.is_ok() {
                             self.subs.insert(conn_id, sub);
                         }
@@ -238,10 +210,8 @@ impl Actor {
             return;
         }
         let name = self.name.clone();
-        let keys: Vec<(String, String)> = sends
-            .iter()
-            .map(|(i, _)| (i.sender.clone(), i.client_msg_id.clone()))
-            .collect();
+        let keys: Vec<(String, String)> =
+            sends.iter().map(|(i, _)| (i.sender.clone(), i.client_msg_id.clone())).collect();
         let looked = self
             .relay
             .storage
@@ -249,11 +219,7 @@ impl Actor {
                 let row = s.channel(&name)?;
                 let mut dups = Vec::with_capacity(keys.len());
                 for (sender, id) in &keys {
-                    dups.push(if row.is_some() {
-                        s.find_dup(&name, sender, id)?
-                    } else {
-                        None
-                    });
+                    dups.push(if row.is_some() { s.find_dup(&name, sender, id)? } else { None });
                 }
                 Ok((row, dups))
             })
@@ -288,29 +254,15 @@ impl Actor {
                 continue;
             }
             if item.epoch != row.epoch {
-                let nack = Nack {
-                    channel: self.name.clone(),
-                    current_epoch: row.epoch,
-                    last_seq: row.last_seq,
-                };
+                let nack = Nack { channel: self.name.clone(), current_epoch: row.epoch, last_seq: row.last_seq };
                 later.push((reply, Outcome::Nack(nack), false));
                 continue;
             }
             row.last_seq += 1;
             if !item.client_msg_id.is_empty() {
-                fresh.insert(
-                    key,
-                    Dup {
-                        seq: row.last_seq,
-                        epoch: row.epoch,
-                        kind: item.kind as i32,
-                    },
-                );
+                fresh.insert(key, Dup { seq: row.last_seq, epoch: row.epoch, kind: item.kind as i32 });
             }
-            staged.push(Staged {
-                append: self.append_of(item, row.last_seq, row.epoch, now),
-                reply,
-            });
+            staged.push(Staged { append: self.append_of(item, row.last_seq, row.epoch, now), reply });
         }
         let archived = self.archive_and_deliver(staged).await.is_some();
         for (reply, outcome, in_batch) in later {
@@ -362,12 +314,7 @@ impl Actor {
             Metrics::add(&m.messages_archived, 1);
             Metrics::add(&m.archive_items, 1);
             Metrics::add(&m.archive_bytes, a.payload.len() as u64);
-            let ack = Ack {
-                channel: self.name.clone(),
-                seq: a.seq,
-                epoch: a.new_epoch,
-                duplicate: false,
-            };
+            let ack = Ack { channel: self.name.clone(), seq: a.seq, epoch: a.new_epoch, duplicate: false };
             self.fan_out(&a);
             let _ = s.reply.send(Ok(Outcome::Ack(ack)));
         }
@@ -406,11 +353,7 @@ impl Actor {
     /// at the channel's current epoch (no epoch check).
     async fn join(&mut self, item: Item) -> Result<Outcome> {
         let (invite_id, invite_auth) = item.invite.clone().unwrap_or_default();
-        let (name, me, cmid) = (
-            self.name.clone(),
-            item.sender.clone(),
-            item.client_msg_id.clone(),
-        );
+        let (name, me, cmid) = (self.name.clone(), item.sender.clone(), item.client_msg_id.clone());
         let relay = self.relay.clone();
         let checked = self
             .relay
@@ -422,14 +365,7 @@ impl Actor {
                 if let Some(d) = dup.filter(|d| d.kind == Kind::JoinRequest as i32) {
                     return Ok(Err(d));
                 }
-                let (_, _, row) = crate::invites::use_invite(
-                    &relay.metrics,
-                    s,
-                    &name,
-                    &invite_id,
-                    &invite_auth,
-                    &me,
-                )?;
+                let (_, _, row) = crate::invites::use_invite(&relay.metrics, s, &name, &invite_id, &invite_auth, &me)?;
                 Ok(match dup {
                     Some(d) => Err(d),
                     None => Ok(row),
@@ -444,25 +380,17 @@ impl Actor {
         item.epoch = row.epoch;
         let seq = row.last_seq + 1;
         let (tx, rx) = oneshot::channel();
-        let staged = Staged {
-            append: self.append_of(item, seq, row.epoch, now_ms()),
-            reply: tx,
-        };
+        let staged = Staged { append: self.append_of(item, seq, row.epoch, now_ms()), reply: tx };
         self.archive_and_deliver(vec![staged]).await;
         tracing::info!(channel = %self.name, seq, "join request accepted");
-        rx.await
-            .map_err(|_| RelayError::Storage("reply lost".to_string()))?
+        rx.await.map_err(|_| RelayError::Storage("reply lost".to_string()))?
     }
 
     /// `Commit`: first commit at the current epoch wins (the channel moves to epoch + 1 and
     /// the welcomes are queued in the same transaction); others are nacked.
     async fn commit(&mut self, item: Item) -> Result<Outcome> {
-        let (name, org, me, cmid) = (
-            self.name.clone(),
-            item.org.clone(),
-            item.sender.clone(),
-            item.client_msg_id.clone(),
-        );
+        let (name, org, me, cmid) =
+            (self.name.clone(), item.org.clone(), item.sender.clone(), item.client_msg_id.clone());
         let recipients: Vec<String> = item.welcomes.iter().map(|(r, _)| r.clone()).collect();
         let limit = self.relay.config.limits.max_pending_welcomes;
         let epoch = item.epoch;
@@ -506,14 +434,9 @@ impl Actor {
         let welcomes = item.welcomes.clone();
         let (org, sender) = (item.org.clone(), item.sender.clone());
         let (tx, rx) = oneshot::channel();
-        let staged = Staged {
-            append: self.append_of(item, seq, new_epoch, now_ms()),
-            reply: tx,
-        };
+        let staged = Staged { append: self.append_of(item, seq, new_epoch, now_ms()), reply: tx };
         let ids = self.archive_and_deliver(vec![staged]).await;
-        let outcome = rx
-            .await
-            .map_err(|_| RelayError::Storage("reply lost".to_string()))??;
+        let outcome = rx.await.map_err(|_| RelayError::Storage("reply lost".to_string()))??;
         Metrics::add(&self.relay.metrics.commits_acked, 1);
         let ids = ids.and_then(|v| v.into_iter().next()).unwrap_or_default();
         for ((recipient, payload), id) in welcomes.into_iter().zip(ids) {

@@ -150,16 +150,12 @@ impl Default for Config {
 }
 
 fn env(name: &str) -> Option<String> {
-    std::env::var(format!("SKYTALE_RELAY_{name}"))
-        .ok()
-        .filter(|v| !v.is_empty())
+    std::env::var(format!("SKYTALE_RELAY_{name}")).ok().filter(|v| !v.is_empty())
 }
 
 fn parse_env<T: std::str::FromStr>(name: &str, target: &mut T) -> Result<()> {
     if let Some(v) = env(name) {
-        *target = v
-            .parse()
-            .map_err(|_| RelayError::Config(format!("SKYTALE_RELAY_{name}: invalid value")))?;
+        *target = v.parse().map_err(|_| RelayError::Config(format!("SKYTALE_RELAY_{name}: invalid value")))?;
     }
     Ok(())
 }
@@ -169,8 +165,8 @@ impl Config {
     pub fn load(path: Option<&std::path::Path>) -> Result<Config> {
         let mut cfg = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| RelayError::Config(format!("{}: {e}", p.display())))?;
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| RelayError::Config(format!("{}: {e}", p.display())))?;
                 toml::from_str(&text).map_err(|e| RelayError::Config(e.to_string()))?
             }
             None => Config::default(),
@@ -202,10 +198,7 @@ impl Config {
             self.auth.audience = v;
         }
         parse_env("LEEWAY_SECS", &mut self.auth.leeway_secs)?;
-        parse_env(
-            "JWKS_MIN_REFETCH_SECS",
-            &mut self.auth.jwks_min_refetch_secs,
-        )?;
+        parse_env("JWKS_MIN_REFETCH_SECS", &mut self.auth.jwks_min_refetch_secs)?;
         parse_env("JWKS_REFRESH_SECS", &mut self.auth.jwks_refresh_secs)?;
         parse_env("REVOCATION_POLL_SECS", &mut self.auth.revocation_poll_secs)?;
         if let Some(v) = env("REVOCATIONS_URL") {
@@ -231,15 +224,12 @@ impl Config {
     fn validate(&self) -> Result<()> {
         if self.auth.jwks_url.is_none() && self.auth.public_key.is_none() {
             return Err(RelayError::Config(
-                "set auth.jwks_url or auth.public_key (SKYTALE_RELAY_JWKS_URL / SKYTALE_RELAY_PUBLIC_KEY)"
-                    .to_string(),
+                "set auth.jwks_url or auth.public_key (SKYTALE_RELAY_JWKS_URL / SKYTALE_RELAY_PUBLIC_KEY)".to_string(),
             ));
         }
         let l = &self.limits;
         if l.max_frame_bytes < 1024 || l.max_frame_bytes > 16 * 1024 * 1024 {
-            return Err(RelayError::Config(
-                "limits.max_frame_bytes must be within 1 KiB..16 MiB".to_string(),
-            ));
+            return Err(RelayError::Config("limits.max_frame_bytes must be within 1 KiB..16 MiB".to_string()));
         }
         if l.frames_per_second <= 0.0
             || l.burst < 1.0

@@ -36,10 +36,7 @@ pub enum RelayError {
 impl RelayError {
     /// Builds a [`RelayError::Wire`].
     pub fn wire(code: ErrorCode, message: impl Into<String>) -> Self {
-        RelayError::Wire {
-            code,
-            message: message.into(),
-        }
+        RelayError::Wire { code, message: message.into() }
     }
 
     /// The wire code of this error.

@@ -38,25 +38,12 @@ pub async fn serve(listener: TcpListener, relay: Arc<Relay>) {
 fn route(relay: &Relay, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, ctype, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/health") => (StatusCode::OK, "application/json", relay.health_json()),
-        (&Method::GET, "/metrics") => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            relay.metrics.render(),
-        ),
-        (&Method::GET, _) => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found\n".to_string(),
-        ),
-        _ => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "method not allowed\n".to_string(),
-        ),
+        (&Method::GET, "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", relay.metrics.render()),
+        (&Method::GET, _) => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".to_string()),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
     resp
 }

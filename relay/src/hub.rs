@@ -61,10 +61,7 @@ impl Online {
 
     /// Registers (or re-registers, with a refreshed token) a connection.
     pub fn register(&self, org: &str, identity: &str, conn_id: u64, sub: Subscriber) {
-        self.lock()
-            .entry((org.to_string(), identity.to_string()))
-            .or_default()
-            .insert(conn_id, sub);
+        self.lock().entry((org.to_string(), identity.to_string())).or_default().insert(conn_id, sub);
     }
 
     /// Removes a connection.

@@ -18,9 +18,7 @@ pub const MAX_INVITE_AUTH_LEN: usize = 256;
 pub fn validate_invite_id(id: &str) -> Result<()> {
     if id.is_empty()
         || id.len() > MAX_INVITE_ID_LEN
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
         return Err(RelayError::wire(
             ErrorCode::InvalidRequest,
@@ -84,10 +82,7 @@ pub fn use_invite(
         return Ok((inv, uses, row));
     }
     if uses >= inv.max_uses {
-        return Err(refuse(
-            ErrorCode::InviteUsedUp,
-            "the invite has been used up",
-        ));
+        return Err(refuse(ErrorCode::InviteUsedUp, "the invite has been used up"));
     }
     store.add_invite_use(&inv.id, identity, now_ms())?;
     Metrics::add(&metrics.invite_uses, 1);

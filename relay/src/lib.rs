@@ -76,10 +76,7 @@ pub struct Relay {
 
 /// Current unix time in milliseconds.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Relay {
@@ -93,12 +90,7 @@ impl Relay {
         let l = &self.config.limits;
         let mut map = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let b = map
-            .entry((org.to_string(), identity.to_string()))
-            .or_insert(Bucket {
-                tokens: l.burst,
-                last: now,
-            });
+        let b = map.entry((org.to_string(), identity.to_string())).or_insert(Bucket { tokens: l.burst, last: now });
         let elapsed = now.duration_since(b.last).as_secs_f64();
         b.tokens = (b.tokens + elapsed * l.frames_per_second).min(l.burst);
         b.last = now;
@@ -132,9 +124,8 @@ pub fn load_or_create_secret(dir: &Path) -> Result<SecretKey> {
     let path = dir.join("iroh.key");
     if path.exists() {
         let text = std::fs::read_to_string(&path)?;
-        let bytes = decode_hex32(text.trim()).ok_or_else(|| {
-            RelayError::Config(format!("{} is not a 32-byte hex key", path.display()))
-        })?;
+        let bytes = decode_hex32(text.trim())
+            .ok_or_else(|| RelayError::Config(format!("{} is not a 32-byte hex key", path.display())))?;
         return Ok(SecretKey::from_bytes(&bytes));
     }
     let key = SecretKey::generate();
@@ -182,13 +173,10 @@ pub async fn run(config: Config) -> Result<()> {
     let storage = Storage::start(Box::new(store))?;
     let verifier = Verifier::new(config.auth.clone()).await?;
 
-    let endpoint = skytale_proto::conn::closed_endpoint(
-        config.listen,
-        Some(secret),
-        vec![skytale_proto::ALPN.to_vec()],
-    )
-    .await
-    .map_err(|e| RelayError::Transport(e.to_string()))?;
+    let endpoint =
+        skytale_proto::conn::closed_endpoint(config.listen, Some(secret), vec![skytale_proto::ALPN.to_vec()])
+            .await
+            .map_err(|e| RelayError::Transport(e.to_string()))?;
     let port = endpoint
         .bound_sockets()
         .iter()
@@ -198,19 +186,12 @@ pub async fn run(config: Config) -> Result<()> {
     let host = match &config.public_host {
         Some(h) => h.clone(),
         None => {
-            let ip = if config.listen.ip().is_unspecified() {
-                IpAddr::V4(Ipv4Addr::LOCALHOST)
-            } else {
-                config.listen.ip()
-            };
+            let ip =
+                if config.listen.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { config.listen.ip() };
             SocketAddr::new(ip, port).ip().to_string()
         }
     };
-    let host_port = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
+    let host_port = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
     let endpoint_id = endpoint.id().to_string();
     let address = format!("iroh://{endpoint_id}@{host_port}");
     let http_listener = tokio::net::TcpListener::bind(config.http_listen).await?;
@@ -238,10 +219,7 @@ pub async fn run(config: Config) -> Result<()> {
     tokio::spawn(revocations::poll_task(relay.clone()));
     tokio::spawn(revocations::jwks_refresh_task(relay.clone()));
 
-    println!(
-        "skytale-relay listening {} {}",
-        relay.address, relay.http_url
-    );
+    println!("skytale-relay listening {} {}", relay.address, relay.http_url);
     {
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -301,14 +279,10 @@ async fn prune_task(relay: Arc<Relay>) {
                 let m = &relay.metrics;
                 let _ = m
                     .archive_items
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                        Some(v.saturating_sub(p.items))
-                    });
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(p.items)));
                 let _ = m
                     .archive_bytes
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                        Some(v.saturating_sub(p.bytes))
-                    });
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(p.bytes)));
                 if p.rows > 0 {
                     tracing::info!(deleted = p.rows, "pruned expired archive rows");
                 }

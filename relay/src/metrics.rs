@@ -51,102 +51,32 @@ impl Metrics {
     /// Renders the Prometheus text exposition.
     pub fn render(&self) -> String {
         let rows: [(&str, &str, &str, &AtomicU64); 17] = [
-            (
-                "skytale_relay_connections",
-                "gauge",
-                "Open connections.",
-                &self.connections,
-            ),
-            (
-                "skytale_relay_connections_total",
-                "counter",
-                "Accepted connections.",
-                &self.connections_total,
-            ),
+            ("skytale_relay_connections", "gauge", "Open connections.", &self.connections),
+            ("skytale_relay_connections_total", "counter", "Accepted connections.", &self.connections_total),
             (
                 "skytale_relay_connections_refused_total",
                 "counter",
                 "Connections refused by the limit.",
                 &self.connections_refused,
             ),
-            (
-                "skytale_relay_frames_in_total",
-                "counter",
-                "Frames received.",
-                &self.frames_in,
-            ),
-            (
-                "skytale_relay_frames_out_total",
-                "counter",
-                "Frames sent.",
-                &self.frames_out,
-            ),
-            (
-                "skytale_relay_bytes_in_total",
-                "counter",
-                "Bytes received.",
-                &self.bytes_in,
-            ),
-            (
-                "skytale_relay_bytes_out_total",
-                "counter",
-                "Bytes sent.",
-                &self.bytes_out,
-            ),
-            (
-                "skytale_relay_auth_failures_total",
-                "counter",
-                "Failed authentications.",
-                &self.auth_failures,
-            ),
-            (
-                "skytale_relay_commits_acked_total",
-                "counter",
-                "Commits accepted.",
-                &self.commits_acked,
-            ),
-            (
-                "skytale_relay_commits_nacked_total",
-                "counter",
-                "Commits refused (wrong epoch).",
-                &self.commits_nacked,
-            ),
-            (
-                "skytale_relay_messages_archived_total",
-                "counter",
-                "Items archived.",
-                &self.messages_archived,
-            ),
+            ("skytale_relay_frames_in_total", "counter", "Frames received.", &self.frames_in),
+            ("skytale_relay_frames_out_total", "counter", "Frames sent.", &self.frames_out),
+            ("skytale_relay_bytes_in_total", "counter", "Bytes received.", &self.bytes_in),
+            ("skytale_relay_bytes_out_total", "counter", "Bytes sent.", &self.bytes_out),
+            ("skytale_relay_auth_failures_total", "counter", "Failed authentications.", &self.auth_failures),
+            ("skytale_relay_commits_acked_total", "counter", "Commits accepted.", &self.commits_acked),
+            ("skytale_relay_commits_nacked_total", "counter", "Commits refused (wrong epoch).", &self.commits_nacked),
+            ("skytale_relay_messages_archived_total", "counter", "Items archived.", &self.messages_archived),
             (
                 "skytale_relay_rate_limited_total",
                 "counter",
                 "Requests refused by the rate limiter.",
                 &self.rate_limited,
             ),
-            (
-                "skytale_relay_archive_items",
-                "gauge",
-                "Archived items stored.",
-                &self.archive_items,
-            ),
-            (
-                "skytale_relay_archive_bytes",
-                "gauge",
-                "Archived payload bytes stored.",
-                &self.archive_bytes,
-            ),
-            (
-                "skytale_relay_invites_created_total",
-                "counter",
-                "Invites created.",
-                &self.invites_created,
-            ),
-            (
-                "skytale_relay_invite_uses_total",
-                "counter",
-                "Invite uses by a new identity.",
-                &self.invite_uses,
-            ),
+            ("skytale_relay_archive_items", "gauge", "Archived items stored.", &self.archive_items),
+            ("skytale_relay_archive_bytes", "gauge", "Archived payload bytes stored.", &self.archive_bytes),
+            ("skytale_relay_invites_created_total", "counter", "Invites created.", &self.invites_created),
+            ("skytale_relay_invite_uses_total", "counter", "Invite uses by a new identity.", &self.invite_uses),
             (
                 "skytale_relay_invite_refusals_total",
                 "counter",
@@ -156,11 +86,7 @@ impl Metrics {
         ];
         let mut out = String::new();
         for (name, kind, help, v) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Ordering::Relaxed));
         }
         out
     }

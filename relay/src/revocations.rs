@@ -60,10 +60,7 @@ impl Revocations {
         if akid.is_some_and(|k| inner.keys.contains(k)) {
             return true;
         }
-        inner
-            .agents
-            .get(&(org.to_string(), identity.to_string()))
-            .is_some_and(|at| iat <= *at)
+        inner.agents.get(&(org.to_string(), identity.to_string())).is_some_and(|at| iat <= *at)
     }
 
     /// Applies one page of the feed; returns whether anything new arrived.
@@ -100,19 +97,14 @@ pub fn feed_url(relay: &Relay) -> Option<String> {
         return Some(u.clone());
     }
     let jwks = relay.config.auth.jwks_url.as_deref()?;
-    jwks.strip_suffix("/.well-known/jwks.json")
-        .map(|base| format!("{base}/v1/revocations"))
+    jwks.strip_suffix("/.well-known/jwks.json").map(|base| format!("{base}/v1/revocations"))
 }
 
 async fn poll_once(relay: &Relay, http: &reqwest::Client, url: &str) -> Result<bool, String> {
     let mut changed = false;
     loop {
         let since = relay.revocations.cursor();
-        let resp = http
-            .get(format!("{url}?since={since}"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = http.get(format!("{url}?since={since}")).send().await.map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("status {}", resp.status()));
         }
@@ -132,10 +124,7 @@ async fn poll_once(relay: &Relay, http: &reqwest::Client, url: &str) -> Result<b
 pub fn close_revoked_sessions(relay: &Relay) -> usize {
     let mut n = 0;
     relay.online.for_each(|org, identity, sub| {
-        if relay
-            .revocations
-            .is_revoked(sub.akid.as_deref(), org, identity, sub.iat)
-        {
+        if relay.revocations.is_revoked(sub.akid.as_deref(), org, identity, sub.iat) {
             sub.ctl.revoked.store(true, Ordering::SeqCst);
             sub.ctl.notify.notify_one();
             n += 1;
@@ -150,10 +139,7 @@ pub async fn poll_task(relay: Arc<Relay>) {
         tracing::info!("no revocation feed configured");
         return;
     };
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-    {
+    let http = match reqwest::Client::builder().timeout(Duration::from_secs(5)).build() {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(error = %e, "revocation poller: no http client");

@@ -37,9 +37,7 @@ impl Storage {
     /// Starts the storage thread owning `store`.
     pub fn start(store: Box<dyn Store>) -> Result<Storage> {
         let (tx, rx) = std_mpsc::channel();
-        std::thread::Builder::new()
-            .name("skytale-storage".to_string())
-            .spawn(move || run(store, rx))?;
+        std::thread::Builder::new().name("skytale-storage".to_string()).spawn(move || run(store, rx))?;
         Ok(Storage { tx })
     }
 
@@ -102,10 +100,7 @@ fn flush(store: &mut dyn Store, pending: &mut Pending) {
         }
         _ => {
             let lens: Vec<usize> = pending.iter().map(|(items, _)| items.len()).collect();
-            let all: Vec<Append> = pending
-                .iter()
-                .flat_map(|(items, _)| items.iter().cloned())
-                .collect();
+            let all: Vec<Append> = pending.iter().flat_map(|(items, _)| items.iter().cloned()).collect();
             match store.append_batch(&all) {
                 Ok(ids) => {
                     let mut ids = ids.into_iter();

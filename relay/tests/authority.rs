@@ -35,7 +35,8 @@ async fn read_only_scope_cannot_send_commit_create_or_invite() {
     // writes are refused with a clear, non-fatal code
     let e = r.send(ch, "r1", Kind::Application, 0, b"y".to_vec()).await.unwrap_err();
     assert_eq!(code(&e), "SKYTALE_SCOPE_FORBIDDEN");
-    let commit = Commit { channel: ch.into(), client_msg_id: "c1".into(), epoch: 0, payload: b"c".to_vec(), welcome: None };
+    let commit =
+        Commit { channel: ch.into(), client_msg_id: "c1".into(), epoch: 0, payload: b"c".to_vec(), welcome: None };
     assert_eq!(code(&r.commit(commit).await.unwrap_err()), "SKYTALE_SCOPE_FORBIDDEN");
     assert_eq!(code(&r.create_channel("acme/scope/other").await.unwrap_err()), "SKYTALE_SCOPE_FORBIDDEN");
     let inv = CreateInvite {
@@ -78,7 +79,8 @@ async fn revoked_api_key_and_agent_lose_their_sessions_and_cannot_reconnect() {
     let (c, _pc) = relay.authed(&key, "acme", "carol").await;
 
     // The API key that minted alice's token is revoked.
-    *jwks.revocations.lock().unwrap() = r#"{"cursor":1,"apiKeys":[{"id":"key_alice","revokedAt":1}],"agents":[]}"#.into();
+    *jwks.revocations.lock().unwrap() =
+        r#"{"cursor":1,"apiKeys":[{"id":"key_alice","revokedAt":1}],"agents":[]}"#.into();
     let (code_a, took) = closed_within(&a, T).await;
     assert_eq!(code_a.as_deref(), Some("SKYTALE_AUTH_INVALID"));
     assert!(took < Duration::from_secs(30));

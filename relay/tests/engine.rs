@@ -17,10 +17,7 @@ async fn pipelined_sends_are_contiguous_and_deduped_in_flight() {
     let relay = RelayProc::start(
         "pipeline",
         &key,
-        &[
-            ("SKYTALE_RELAY_FRAMES_PER_SECOND", "100000"),
-            ("SKYTALE_RELAY_BURST", "100000"),
-        ],
+        &[("SKYTALE_RELAY_FRAMES_PER_SECOND", "100000"), ("SKYTALE_RELAY_BURST", "100000")],
     );
     let ch = "acme/engine/pipe";
     let (a, _pa) = relay.authed(&key, "acme", "alice").await;
@@ -33,10 +30,7 @@ async fn pipelined_sends_are_contiguous_and_deduped_in_flight() {
         for _ in 0..if i % 10 == 0 { 2 } else { 1 } {
             let a = a.clone();
             tasks.push(tokio::spawn(async move {
-                let ack = a
-                    .send(ch, &format!("m{i}"), Kind::Application, 0, vec![1; 16])
-                    .await
-                    .unwrap();
+                let ack = a.send(ch, &format!("m{i}"), Kind::Application, 0, vec![1; 16]).await.unwrap();
                 (i, ack)
             }));
         }
@@ -57,9 +51,7 @@ async fn pipelined_sends_are_contiguous_and_deduped_in_flight() {
         let d = next_deliver(&mut pb, T).await.expect("delivery");
         assert_eq!(d.seq, want);
     }
-    assert!(next_deliver(&mut pb, Duration::from_millis(300))
-        .await
-        .is_none());
+    assert!(next_deliver(&mut pb, Duration::from_millis(300)).await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,39 +61,18 @@ async fn an_idle_channel_actor_restarts_with_its_state() {
     let ch = "acme/engine/idle";
     let (a, _pa) = relay.authed(&key, "acme", "alice").await;
     a.create_channel(ch).await.unwrap();
-    assert_eq!(
-        a.send(ch, "x1", Kind::Application, 0, b"1".to_vec())
-            .await
-            .unwrap()
-            .seq,
-        1
-    );
+    assert_eq!(a.send(ch, "x1", Kind::Application, 0, b"1".to_vec()).await.unwrap().seq, 1);
     // no subscribers and no requests for longer than the actor's idle time (30 s)
     tokio::time::sleep(Duration::from_secs(32)).await;
     a.ping().await.unwrap();
-    let again = a
-        .send(ch, "x1", Kind::Application, 0, b"1".to_vec())
-        .await
-        .unwrap();
+    let again = a.send(ch, "x1", Kind::Application, 0, b"1".to_vec()).await.unwrap();
     assert!(again.duplicate);
     assert_eq!(again.seq, 1);
-    assert_eq!(
-        a.send(ch, "x2", Kind::Application, 0, b"2".to_vec())
-            .await
-            .unwrap()
-            .seq,
-        2
-    );
+    assert_eq!(a.send(ch, "x2", Kind::Application, 0, b"2".to_vec()).await.unwrap().seq, 2);
     let (b, mut pb) = relay.authed(&key, "acme", "bob").await;
     b.subscribe(ch, 0).await.unwrap();
     assert_eq!(next_deliver(&mut pb, T).await.unwrap().seq, 1);
     assert_eq!(next_deliver(&mut pb, T).await.unwrap().seq, 2);
-    assert_eq!(
-        a.send(ch, "x3", Kind::Application, 0, b"3".to_vec())
-            .await
-            .unwrap()
-            .seq,
-        3
-    );
+    assert_eq!(a.send(ch, "x3", Kind::Application, 0, b"3".to_vec()).await.unwrap().seq, 3);
     assert_eq!(next_deliver(&mut pb, T).await.unwrap().seq, 3);
 }

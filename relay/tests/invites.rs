@@ -69,9 +69,7 @@ async fn create_validate_update_revoke_and_org_isolation() {
         let e = a.create_invite(invite(ch, bad, b"x", 1, 3600, b"")).await.unwrap_err();
         assert_eq!(code(&e), "SKYTALE_INVALID_REQUEST", "id {bad:?}");
     }
-    a.create_invite(invite(ch, &format!("Az09_-{}", "x".repeat(58)), b"x", 1, 3600, b""))
-        .await
-        .unwrap();
+    a.create_invite(invite(ch, &format!("Az09_-{}", "x".repeat(58)), b"x", 1, 3600, b"")).await.unwrap();
     let e = a.create_invite(invite(ch, "inv-zero", b"x", 0, 3600, b"")).await.unwrap_err();
     assert_eq!(code(&e), "SKYTALE_INVALID_REQUEST", "max_uses 0");
     let mut past = invite(ch, "inv-past", b"x", 1, 0, b"");

@@ -94,18 +94,10 @@ async fn org_b_cannot_touch_org_a_channels() {
     let (b, _pb) = relay.authed(&key, "globex", "mallory").await;
     let e = b.subscribe("acme/team/chat", 0).await.unwrap_err();
     assert_eq!(code(&e), "SKYTALE_FORBIDDEN_CHANNEL");
-    let e = b
-        .send("acme/team/chat", "m1", Kind::Application, 0, b"x".to_vec())
-        .await
-        .unwrap_err();
+    let e = b.send("acme/team/chat", "m1", Kind::Application, 0, b"x".to_vec()).await.unwrap_err();
     assert_eq!(code(&e), "SKYTALE_FORBIDDEN_CHANNEL");
     let e = b
-        .commit(Commit {
-            channel: "acme/team/chat".into(),
-            epoch: 0,
-            payload: b"c".to_vec(),
-            ..Default::default()
-        })
+        .commit(Commit { channel: "acme/team/chat".into(), epoch: 0, payload: b"c".to_vec(), ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(code(&e), "SKYTALE_FORBIDDEN_CHANNEL");
@@ -166,10 +158,8 @@ async fn ordered_exactly_once_never_echoed() {
     b.subscribe(ch, 0).await.unwrap();
     let mut acks = Vec::new();
     for i in 0..50u32 {
-        let ack = a
-            .send(ch, &format!("m{i}"), Kind::Application, 0, format!("payload-{i}").into_bytes())
-            .await
-            .unwrap();
+        let ack =
+            a.send(ch, &format!("m{i}"), Kind::Application, 0, format!("payload-{i}").into_bytes()).await.unwrap();
         assert!(!ack.duplicate);
         acks.push(ack.seq);
     }
@@ -290,10 +280,7 @@ async fn commits_first_wins_then_nack() {
         }
         v
     };
-    assert_eq!(
-        seen,
-        vec![(1, 0, Kind::Commit as i32), (2, 1, Kind::Commit as i32), (3, 2, Kind::Application as i32)]
-    );
+    assert_eq!(seen, vec![(1, 0, Kind::Commit as i32), (2, 1, Kind::Commit as i32), (3, 2, Kind::Application as i32)]);
     let (status, metrics) = relay.http_get("/metrics");
     assert_eq!(status, 200);
     assert!(metrics.contains("skytale_relay_commits_acked_total 2"), "{metrics}");
@@ -385,10 +372,7 @@ async fn welcomes_wait_for_offline_recipients() {
             client_msg_id: format!("c{i}"),
             epoch: 1 + i,
             payload: b"c".to_vec(),
-            welcome: Some(WelcomeOut {
-                recipients: vec!["dave".into()],
-                payload: b"w".to_vec(),
-            }),
+            welcome: Some(WelcomeOut { recipients: vec!["dave".into()], payload: b"w".to_vec() }),
         })
         .await
         .unwrap();
@@ -399,10 +383,7 @@ async fn welcomes_wait_for_offline_recipients() {
             client_msg_id: "c-full".into(),
             epoch: 3,
             payload: b"c".to_vec(),
-            welcome: Some(WelcomeOut {
-                recipients: vec!["dave".into()],
-                payload: b"w".to_vec(),
-            }),
+            welcome: Some(WelcomeOut { recipients: vec!["dave".into()], payload: b"w".to_vec() }),
         })
         .await
         .unwrap_err();
@@ -435,17 +416,14 @@ async fn kill9_restart_keeps_identity_archive_and_exactly_once() {
                 // "crash": the message i is sent but we kill before reading the ack
                 let a2 = a.clone();
                 let _task = tokio::spawn(async move {
-                    a2.send(ch, &format!("msg-{i}"), Kind::Application, 0, format!("body-{i}").into_bytes())
-                        .await
+                    a2.send(ch, &format!("msg-{i}"), Kind::Application, 0, format!("body-{i}").into_bytes()).await
                 });
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 relay.kill9();
                 killed = true;
                 break;
             }
-            a.send(ch, &format!("msg-{i}"), Kind::Application, 0, format!("body-{i}").into_bytes())
-                .await
-                .unwrap();
+            a.send(ch, &format!("msg-{i}"), Kind::Application, 0, format!("body-{i}").into_bytes()).await.unwrap();
             next_to_send += 1;
             unacked_from = next_to_send;
         }
@@ -496,10 +474,7 @@ async fn no_token_or_plaintext_marker_in_logs_and_health_metrics_work() {
         client_msg_id: "c".into(),
         epoch: 0,
         payload: marker.clone().into_bytes(),
-        welcome: Some(WelcomeOut {
-            recipients: vec!["zed".into()],
-            payload: marker.clone().into_bytes(),
-        }),
+        welcome: Some(WelcomeOut { recipients: vec!["zed".into()], payload: marker.clone().into_bytes() }),
     })
     .await
     .unwrap();
@@ -590,10 +565,7 @@ async fn jwks_fetched_at_start_and_refetched_on_unknown_kid() {
     let relay = RelayProc::start_with_key(
         "jwks",
         String::new(),
-        &[
-            ("SKYTALE_RELAY_JWKS_URL", jwks.url.as_str()),
-            ("SKYTALE_RELAY_JWKS_MIN_REFETCH_SECS", "0"),
-        ],
+        &[("SKYTALE_RELAY_JWKS_URL", jwks.url.as_str()), ("SKYTALE_RELAY_JWKS_MIN_REFETCH_SECS", "0")],
     );
     let fetched_at_start = jwks.hits.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(fetched_at_start, 1);
@@ -660,7 +632,11 @@ async fn reauth_refreshes_token_and_identity_binding() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_during_a_burst_keeps_order_without_gaps() {
     let key = Keypair::generate();
-    let relay = RelayProc::start("burst", &key, &[("SKYTALE_RELAY_FRAMES_PER_SECOND", "10000"), ("SKYTALE_RELAY_BURST", "10000")]);
+    let relay = RelayProc::start(
+        "burst",
+        &key,
+        &[("SKYTALE_RELAY_FRAMES_PER_SECOND", "10000"), ("SKYTALE_RELAY_BURST", "10000")],
+    );
     let ch = "acme/load/burst";
     let (a, _pa) = relay.authed(&key, "acme", "alice").await;
     a.create_channel(ch).await.unwrap();
@@ -669,9 +645,7 @@ async fn subscribe_during_a_burst_keeps_order_without_gaps() {
         let a = a.clone();
         tokio::spawn(async move {
             for i in 0..N {
-                a.send(ch, &format!("m{i}"), Kind::Application, 0, i.to_be_bytes().to_vec())
-                    .await
-                    .unwrap();
+                a.send(ch, &format!("m{i}"), Kind::Application, 0, i.to_be_bytes().to_vec()).await.unwrap();
             }
         })
     };

@@ -32,10 +32,7 @@ struct Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.relay
-            .metrics
-            .connections
-            .fetch_sub(1, Ordering::Relaxed);
+        self.relay.metrics.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -92,9 +89,7 @@ pub async fn handle_incoming(relay: Arc<Relay>, incoming: Incoming, shutdown: Ar
     let limits = relay.config.limits.clone();
     let open = relay.metrics.connections.fetch_add(1, Ordering::Relaxed);
     let conn_id = relay.next_conn_id();
-    let _guard = Guard {
-        relay: relay.clone(),
-    };
+    let _guard = Guard { relay: relay.clone() };
     Metrics::add(&relay.metrics.connections_total, 1);
     let auth_deadline = Instant::now() + Duration::from_millis(limits.auth_timeout_ms);
 
@@ -121,33 +116,18 @@ pub async fn handle_incoming(relay: Arc<Relay>, incoming: Incoming, shutdown: Ar
     };
     if open as usize >= limits.max_connections {
         Metrics::add(&relay.metrics.connections_refused, 1);
-        s.fatal(
-            0,
-            ErrorCode::TooManyConnections,
-            "relay connection limit reached",
-        )
-        .await;
+        s.fatal(0, ErrorCode::TooManyConnections, "relay connection limit reached").await;
         return;
     }
     let (in_tx, in_rx) = mpsc::channel(16);
-    let reader = tokio::spawn(reader_task(
-        recv,
-        limits.max_frame_bytes,
-        in_tx,
-        relay.clone(),
-    ));
+    let reader = tokio::spawn(reader_task(recv, limits.max_frame_bytes, in_tx, relay.clone()));
     s.run(in_rx, push_rx, auth_deadline, shutdown).await;
     reader.abort();
 }
 
 type Inbound = std::result::Result<Frame, RelayError>;
 
-async fn reader_task(
-    mut recv: RecvStream,
-    max: usize,
-    tx: mpsc::Sender<Inbound>,
-    relay: Arc<Relay>,
-) {
+async fn reader_task(mut recv: RecvStream, max: usize, tx: mpsc::Sender<Inbound>, relay: Arc<Relay>) {
     loop {
         let item = match read_frame_bytes(&mut recv, max).await {
             Ok(Some(bytes)) => {
@@ -188,21 +168,10 @@ impl Session {
         self.write(&Frame::new(rid, body)).await
     }
 
-    async fn error(
-        &mut self,
-        rid: u64,
-        code: ErrorCode,
-        message: String,
-        retry_after_ms: u64,
-    ) -> bool {
+    async fn error(&mut self, rid: u64, code: ErrorCode, message: String, retry_after_ms: u64) -> bool {
         self.reply(
             rid,
-            Body::Error(Error {
-                code: code.as_str().to_string(),
-                message,
-                fatal: code.is_fatal(),
-                retry_after_ms,
-            }),
+            Body::Error(Error { code: code.as_str().to_string(), message, fatal: code.is_fatal(), retry_after_ms }),
         )
         .await
     }
@@ -228,13 +197,7 @@ impl Session {
         let frame = match first {
             Err(_) => {
                 Metrics::add(&self.relay.metrics.auth_failures, 1);
-                return self
-                    .fatal(
-                        0,
-                        ErrorCode::AuthTimeout,
-                        "no Auth frame within the auth timeout",
-                    )
-                    .await;
+                return self.fatal(0, ErrorCode::AuthTimeout, "no Auth frame within the auth timeout").await;
             }
             Ok(None) => return,
             Ok(Some(Err(e))) => return self.fatal(0, e.code(), &e.client_message()).await,
@@ -243,9 +206,7 @@ impl Session {
         let rid = frame.request_id;
         let Some(Body::Auth(auth)) = frame.body else {
             Metrics::add(&self.relay.metrics.auth_failures, 1);
-            return self
-                .fatal(rid, ErrorCode::AuthRequired, "first frame must be Auth")
-                .await;
+            return self.fatal(rid, ErrorCode::AuthRequired, "first frame must be Auth").await;
         };
         if let Err(e) = self.authenticate(rid, auth).await {
             Metrics::add(&self.relay.metrics.auth_failures, 1);
@@ -303,9 +264,7 @@ impl Session {
 
     fn token_deadline(&self) -> Instant {
         let exp = self.peer.as_ref().map(|p| p.exp).unwrap_or(0);
-        let exp_ms = exp
-            .saturating_add(self.relay.config.auth.leeway_secs)
-            .saturating_mul(1000);
+        let exp_ms = exp.saturating_add(self.relay.config.auth.leeway_secs).saturating_mul(1000);
         let left = exp_ms.saturating_sub(now_ms());
         Instant::now() + Duration::from_millis(left)
     }
@@ -321,38 +280,20 @@ impl Session {
         })?;
         validate_identity(&identity)?;
         if !auth.identity.is_empty() && auth.identity != identity {
-            return Err(wire(
-                ErrorCode::AuthInvalid,
-                "identity does not match the token",
-            ));
+            return Err(wire(ErrorCode::AuthInvalid, "identity does not match the token"));
         }
         let read_only = match claims.scope.as_ref().and_then(|s| s.as_str()) {
             Some("channels:rw") => false,
             Some("channels:r") => true,
-            _ => {
-                return Err(wire(
-                    ErrorCode::AuthInvalid,
-                    "token scope must be channels:rw or channels:r",
-                ))
-            }
+            _ => return Err(wire(ErrorCode::AuthInvalid, "token scope must be channels:rw or channels:r")),
         };
         let iat = claims.iat.unwrap_or(0);
-        if self
-            .relay
-            .revocations
-            .is_revoked(claims.akid.as_deref(), &claims.org, &identity, iat)
-        {
-            return Err(wire(
-                ErrorCode::AuthInvalid,
-                "the API key or agent of this token was revoked",
-            ));
+        if self.relay.revocations.is_revoked(claims.akid.as_deref(), &claims.org, &identity, iat) {
+            return Err(wire(ErrorCode::AuthInvalid, "the API key or agent of this token was revoked"));
         }
         if let Some(p) = &self.peer {
             if p.org != claims.org || p.identity != identity {
-                return Err(wire(
-                    ErrorCode::AuthInvalid,
-                    "re-auth must keep the same org and identity",
-                ));
+                return Err(wire(ErrorCode::AuthInvalid, "re-auth must keep the same org and identity"));
             }
         } else {
             tracing::info!(conn = self.conn_id, org = %claims.org, sub = %claims.sub, identity = %identity, read_only, "authenticated");
@@ -365,9 +306,7 @@ impl Session {
             akid: claims.akid.clone(),
             iat,
         };
-        self.relay
-            .online
-            .register(&claims.org, &identity, self.conn_id, sub);
+        self.relay.online.register(&claims.org, &identity, self.conn_id, sub);
         self.peer = Some(Peer {
             org: claims.org.clone(),
             identity: identity.clone(),
@@ -396,12 +335,7 @@ impl Session {
         let rid = frame.request_id;
         let Some(body) = frame.body else { return true };
         if rid == 0 || !body.is_client_request() {
-            self.fatal(
-                rid,
-                ErrorCode::MalformedFrame,
-                "requests need a non-zero request_id and a client body",
-            )
-            .await;
+            self.fatal(rid, ErrorCode::MalformedFrame, "requests need a non-zero request_id and a client body").await;
             return false;
         }
         let (org, identity) = match &self.peer {
@@ -410,14 +344,7 @@ impl Session {
         };
         if let Err(retry) = self.relay.rate_check(&org, &identity) {
             Metrics::add(&self.relay.metrics.rate_limited, 1);
-            return self
-                .error(
-                    rid,
-                    ErrorCode::RateLimited,
-                    "too many frames per second".to_string(),
-                    retry,
-                )
-                .await;
+            return self.error(rid, ErrorCode::RateLimited, "too many frames per second".to_string(), retry).await;
         }
         let name = body.name();
         let read_only = self.peer.as_ref().is_some_and(|p| p.read_only);
@@ -432,14 +359,7 @@ impl Session {
                 | Body::ClaimKeyPackage(_)
         );
         if read_only && writes {
-            return self
-                .error(
-                    rid,
-                    ErrorCode::ScopeForbidden,
-                    format!("a channels:r token cannot {name}"),
-                    0,
-                )
-                .await;
+            return self.error(rid, ErrorCode::ScopeForbidden, format!("a channels:r token cannot {name}"), 0).await;
         }
         let res = self.dispatch(rid, body).await;
         match res {

@@ -26,19 +26,11 @@ pub(super) const MAX_IN_FLIGHT: usize = 256;
 
 fn error_body(e: &RelayError) -> Body {
     let code = e.code();
-    Body::Error(Error {
-        code: code.as_str().to_string(),
-        message: e.client_message(),
-        fatal: false,
-        retry_after_ms: 0,
-    })
+    Body::Error(Error { code: code.as_str().to_string(), message: e.client_message(), fatal: false, retry_after_ms: 0 })
 }
 
 fn done(count: u64) -> Body {
-    Body::Done(Done {
-        count,
-        ..Default::default()
-    })
+    Body::Done(Done { count, ..Default::default() })
 }
 
 impl Session {
@@ -46,18 +38,12 @@ impl Session {
         let org = channel_org(channel)?;
         match &self.peer {
             Some(p) if p.org == org => Ok(()),
-            _ => Err(wire(
-                ErrorCode::ForbiddenChannel,
-                "channel belongs to another org than the token",
-            )),
+            _ => Err(wire(ErrorCode::ForbiddenChannel, "channel belongs to another org than the token")),
         }
     }
 
     fn me(&self) -> (String, String) {
-        self.peer
-            .as_ref()
-            .map(|p| (p.org.clone(), p.identity.clone()))
-            .unwrap_or_default()
+        self.peer.as_ref().map(|p| (p.org.clone(), p.identity.clone())).unwrap_or_default()
     }
 
     pub(super) async fn dispatch(&mut self, rid: u64, body: Body) -> Result<bool> {
@@ -73,18 +59,11 @@ impl Session {
             Body::CreateChannel(c) => {
                 self.check_channel(&c.channel)?;
                 let name = c.channel.clone();
-                let (row, created) = storage
-                    .call(move |s| s.ensure_channel(&name, &org, now_ms()))
-                    .await?;
+                let (row, created) = storage.call(move |s| s.ensure_channel(&name, &org, now_ms())).await?;
                 if created {
                     tracing::info!(channel = %c.channel, "channel created");
                 }
-                let info = ChannelInfo {
-                    channel: c.channel,
-                    epoch: row.epoch,
-                    last_seq: row.last_seq,
-                    created,
-                };
+                let info = ChannelInfo { channel: c.channel, epoch: row.epoch, last_seq: row.last_seq, created };
                 Ok(self.reply(rid, Body::ChannelInfo(info)).await)
             }
             Body::ChannelState(c) => {
@@ -94,12 +73,7 @@ impl Session {
                     .call(move |s| s.channel(&name))
                     .await?
                     .ok_or_else(|| wire(ErrorCode::ChannelNotFound, "no such channel"))?;
-                let info = ChannelInfo {
-                    channel: c.channel,
-                    epoch: row.epoch,
-                    last_seq: row.last_seq,
-                    created: false,
-                };
+                let info = ChannelInfo { channel: c.channel, epoch: row.epoch, last_seq: row.last_seq, created: false };
                 Ok(self.reply(rid, Body::ChannelInfo(info)).await)
             }
             Body::Subscribe(s) => self.subscribe(rid, s).await,
@@ -116,18 +90,13 @@ impl Session {
             Body::CreateInvite(c) => self.create_invite(rid, c).await,
             Body::UpdateInvite(u) => {
                 if u.group_info.len() > relay.config.limits.max_frame_bytes {
-                    return Err(wire(
-                        ErrorCode::InvalidRequest,
-                        "group_info exceeds the frame cap",
-                    ));
+                    return Err(wire(ErrorCode::InvalidRequest, "group_info exceeds the frame cap"));
                 }
                 let inv = self.own_invite(&u.invite_id).await?;
                 if inv.revoked {
                     return Err(wire(ErrorCode::InviteInvalid, "invalid invite"));
                 }
-                storage
-                    .call(move |s| s.update_invite(&inv.id, &u.group_info))
-                    .await?;
+                storage.call(move |s| s.update_invite(&inv.id, &u.group_info)).await?;
                 Ok(self.reply(rid, done(0)).await)
             }
             Body::RevokeInvite(r) => {
@@ -140,9 +109,7 @@ impl Session {
                 self.check_channel(&f.channel)?;
                 let r = relay.clone();
                 let (inv, uses, row) = storage
-                    .call(move |s| {
-                        use_invite(&r.metrics, s, &f.channel, &f.invite_id, &f.invite_auth, &me)
-                    })
+                    .call(move |s| use_invite(&r.metrics, s, &f.channel, &f.invite_id, &f.invite_auth, &me))
                     .await?;
                 let info = InviteInfo {
                     channel: inv.channel,
@@ -178,9 +145,7 @@ impl Session {
                 Ok(self.reply(rid, done(count)).await)
             }
             Body::CountKeyPackages(_) => {
-                let count = storage
-                    .call(move |s| s.count_key_packages(&org, &me))
-                    .await?;
+                let count = storage.call(move |s| s.count_key_packages(&org, &me)).await?;
                 Ok(self.reply(rid, done(count)).await)
             }
             Body::ClaimKeyPackage(c) => {
@@ -189,16 +154,8 @@ impl Session {
                 let kp = storage
                     .call(move |s| s.claim_key_package(&org, &who))
                     .await?
-                    .ok_or_else(|| {
-                        wire(
-                            ErrorCode::KeyPackageNotFound,
-                            "no key package available for this identity",
-                        )
-                    })?;
-                let body = Body::KeyPackage(KeyPackage {
-                    identity: c.identity,
-                    key_package: kp,
-                });
+                    .ok_or_else(|| wire(ErrorCode::KeyPackageNotFound, "no key package available for this identity"))?;
+                let body = Body::KeyPackage(KeyPackage { identity: c.identity, key_package: kp });
                 Ok(self.reply(rid, body).await)
             }
             Body::FetchWelcomes(_) => {
@@ -206,9 +163,7 @@ impl Session {
                 Ok(self.reply(rid, done(n)).await)
             }
             Body::AckWelcome(a) => {
-                let deleted = storage
-                    .call(move |s| s.delete_welcome(&org, &me, a.welcome_id))
-                    .await?;
+                let deleted = storage.call(move |s| s.delete_welcome(&org, &me, a.welcome_id)).await?;
                 Ok(self.reply(rid, done(u64::from(deleted))).await)
             }
             _ => Err(wire(ErrorCode::MalformedFrame, "not a client request")),
@@ -217,11 +172,7 @@ impl Session {
 
     pub(super) async fn push_pending_welcomes(&mut self, rid: u64) -> Result<u64> {
         let (org, me) = self.me();
-        let welcomes = self
-            .relay
-            .storage
-            .call(move |s| s.welcomes_for(&org, &me))
-            .await?;
+        let welcomes = self.relay.storage.call(move |s| s.welcomes_for(&org, &me)).await?;
         let n = welcomes.len() as u64;
         for w in welcomes {
             if !self.reply(rid, Body::Welcome(w)).await {
@@ -245,35 +196,20 @@ impl Session {
             iat: self.peer.as_ref().map(|p| p.iat).unwrap_or(0),
         };
         let (tx, rx) = oneshot::channel();
-        let cmd = Cmd::Subscribe {
-            org,
-            conn_id: self.conn_id,
-            sub,
-            reply: tx,
-        };
+        let cmd = Cmd::Subscribe { org, conn_id: self.conn_id, sub, reply: tx };
         // Remembered first, so the subscription is dropped with the session even if the
         // session ends while waiting for the actor.
         self.subscribed.insert(s.channel.clone());
         relay.channels.send(&relay, &s.channel, cmd);
-        let (row, created) = rx
-            .await
-            .map_err(|_| RelayError::Storage("channel actor stopped".to_string()))??;
-        let info = ChannelInfo {
-            channel: s.channel.clone(),
-            epoch: row.epoch,
-            last_seq: row.last_seq,
-            created,
-        };
+        let (row, created) = rx.await.map_err(|_| RelayError::Storage("channel actor stopped".to_string()))??;
+        let info = ChannelInfo { channel: s.channel.clone(), epoch: row.epoch, last_seq: row.last_seq, created };
         if !self.reply(rid, Body::ChannelInfo(info)).await {
             return Ok(false);
         }
         let mut after = s.after_seq;
         while after < row.last_seq {
             let (name, me, hw) = (s.channel.clone(), me.clone(), row.last_seq);
-            let page = relay
-                .storage
-                .call(move |st| st.read_range(&name, after, hw, &me, REPLAY_PAGE))
-                .await?;
+            let page = relay.storage.call(move |st| st.read_range(&name, after, hw, &me, REPLAY_PAGE)).await?;
             if page.is_empty() {
                 break;
             }
@@ -297,38 +233,21 @@ impl Session {
             .relay
             .storage
             .call(move |s| {
-                let row = s
-                    .channel(&name)?
-                    .ok_or_else(|| wire(ErrorCode::ChannelNotFound, "no such channel"))?;
-                Ok((
-                    s.read_range(&name, after, u64::MAX >> 1, &me, limit + 1)?,
-                    row,
-                ))
+                let row = s.channel(&name)?.ok_or_else(|| wire(ErrorCode::ChannelNotFound, "no such channel"))?;
+                Ok((s.read_range(&name, after, u64::MAX >> 1, &me, limit + 1)?, row))
             })
             .await?;
         let more = items.len() > limit;
         items.truncate(limit);
-        let last_seq = if more {
-            items.last().map(|d| d.seq).unwrap_or(f.after_seq)
-        } else {
-            row.last_seq.max(f.after_seq)
-        };
+        let last_seq =
+            if more { items.last().map(|d| d.seq).unwrap_or(f.after_seq) } else { row.last_seq.max(f.after_seq) };
         let count = items.len() as u64;
         for d in items {
             if !self.reply(rid, Body::Deliver(d)).await {
                 return Ok(false);
             }
         }
-        Ok(self
-            .reply(
-                rid,
-                Body::Done(Done {
-                    count,
-                    last_seq,
-                    more,
-                }),
-            )
-            .await)
+        Ok(self.reply(rid, Body::Done(Done { count, last_seq, more })).await)
     }
 
     fn check_item(&self, channel: &str, client_msg_id: &str) -> Result<()> {
@@ -364,23 +283,14 @@ impl Session {
             ));
         }
         if c.max_uses == 0 {
-            return Err(wire(
-                ErrorCode::InvalidRequest,
-                "max_uses must be at least 1",
-            ));
+            return Err(wire(ErrorCode::InvalidRequest, "max_uses must be at least 1"));
         }
         if c.group_info.len() > limits.max_frame_bytes {
-            return Err(wire(
-                ErrorCode::InvalidRequest,
-                "group_info exceeds the frame cap",
-            ));
+            return Err(wire(ErrorCode::InvalidRequest, "group_info exceeds the frame cap"));
         }
         let now = now_ms() / 1000;
         if c.expires_at <= now {
-            return Err(wire(
-                ErrorCode::InvalidRequest,
-                "expires_at must be in the future",
-            ));
+            return Err(wire(ErrorCode::InvalidRequest, "expires_at must be in the future"));
         }
         let (org, me) = self.me();
         let inv = InviteRow {
@@ -389,9 +299,7 @@ impl Session {
             channel: c.channel,
             auth_hash: auth_hash(&c.invite_auth).to_vec(),
             max_uses: c.max_uses.min(limits.max_invite_uses),
-            expires_at: c
-                .expires_at
-                .min(now.saturating_add(limits.max_invite_ttl_secs)),
+            expires_at: c.expires_at.min(now.saturating_add(limits.max_invite_ttl_secs)),
             group_info: c.group_info,
             revoked: false,
         };
@@ -485,10 +393,7 @@ impl Session {
         let welcomes: Vec<(String, Vec<u8>)> = match &c.welcome {
             Some(w) => {
                 if w.recipients.is_empty() || w.recipients.len() > MAX_WELCOME_RECIPIENTS {
-                    return Err(wire(
-                        ErrorCode::InvalidRequest,
-                        "welcome needs 1..=1000 recipients",
-                    ));
+                    return Err(wire(ErrorCode::InvalidRequest, "welcome needs 1..=1000 recipients"));
                 }
                 let mut v = Vec::with_capacity(w.recipients.len());
                 for r in &w.recipients {

@@ -122,13 +122,7 @@ pub trait Store: Send {
     /// Number of stored key packages of an identity.
     fn count_key_packages(&self, org: &str, identity: &str) -> Result<u64>;
     /// Stores key packages of an identity.
-    fn add_key_packages(
-        &mut self,
-        org: &str,
-        identity: &str,
-        kps: &[Vec<u8>],
-        now_ms: u64,
-    ) -> Result<()>;
+    fn add_key_packages(&mut self, org: &str, identity: &str, kps: &[Vec<u8>], now_ms: u64) -> Result<()>;
     /// Removes and returns the oldest key package of an identity (single claim).
     fn claim_key_package(&mut self, org: &str, identity: &str) -> Result<Option<Vec<u8>>>;
     /// Stores a new invite; `false` if the id is already taken (also by a revoked invite).

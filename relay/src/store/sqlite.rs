@@ -110,12 +110,7 @@ impl Store for SqliteStore {
         Ok(self
             .conn
             .prepare_cached("SELECT epoch, last_seq FROM channels WHERE name = ?1")?
-            .query_row(params![name], |r| {
-                Ok(ChannelRow {
-                    epoch: u(r.get(0)?),
-                    last_seq: u(r.get(1)?),
-                })
-            })
+            .query_row(params![name], |r| Ok(ChannelRow { epoch: u(r.get(0)?), last_seq: u(r.get(1)?) }))
             .optional()?)
     }
 
@@ -164,8 +159,7 @@ impl Store for SqliteStore {
                 "INSERT INTO messages (channel, seq, epoch, kind, sender, client_msg_id, payload, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
-            let mut upd =
-                tx.prepare_cached("UPDATE channels SET last_seq = ?2, epoch = ?3 WHERE name = ?1")?;
+            let mut upd = tx.prepare_cached("UPDATE channels SET last_seq = ?2, epoch = ?3 WHERE name = ?1")?;
             let mut wel = tx.prepare_cached(
                 "INSERT INTO welcomes (org, recipient, channel, sender, commit_seq, payload, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -215,20 +209,17 @@ impl Store for SqliteStore {
             "SELECT seq, epoch, kind, sender, payload, created_ms FROM messages
              WHERE channel = ?1 AND seq > ?2 AND seq <= ?3 AND sender <> ?4 ORDER BY seq LIMIT ?5",
         )?;
-        let rows = stmt.query_map(
-            params![channel, i(after), i(upto), exclude_sender, i(limit as u64)],
-            |r| {
-                Ok(Deliver {
-                    channel: channel.to_string(),
-                    seq: u(r.get(0)?),
-                    epoch: u(r.get(1)?),
-                    kind: r.get(2)?,
-                    sender: r.get(3)?,
-                    payload: r.get(4)?,
-                    timestamp_ms: u(r.get(5)?),
-                })
-            },
-        )?;
+        let rows = stmt.query_map(params![channel, i(after), i(upto), exclude_sender, i(limit as u64)], |r| {
+            Ok(Deliver {
+                channel: channel.to_string(),
+                seq: u(r.get(0)?),
+                epoch: u(r.get(1)?),
+                kind: r.get(2)?,
+                sender: r.get(3)?,
+                payload: r.get(4)?,
+                timestamp_ms: u(r.get(5)?),
+            })
+        })?;
         Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
     }
 
@@ -280,13 +271,7 @@ impl Store for SqliteStore {
     }
 
     /// Stores key packages of an identity.
-    fn add_key_packages(
-        &mut self,
-        org: &str,
-        identity: &str,
-        kps: &[Vec<u8>],
-        now_ms: u64,
-    ) -> Result<()> {
+    fn add_key_packages(&mut self, org: &str, identity: &str, kps: &[Vec<u8>], now_ms: u64) -> Result<()> {
         let tx = self.conn.transaction()?;
         for kp in kps {
             tx.execute(
@@ -357,30 +342,21 @@ impl Store for SqliteStore {
 
     /// Replaces an invite's group info.
     fn update_invite(&mut self, id: &str, group_info: &[u8]) -> Result<()> {
-        self.conn.execute(
-            "UPDATE invites SET group_info = ?2 WHERE id = ?1",
-            params![id, group_info],
-        )?;
+        self.conn.execute("UPDATE invites SET group_info = ?2 WHERE id = ?1", params![id, group_info])?;
         Ok(())
     }
 
     /// Marks an invite revoked and drops its group info (the row keeps the id taken until it
     /// expires and is pruned).
     fn revoke_invite(&mut self, id: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE invites SET revoked = 1, group_info = X'' WHERE id = ?1",
-            params![id],
-        )?;
+        self.conn.execute("UPDATE invites SET revoked = 1, group_info = X'' WHERE id = ?1", params![id])?;
         Ok(())
     }
 
     /// Number of distinct identities that used an invite.
     fn invite_uses(&self, id: &str) -> Result<u32> {
-        let n: i64 = self.conn.query_row(
-            "SELECT COUNT(*) FROM invite_uses WHERE invite_id = ?1",
-            params![id],
-            |r| r.get(0),
-        )?;
+        let n: i64 =
+            self.conn.query_row("SELECT COUNT(*) FROM invite_uses WHERE invite_id = ?1", params![id], |r| r.get(0))?;
         Ok(u32::try_from(u(n)).unwrap_or(u32::MAX))
     }
 
@@ -414,37 +390,22 @@ impl Store for SqliteStore {
             params![i(cutoff_ms)],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let a = tx.execute(
-            "DELETE FROM messages WHERE created_ms < ?1",
-            params![i(cutoff_ms)],
-        )?;
-        let b = tx.execute(
-            "DELETE FROM welcomes WHERE created_ms < ?1",
-            params![i(cutoff_ms)],
-        )?;
+        let a = tx.execute("DELETE FROM messages WHERE created_ms < ?1", params![i(cutoff_ms)])?;
+        let b = tx.execute("DELETE FROM welcomes WHERE created_ms < ?1", params![i(cutoff_ms)])?;
         let cutoff_secs = i(cutoff_ms / 1000);
         tx.execute(
             "DELETE FROM invite_uses WHERE invite_id IN (SELECT id FROM invites WHERE expires_at < ?1)",
             params![cutoff_secs],
         )?;
-        let c = tx.execute(
-            "DELETE FROM invites WHERE expires_at < ?1",
-            params![cutoff_secs],
-        )?;
+        let c = tx.execute("DELETE FROM invites WHERE expires_at < ?1", params![cutoff_secs])?;
         tx.commit()?;
-        Ok(Pruned {
-            rows: a + b + c,
-            items: u(items),
-            bytes: u(bytes),
-        })
+        Ok(Pruned { rows: a + b + c, items: u(items), bytes: u(bytes) })
     }
 
     /// Archive size: (items, payload bytes).
     fn archive_stats(&self) -> Result<(u64, u64)> {
-        Ok(self.conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages",
-            [],
-            |r| Ok((u(r.get(0)?), u(r.get(1)?))),
-        )?)
+        Ok(self.conn.query_row("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages", [], |r| {
+            Ok((u(r.get(0)?), u(r.get(1)?)))
+        })?)
     }
 }

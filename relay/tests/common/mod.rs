@@ -43,14 +43,10 @@ impl Keypair {
         let seed: [u8; 32] = rand::random();
         let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
         let x = b64url(sk.verifying_key().as_bytes());
-        let mut der = vec![
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-        ];
+        let mut der =
+            vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
         der.extend_from_slice(&seed);
-        Keypair {
-            enc: EncodingKey::from_ed_der(&der),
-            x,
-        }
+        Keypair { enc: EncodingKey::from_ed_der(&der), x }
     }
 
     pub fn sign(&self, claims: &serde_json::Value) -> String {
@@ -157,11 +153,16 @@ impl RelayProc {
             let mut sink = Vec::new();
             let _ = r.read_to_end(&mut sink);
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("relay did not start; log: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            panic!("relay did not start; log: {}", std::fs::read_to_string(&log).unwrap_or_default())
+        });
         let parts: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(parts.len(), 4, "unexpected start line {line:?}; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert_eq!(
+            parts.len(),
+            4,
+            "unexpected start line {line:?}; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         assert_eq!(&parts[..2], &["skytale-relay", "listening"]);
         self.addr_str = parts[2].to_string();
         self.addr = self.addr_str.parse().unwrap();
@@ -224,10 +225,7 @@ impl RelayProc {
 }
 
 fn placeholder_addr() -> RelayAddr {
-    RelayAddr {
-        endpoint_id: iroh::SecretKey::generate().public(),
-        socket_addr: "127.0.0.1:1".parse().unwrap(),
-    }
+    RelayAddr { endpoint_id: iroh::SecretKey::generate().public(), socket_addr: "127.0.0.1:1".parse().unwrap() }
 }
 
 impl Drop for RelayProc {
