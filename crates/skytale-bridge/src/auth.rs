@@ -23,7 +23,11 @@ pub struct AppVerifier {
 impl AppVerifier {
     /// Verifies tokens made with `inner`'s secret, for the app `app`.
     pub fn new(inner: SharedSecret, app: &str, metrics: Arc<Metrics>) -> AppVerifier {
-        AppVerifier { inner, app: Arc::from(app), metrics }
+        AppVerifier {
+            inner,
+            app: Arc::from(app),
+            metrics,
+        }
     }
 
     fn refused(&self, token: &str, e: &AuthError) {
@@ -45,7 +49,9 @@ impl Verifier for AppVerifier {
 
     fn try_verify(&self, token: impl AsRef<str>) -> Result<(), AuthError> {
         let token = token.as_ref();
-        self.inner.try_verify(token).inspect_err(|e| self.refused(token, e))
+        self.inner
+            .try_verify(token)
+            .inspect_err(|e| self.refused(token, e))
     }
 
     async fn get_claims<Claims>(&self, token: impl AsRef<str> + Send) -> Result<Claims, AuthError>
@@ -60,6 +66,8 @@ impl Verifier for AppVerifier {
         Claims: DeserializeOwned + Send,
     {
         let token = token.as_ref();
-        self.inner.try_get_claims(token).inspect_err(|e| self.refused(token, e))
+        self.inner
+            .try_get_claims(token)
+            .inspect_err(|e| self.refused(token, e))
     }
 }

@@ -83,26 +83,36 @@ pub fn name_string(name: &ProtoName) -> String {
 impl Bridge {
     /// Opens every identity, connects it to the relay and starts the SLIM data plane.
     pub async fn start(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Bridge> {
-        let server = ServerConfig::with_endpoint(&config.listen).with_tls_settings(TlsServerConfig::default().with_insecure(true));
+        let server = ServerConfig::with_endpoint(&config.listen)
+            .with_tls_settings(TlsServerConfig::default().with_insecure(true));
         let mut service_config = ServiceConfiguration::new();
         service_config.node_id = "skytale-bridge".to_string();
         let service_config = service_config.with_dataplane_server(vec![server]);
-        let id = ID::new_with_str("slim/skytale-bridge").map_err(|e| anyhow::anyhow!("service id: {e}"))?;
-        let service = service_config.build_server(id).map_err(|e| anyhow::anyhow!("SLIM service: {e}"))?;
+        let id = ID::new_with_str("slim/skytale-bridge")
+            .map_err(|e| anyhow::anyhow!("service id: {e}"))?;
+        let service = service_config
+            .build_server(id)
+            .map_err(|e| anyhow::anyhow!("SLIM service: {e}"))?;
 
         let api_key = config.api_key()?;
         let mut pending = Vec::new();
         for app in &config.apps {
-            let client = connect_identity(app, &config.api_url, api_key.clone(), config.relay.clone()).await?;
+            let client =
+                connect_identity(app, &config.api_url, api_key.clone(), config.relay.clone())
+                    .await?;
             let twin_name = parse_name(&app.twin_name())?;
             let secret = app.secret()?;
-            let provider = SharedSecret::new(&app.twin_name(), &secret).map_err(|e| anyhow::anyhow!("{}: {e}", app.name))?;
+            let provider = SharedSecret::new(&app.twin_name(), &secret)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", app.name))?;
             let verifier = AppVerifier::new(
-                SharedSecret::new(&app.twin_name(), &secret).map_err(|e| anyhow::anyhow!("{}: {e}", app.name))?,
+                SharedSecret::new(&app.twin_name(), &secret)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", app.name))?,
                 &app.name,
                 metrics.clone(),
             );
-            let (slim_app, rx) = service.create_app(&twin_name, provider, verifier).map_err(|e| anyhow::anyhow!("SLIM app {}: {e}", app.name))?;
+            let (slim_app, rx) = service
+                .create_app(&twin_name, provider, verifier)
+                .map_err(|e| anyhow::anyhow!("SLIM app {}: {e}", app.name))?;
             let org = app.name.split('/').next().unwrap_or_default().to_string();
             let twin = Arc::new(Twin {
                 app_name: app.name.clone(),
@@ -114,15 +124,25 @@ impl Bridge {
             });
             pending.push((twin, twin_name, rx));
         }
-        service.run().await.map_err(|e| anyhow::anyhow!("start SLIM data plane on {}: {e}", config.listen))?;
+        service
+            .run()
+            .await
+            .map_err(|e| anyhow::anyhow!("start SLIM data plane on {}: {e}", config.listen))?;
         let mut twins = Vec::new();
         for (twin, twin_name, rx) in pending {
-            twin.slim_app.subscribe(&twin_name, None).await.map_err(|e| anyhow::anyhow!("subscribe {}: {e}", twin.app_name))?;
+            twin.slim_app
+                .subscribe(&twin_name, None)
+                .await
+                .map_err(|e| anyhow::anyhow!("subscribe {}: {e}", twin.app_name))?;
             tokio::spawn(notifications(Arc::downgrade(&twin), rx));
             tracing::info!(app = %twin.app_name, twin = %name_string(&twin_name), identity = %twin.client.agent().identity(), "bridge ready for app");
             twins.push(twin);
         }
-        Ok(Bridge { service, listen: config.listen.clone(), twins })
+        Ok(Bridge {
+            service,
+            listen: config.listen.clone(),
+            twins,
+        })
     }
 
     /// The twins (for tests and introspection).
@@ -139,21 +159,38 @@ impl Bridge {
     }
 }
 
-async fn connect_identity(app: &AppConfig, api_url: &str, api_key: Zeroizing<String>, relay: Option<String>) -> anyhow::Result<Client> {
+async fn connect_identity(
+    app: &AppConfig,
+    api_url: &str,
+    api_key: Zeroizing<String>,
+    relay: Option<String>,
+) -> anyhow::Result<Client> {
     let key = app.keystore_key()?;
-    let secret = KeystoreSecret::Key(SecretKey32::from_slice(&key).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let secret =
+        KeystoreSecret::Key(SecretKey32::from_slice(&key).map_err(|e| anyhow::anyhow!("{e}"))?);
     let dir = app.keystore_dir.clone();
     let identity = app.identity.clone();
-    let agent = tokio::task::spawn_blocking(move || Agent::open(AgentOptions { data_dir: &dir, identity: &identity, secret: &secret }))
-        .await?
-        .map_err(|e| anyhow::anyhow!("open keystore of {}: {} ({})", app.identity, e, e.code()))?;
+    let agent = tokio::task::spawn_blocking(move || {
+        Agent::open(AgentOptions {
+            data_dir: &dir,
+            identity: &identity,
+            secret: &secret,
+        })
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("open keystore of {}: {} ({})", app.identity, e, e.code()))?;
     let client = Client::connect(Arc::new(agent), ClientConfig::new(api_url, api_key, relay))
         .await
-        .map_err(|e| anyhow::anyhow!("connect {} to Skytale: {} ({})", app.identity, e, e.code()))?;
+        .map_err(|e| {
+            anyhow::anyhow!("connect {} to Skytale: {} ({})", app.identity, e, e.code())
+        })?;
     Ok(client)
 }
 
-async fn notifications(twin: Weak<Twin>, mut rx: mpsc::Receiver<Result<Notification, slim_session::SessionError>>) {
+async fn notifications(
+    twin: Weak<Twin>,
+    mut rx: mpsc::Receiver<Result<Notification, slim_session::SessionError>>,
+) {
     while let Some(item) = rx.recv().await {
         let Some(twin) = twin.upgrade() else { return };
         match item {
@@ -172,30 +209,51 @@ async fn notifications(twin: Weak<Twin>, mut rx: mpsc::Receiver<Result<Notificat
 }
 
 /// Publishes `body` with `payload_type` to the session's channel.
-pub async fn publish(session: &SessionController, payload_type: &str, body: Vec<u8>, meta: HashMap<String, String>) -> anyhow::Result<CompletionHandle> {
+pub async fn publish(
+    session: &SessionController,
+    payload_type: &str,
+    body: Vec<u8>,
+    meta: HashMap<String, String>,
+) -> anyhow::Result<CompletionHandle> {
     let dst = session.dst().clone();
     session
-        .publish(&dst, body, Some(payload_type.to_string()), if meta.is_empty() { None } else { Some(meta) })
+        .publish(
+            &dst,
+            body,
+            Some(payload_type.to_string()),
+            if meta.is_empty() { None } else { Some(meta) },
+        )
         .await
         .map_err(|e| anyhow::anyhow!("SLIM publish: {e}"))
 }
 
 /// Publishes an error (`{"code","message"}`, payload type `skytale.error`).
 pub async fn publish_error(session: &SessionController, err: &BridgeError) {
-    let body = serde_json::json!({ "code": err.code, "message": err.message }).to_string().into_bytes();
+    let body = serde_json::json!({ "code": err.code, "message": err.message })
+        .to_string()
+        .into_bytes();
     if let Ok(done) = publish(session, PAYLOAD_ERROR, body, HashMap::new()).await {
         let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
     }
 }
 
-async fn run_session(twin: Arc<Twin>, session: Weak<SessionController>, mut srx: slim_session::AppChannelReceiver) -> anyhow::Result<()> {
-    let Some(s) = session.upgrade() else { return Ok(()) };
+async fn run_session(
+    twin: Arc<Twin>,
+    session: Weak<SessionController>,
+    mut srx: slim_session::AppChannelReceiver,
+) -> anyhow::Result<()> {
+    let Some(s) = session.upgrade() else {
+        return Ok(());
+    };
     let channel = name_string(s.dst());
     let kind = s.session_type();
     let meta = s.metadata();
     tracing::info!(app = %twin.app_name, %channel, ?kind, "new SLIM session");
     if kind != ProtoSessionType::Multicast {
-        let err = BridgeError::new("SKYTALE_UNSUPPORTED", "point-to-point sessions are not bridged yet: open a GROUP session to the channel name");
+        let err = BridgeError::new(
+            "SKYTALE_UNSUPPORTED",
+            "point-to-point sessions are not bridged yet: open a GROUP session to the channel name",
+        );
         Metrics::inc(&twin.metrics.refused);
         publish_error(&s, &err).await;
         return Ok(());
@@ -221,7 +279,11 @@ async fn run_session(twin: Arc<Twin>, session: Weak<SessionController>, mut srx:
         if let Some(old) = forwarders.remove(&channel) {
             old.abort();
         }
-        let handle = tokio::spawn(forward_to_app(twin.clone(), channel.clone(), session.clone()));
+        let handle = tokio::spawn(forward_to_app(
+            twin.clone(),
+            channel.clone(),
+            session.clone(),
+        ));
         forwarders.insert(channel.clone(), handle);
     }
 
@@ -250,9 +312,15 @@ async fn run_session(twin: Arc<Twin>, session: Weak<SessionController>, mut srx:
                 continue;
             }
         };
-        let Some(ProtoPublishType(p)) = msg.message_type.as_ref() else { continue };
-        let Some(content) = p.msg.as_ref() else { continue };
-        let Ok(payload) = content.as_application_payload() else { continue };
+        let Some(ProtoPublishType(p)) = msg.message_type.as_ref() else {
+            continue;
+        };
+        let Some(content) = p.msg.as_ref() else {
+            continue;
+        };
+        let Ok(payload) = content.as_application_payload() else {
+            continue;
+        };
         if payload.payload_type == control::PAYLOAD_CONTROL {
             let Some(s) = session.upgrade() else { break };
             control::handle(&twin, &s, &channel, &payload.blob).await;
@@ -323,7 +391,11 @@ async fn forward_to_app(twin: Arc<Twin>, channel: String, session: Weak<SessionC
     let mut after = 0u64;
     loop {
         let Some(s) = session.upgrade() else { break };
-        let ev = match twin.client.next_event(&channel, after, Some(Duration::from_millis(500))).await {
+        let ev = match twin
+            .client
+            .next_event(&channel, after, Some(Duration::from_millis(500)))
+            .await
+        {
             Ok(Some(ev)) => ev,
             Ok(None) => {
                 if acker.is_finished() {
@@ -338,13 +410,25 @@ async fn forward_to_app(twin: Arc<Twin>, channel: String, session: Weak<SessionC
             }
         };
         let (seq, payload_type, body, mut meta) = match ev {
-            ChannelEvent::Message { seq, sender, data, epoch } => {
+            ChannelEvent::Message {
+                seq,
+                sender,
+                data,
+                epoch,
+            } => {
                 let mut meta = HashMap::new();
                 meta.insert("skytale-sender".to_string(), sender);
                 meta.insert("skytale-epoch".to_string(), epoch.to_string());
                 (seq, PAYLOAD_MSG, data, meta)
             }
-            ChannelEvent::Commit { seq, sender, epoch, added, removed, self_removed } => {
+            ChannelEvent::Commit {
+                seq,
+                sender,
+                epoch,
+                added,
+                removed,
+                self_removed,
+            } => {
                 let body = serde_json::json!({ "by": sender, "epoch": epoch, "added": added, "removed": removed, "selfRemoved": self_removed });
                 let mut meta = HashMap::new();
                 meta.insert("skytale-sender".to_string(), sender);
@@ -375,5 +459,6 @@ async fn forward_to_app(twin: Arc<Twin>, channel: String, session: Weak<SessionC
 /// Boxed future of a queued send.
 mod boxed {
     /// A boxed, sendable future resolving to the relay sequence number of a send.
-    pub type BoxedSend = std::pin::Pin<Box<dyn std::future::Future<Output = skytale_client::Result<u64>> + Send>>;
+    pub type BoxedSend =
+        std::pin::Pin<Box<dyn std::future::Future<Output = skytale_client::Result<u64>> + Send>>;
 }

@@ -73,7 +73,11 @@ fn default_listen() -> String {
     DEFAULT_LISTEN.to_string()
 }
 
-fn secret_value(inline: &Option<String>, env: &Option<String>, what: &str) -> anyhow::Result<Zeroizing<String>> {
+fn secret_value(
+    inline: &Option<String>,
+    env: &Option<String>,
+    what: &str,
+) -> anyhow::Result<Zeroizing<String>> {
     if let Some(v) = inline {
         return Ok(Zeroizing::new(v.clone()));
     }
@@ -88,14 +92,19 @@ fn secret_value(inline: &Option<String>, env: &Option<String>, what: &str) -> an
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?;
-        let config: Config = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("parse {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?;
+        let config: Config = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("parse {}: {e}", path.display()))?;
         for app in &config.apps {
             if app.name.split('/').count() != 3 || app.name.split('/').any(str::is_empty) {
                 anyhow::bail!("app name {:?} is not org/namespace/app", app.name);
             }
             if app.secret()?.len() < 32 {
-                anyhow::bail!("the shared secret of {} must be at least 32 bytes (SLIM requires it)", app.name);
+                anyhow::bail!(
+                    "the shared secret of {} must be at least 32 bytes (SLIM requires it)",
+                    app.name
+                );
             }
         }
         Ok(config)
@@ -116,7 +125,9 @@ impl AppConfig {
     /// The keystore key (64 hex chars = 32 bytes).
     pub fn keystore_key(&self) -> anyhow::Result<Zeroizing<Vec<u8>>> {
         let hex_key = secret_value(&self.keystore_key, &self.keystore_key_env, "keystore_key")?;
-        let bytes = Zeroizing::new(hex::decode(hex_key.trim()).map_err(|_| anyhow::anyhow!("keystore_key is not hex"))?);
+        let bytes = Zeroizing::new(
+            hex::decode(hex_key.trim()).map_err(|_| anyhow::anyhow!("keystore_key is not hex"))?,
+        );
         if bytes.len() != 32 {
             anyhow::bail!("keystore_key must be 32 bytes (64 hex chars)");
         }

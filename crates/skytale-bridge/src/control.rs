@@ -41,7 +41,10 @@ pub struct BridgeError {
 impl BridgeError {
     /// A new error.
     pub fn new(code: &str, message: &str) -> BridgeError {
-        BridgeError { code: code.to_string(), message: message.to_string() }
+        BridgeError {
+            code: code.to_string(),
+            message: message.to_string(),
+        }
     }
 }
 
@@ -53,26 +56,42 @@ impl From<skytale_client::ClientError> for BridgeError {
 
 /// Refuses a channel outside the app's org.
 pub fn check_org(twin: &Twin, channel: &str) -> Result<(), BridgeError> {
-    let org = skytale_core::channel_org(channel).map_err(|e| BridgeError::new(e.code(), &e.to_string()))?;
+    let org = skytale_core::channel_org(channel)
+        .map_err(|e| BridgeError::new(e.code(), &e.to_string()))?;
     if org != twin.org {
         return Err(BridgeError::new(
             "SKYTALE_FORBIDDEN",
-            &format!("channel {channel} is in org {org}; app {} may only use channels of org {}", twin.app_name, twin.org),
+            &format!(
+                "channel {channel} is in org {org}; app {} may only use channels of org {}",
+                twin.app_name, twin.org
+            ),
         ));
     }
     Ok(())
 }
 
 /// Runs the operation requested in the session metadata, if any.
-pub async fn session_op(twin: &Twin, channel: &str, meta: &HashMap<String, String>) -> Result<(), BridgeError> {
+pub async fn session_op(
+    twin: &Twin,
+    channel: &str,
+    meta: &HashMap<String, String>,
+) -> Result<(), BridgeError> {
     match meta.get("skytale-op").map(String::as_str) {
         None | Some("") => Ok(()),
         Some("create") => create(twin, channel).await,
         Some("join") => {
-            let token = meta.get("skytale-token").ok_or_else(|| BridgeError::new("SKYTALE_INVALID_ARGUMENT", "skytale-op=join needs skytale-token"))?;
+            let token = meta.get("skytale-token").ok_or_else(|| {
+                BridgeError::new(
+                    "SKYTALE_INVALID_ARGUMENT",
+                    "skytale-op=join needs skytale-token",
+                )
+            })?;
             join(twin, channel, token).await
         }
-        Some(other) => Err(BridgeError::new("SKYTALE_INVALID_ARGUMENT", &format!("unknown skytale-op {other:?}"))),
+        Some(other) => Err(BridgeError::new(
+            "SKYTALE_INVALID_ARGUMENT",
+            &format!("unknown skytale-op {other:?}"),
+        )),
     }
 }
 
@@ -80,11 +99,17 @@ async fn create(twin: &Twin, channel: &str) -> Result<(), BridgeError> {
     if twin.client.agent().is_member(channel).unwrap_or(false) {
         return Ok(());
     }
-    twin.client.create_channel(channel).await.map_err(Into::into)
+    twin.client
+        .create_channel(channel)
+        .await
+        .map_err(Into::into)
 }
 
 async fn join(twin: &Twin, channel: &str, token: &str) -> Result<(), BridgeError> {
-    twin.client.join_with_token(channel, token, Duration::from_secs(30)).await.map_err(Into::into)
+    twin.client
+        .join_with_token(channel, token, Duration::from_secs(30))
+        .await
+        .map_err(Into::into)
 }
 
 #[derive(Deserialize)]
@@ -108,26 +133,47 @@ async fn run(twin: &Twin, channel: &str, req: &Request) -> Result<serde_json::Va
     match req.op.as_str() {
         "invite" => {
             let token = client
-                .create_invite(channel, req.max_uses.unwrap_or(1), Duration::from_secs(req.ttl_secs.unwrap_or(3600)))
+                .create_invite(
+                    channel,
+                    req.max_uses.unwrap_or(1),
+                    Duration::from_secs(req.ttl_secs.unwrap_or(3600)),
+                )
                 .await?;
             Ok(serde_json::json!({ "token": token.as_str() }))
         }
         "members" => {
-            let members = client.agent().members(channel).map_err(|e| BridgeError::new(e.code(), &e.to_string()))?;
+            let members = client
+                .agent()
+                .members(channel)
+                .map_err(|e| BridgeError::new(e.code(), &e.to_string()))?;
             Ok(serde_json::json!({ "members": members }))
         }
         "add" => {
-            let identity = req.identity.as_deref().ok_or_else(|| BridgeError::new("SKYTALE_INVALID_ARGUMENT", "add needs identity"))?;
+            let identity = req.identity.as_deref().ok_or_else(|| {
+                BridgeError::new("SKYTALE_INVALID_ARGUMENT", "add needs identity")
+            })?;
             let out = client.add_member(channel, identity).await?;
             Ok(serde_json::json!({ "epoch": out.epoch }))
         }
         "create" => create(twin, channel).await.map(|_| serde_json::json!({})),
         "join" => {
-            let token = req.token.as_deref().ok_or_else(|| BridgeError::new("SKYTALE_INVALID_ARGUMENT", "join needs token"))?;
-            join(twin, channel, token).await.map(|_| serde_json::json!({}))
+            let token = req
+                .token
+                .as_deref()
+                .ok_or_else(|| BridgeError::new("SKYTALE_INVALID_ARGUMENT", "join needs token"))?;
+            join(twin, channel, token)
+                .await
+                .map(|_| serde_json::json!({}))
         }
-        "leave" => client.leave(channel).await.map(|_| serde_json::json!({})).map_err(Into::into),
-        other => Err(BridgeError::new("SKYTALE_INVALID_ARGUMENT", &format!("unknown op {other:?}"))),
+        "leave" => client
+            .leave(channel)
+            .await
+            .map(|_| serde_json::json!({}))
+            .map_err(Into::into),
+        other => Err(BridgeError::new(
+            "SKYTALE_INVALID_ARGUMENT",
+            &format!("unknown op {other:?}"),
+        )),
     }
 }
 
@@ -136,7 +182,13 @@ pub async fn handle(twin: &Twin, session: &SessionController, channel: &str, bod
     Metrics::inc(&twin.metrics.control_ops);
     let (id, result) = match serde_json::from_slice::<Request>(body) {
         Ok(req) => (req.id.clone(), run(twin, channel, &req).await),
-        Err(e) => (None, Err(BridgeError::new("SKYTALE_INVALID_ARGUMENT", &format!("bad control request: {e}")))),
+        Err(e) => (
+            None,
+            Err(BridgeError::new(
+                "SKYTALE_INVALID_ARGUMENT",
+                &format!("bad control request: {e}"),
+            )),
+        ),
     };
     let mut reply = match result {
         Ok(serde_json::Value::Object(map)) => serde_json::Value::Object(map),
@@ -149,7 +201,14 @@ pub async fn handle(twin: &Twin, session: &SessionController, channel: &str, bod
             obj.insert("id".into(), serde_json::Value::String(id));
         }
     }
-    match publish(session, PAYLOAD_CONTROL_REPLY, reply.to_string().into_bytes(), HashMap::new()).await {
+    match publish(
+        session,
+        PAYLOAD_CONTROL_REPLY,
+        reply.to_string().into_bytes(),
+        HashMap::new(),
+    )
+    .await
+    {
         Ok(done) => {
             let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
         }

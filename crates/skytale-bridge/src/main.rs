@@ -26,7 +26,10 @@ fn usage() -> ! {
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,slim=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,slim=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let mut args = std::env::args().skip(1);
@@ -57,7 +60,10 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         });
     }
     // Machine-readable readiness line for supervisors and tests.
-    println!("{}", serde_json::json!({ "ready": true, "listen": config.listen, "apps": bridge.twins().iter().map(|t| t.app_name.clone()).collect::<Vec<_>>() }));
+    println!(
+        "{}",
+        serde_json::json!({ "ready": true, "listen": config.listen, "apps": bridge.twins().iter().map(|t| t.app_name.clone()).collect::<Vec<_>>() })
+    );
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = sigterm() => {}

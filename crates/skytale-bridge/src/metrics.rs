@@ -32,16 +32,43 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let rows = [
-            ("skytale_bridge_to_channel_total", "Messages from SLIM apps sent into Skytale channels", &self.to_channel),
-            ("skytale_bridge_to_app_total", "Channel messages published to SLIM apps", &self.to_app),
-            ("skytale_bridge_sessions_total", "SLIM sessions accepted", &self.sessions),
-            ("skytale_bridge_refused_total", "Sessions or requests refused", &self.refused),
-            ("skytale_bridge_auth_failures_total", "SLIM identity tokens that failed verification", &self.auth_failures),
-            ("skytale_bridge_control_ops_total", "Control operations answered", &self.control_ops),
+            (
+                "skytale_bridge_to_channel_total",
+                "Messages from SLIM apps sent into Skytale channels",
+                &self.to_channel,
+            ),
+            (
+                "skytale_bridge_to_app_total",
+                "Channel messages published to SLIM apps",
+                &self.to_app,
+            ),
+            (
+                "skytale_bridge_sessions_total",
+                "SLIM sessions accepted",
+                &self.sessions,
+            ),
+            (
+                "skytale_bridge_refused_total",
+                "Sessions or requests refused",
+                &self.refused,
+            ),
+            (
+                "skytale_bridge_auth_failures_total",
+                "SLIM identity tokens that failed verification",
+                &self.auth_failures,
+            ),
+            (
+                "skytale_bridge_control_ops_total",
+                "Control operations answered",
+                &self.control_ops,
+            ),
         ];
         let mut out = String::new();
         for (name, help, value) in rows {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", value.load(Ordering::Relaxed)));
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                value.load(Ordering::Relaxed)
+            ));
         }
         out
     }
