@@ -140,3 +140,81 @@ impl AppConfig {
         format!("{}-skytale", self.name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(json: &str) -> (tempdir::Dir, PathBuf) {
+        let dir = tempdir::Dir::new();
+        let path = dir.0.join("bridge.json");
+        std::fs::write(&path, json).unwrap();
+        (dir, path)
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Dir {
+                let p = std::env::temp_dir().join(format!(
+                    "skytale-bridge-cfg-{}-{}",
+                    std::process::id(),
+                    rand_suffix()
+                ));
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        fn rand_suffix() -> u128 {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        }
+    }
+
+    const KEY: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+
+    #[test]
+    fn parses_a_config_with_defaults_and_twin_names() {
+        let (_d, path) = write(&format!(
+            r#"{{"api_url":"http://127.0.0.1:1","api_key":"sk_live_x","apps":[{{"name":"acme/agents/py","secret":"{}","identity":"py","keystore_dir":"/tmp/x","keystore_key":"{KEY}"}}]}}"#,
+            "s".repeat(32)
+        ));
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.listen, DEFAULT_LISTEN);
+        assert_eq!(config.apps[0].twin_name(), "acme/agents/py-skytale");
+        assert_eq!(config.apps[0].keystore_key().unwrap().len(), 32);
+        assert_eq!(config.api_key().unwrap().as_str(), "sk_live_x");
+    }
+
+    #[test]
+    fn refuses_short_secrets_and_bad_names() {
+        let (_d, path) = write(&format!(
+            r#"{{"api_url":"u","api_key":"k","apps":[{{"name":"acme/agents/py","secret":"short","identity":"py","keystore_dir":"/tmp/x","keystore_key":"{KEY}"}}]}}"#
+        ));
+        assert!(
+            Config::load(&path)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("at least 32 bytes")
+        );
+        let (_d, path) = write(&format!(
+            r#"{{"api_url":"u","api_key":"k","apps":[{{"name":"acme/py","secret":"{}","identity":"py","keystore_dir":"/tmp/x","keystore_key":"{KEY}"}}]}}"#,
+            "s".repeat(32)
+        ));
+        assert!(
+            Config::load(&path)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("org/namespace/app")
+        );
+    }
+}
