@@ -180,12 +180,15 @@ mod tests {
 
     const KEY: &str = "0000000000000000000000000000000000000000000000000000000000000001";
 
+    fn config_json(name: &str, secret: &str) -> String {
+        format!(
+            r#"{{"api_url":"http://127.0.0.1:1","api_key":"sk_live_x","apps":[{{"name":"{name}","secret":"{secret}","identity":"py","keystore_dir":"/tmp/x","keystore_key":"{KEY}"}}]}}"#
+        )
+    }
+
     #[test]
     fn parses_a_config_with_defaults_and_twin_names() {
-        let (_d, path) = write(&format!(
-            r#"{{"api_url":"http://127.0.0.1:1","api_key":"sk_live_x","apps":[{{"name":"acme/agents/py","secret":"{}","identity":"py","keystore_dir":"/tmp/x","keystore_key":"{KEY}"}}]}}"#,
-            "s".repeat(32)
-        ));
+        let (_d, path) = write(&config_json("acme/agents/py", &"s".repeat(32)));
         let config = Config::load(&path).unwrap();
         assert_eq!(config.listen, DEFAULT_LISTEN);
         assert_eq!(config.apps[0].twin_name(), "acme/agents/py-skytale");
@@ -195,9 +198,7 @@ mod tests {
 
     #[test]
     fn refuses_short_secrets_and_bad_names() {
-        let (_d, path) = write(&format!(
-            r#"{{"api_url":"u","api_key":"k","apps":[{{"name":"acme/agents/py","secret":"short","identity":"py","keystore_dir":"/tmp/x","keystore_key":"{KEY}"}}]}}"#
-        ));
+        let (_d, path) = write(&config_json("acme/agents/py", "short"));
         assert!(
             Config::load(&path)
                 .err()
@@ -205,10 +206,7 @@ mod tests {
                 .to_string()
                 .contains("at least 32 bytes")
         );
-        let (_d, path) = write(&format!(
-            r#"{{"api_url":"u","api_key":"k","apps":[{{"name":"acme/py","secret":"{}","identity":"py","keystore_dir":"/tmp/x","keystore_key":"{KEY}"}}]}}"#,
-            "s".repeat(32)
-        ));
+        let (_d, path) = write(&config_json("acme/py", &"s".repeat(32)));
         assert!(
             Config::load(&path)
                 .err()
