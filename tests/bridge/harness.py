@@ -144,8 +144,8 @@ def free_port() -> int:
     return port
 
 
-def app_entry(name: str, identity: str, secret: str) -> dict:
-    return {"name": name, "secret": secret, "identity": identity,
+def app_entry(name: str, identity: str, secret: str, peers: list | None = None) -> dict:
+    return {"name": name, "secret": secret, "identity": identity, "peers": peers or [],
             "keystore_dir": os.path.join(ROOT, "bridge-keystores", identity), "keystore_key": _key(identity)}
 
 

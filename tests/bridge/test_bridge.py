@@ -34,9 +34,11 @@ def stack(loop):
     py_identity = uniq("py")
     app_name = f"acme/agents/{py_identity}"
     port = free_port()
-    bridge = Bridge([app_entry(app_name, py_identity, SECRET)], f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
+    alice_identity = uniq("alice")
+    peers = [{"name": f"acme/agents/{alice_identity}", "identity": alice_identity}]
+    bridge = Bridge([app_entry(app_name, py_identity, SECRET, peers)], f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
     loop.run_until_complete(bridge.start())
-    alice = loop.run_until_complete(NodeAgent.start(uniq("alice")))
+    alice = loop.run_until_complete(NodeAgent.start(alice_identity))
     state = {"bridge": bridge, "alice": alice, "app_name": app_name, "py_identity": py_identity,
              "endpoint": f"http://127.0.0.1:{port}"}
     yield state
@@ -185,5 +187,40 @@ def test_wrong_secret_and_unknown_app_refused(loop, stack):
         unknown.close()
         assert bridge.metric("skytale_bridge_auth_failures_total") > before
         assert "SKYTALE_AUTH_REFUSED" in bridge.log_text()
+
+    loop.run_until_complete(main())
+
+
+def test_p2p_session_to_a_node_agent_is_a_two_member_channel(loop, stack):
+    async def main():
+        import datetime
+        import hashlib
+
+        import slim_bindings as slim
+
+        alice = stack["alice"]
+        pair = sorted([stack["py_identity"], alice.identity])
+        channel = "acme/p2p/" + hashlib.sha256(f"{pair[0]}|{pair[1]}".encode()).hexdigest()[:32]
+        app = SlimApp(stack["app_name"], SECRET, stack["endpoint"])
+        config = slim.SessionConfig(session_type=slim.SessionType.POINT_TO_POINT, max_retries=10,
+                                    interval=datetime.timedelta(milliseconds=500), metadata={}, mls_settings=None)
+        raw = await asyncio.wait_for(app.app.create_session_and_wait_async(
+            config, slim.Name.from_string(f"acme/agents/{alice.identity}")), 30)
+        from skytale_slim import ChannelSession
+        session = ChannelSession(raw, channel)
+        for _ in range(100):
+            if channel in await alice.call("channels"):
+                break
+            await asyncio.sleep(0.2)
+        assert sorted(await alice.call("members", channel=channel)) == pair
+        await session.send("hello p2p")
+        assert await alice.call("receiveN", channel=channel, count=1, timeoutMs=30_000) == ["hello p2p"]
+        await alice.call("send", channel=channel, text="hi back")
+        while True:
+            m = await session.recv(timeout=30)
+            if m.kind == "msg":
+                break
+        assert m.text == "hi back" and m.sender == alice.identity
+        app.close()
 
     loop.run_until_complete(main())

@@ -12,6 +12,9 @@
 //!   what arrives while the app is away (or the bridge is down) is delivered on the next
 //!   session;
 //! - answers control requests (payload type `skytale.control`, see [`crate::control`]).
+//!
+//! A SLIM P2P session from the app to a configured peer's name (the twin subscribes those
+//! names too) maps to the two-member channel `org/p2p/<hash of the identity pair>`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -66,6 +69,8 @@ pub struct Twin {
     slim_app: TwinApp,
     /// The bridge's counters.
     pub metrics: Arc<Metrics>,
+    /// P2P peers: SLIM name → Skytale identity.
+    pub peers: HashMap<String, String>,
     /// One forwarder (channel → session) per channel.
     forwarders: Mutex<HashMap<String, JoinHandle<()>>>,
 }
@@ -120,6 +125,11 @@ impl Bridge {
                 client,
                 slim_app,
                 metrics: metrics.clone(),
+                peers: app
+                    .peers
+                    .iter()
+                    .map(|p| (p.name.clone(), p.identity.clone()))
+                    .collect(),
                 forwarders: Mutex::new(HashMap::new()),
             });
             pending.push((twin, twin_name, rx));
@@ -134,6 +144,13 @@ impl Bridge {
                 .subscribe(&twin_name, None)
                 .await
                 .map_err(|e| anyhow::anyhow!("subscribe {}: {e}", twin.app_name))?;
+            // P2P sessions of the app to a configured peer's name reach the twin.
+            for peer in twin.peers.keys() {
+                twin.slim_app
+                    .subscribe(&parse_name(peer)?, None)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("subscribe {peer}: {e}"))?;
+            }
             tokio::spawn(notifications(Arc::downgrade(&twin), rx));
             tracing::info!(app = %twin.app_name, twin = %name_string(&twin_name), identity = %twin.client.agent().identity(), "bridge ready for app");
             twins.push(twin);
@@ -208,7 +225,44 @@ async fn notifications(
     }
 }
 
-/// Publishes `body` with `payload_type` to the session's channel.
+/// The two-member channel of a P2P session: `org/p2p/<first 32 hex of sha256(a|b)>` for the
+/// sorted pair of identities; created (with the peer added) on first use.
+async fn p2p_channel(twin: &Twin, s: &SessionController) -> Result<String, BridgeError> {
+    use sha2::Digest;
+    let (src, dst) = (name_string(s.source()), name_string(s.dst()));
+    tracing::info!(%src, %dst, "P2P session");
+    let peer_identity = twin
+        .peers
+        .get(&src)
+        .or_else(|| twin.peers.get(&dst))
+        .ok_or_else(|| {
+            BridgeError::new(
+                "SKYTALE_UNSUPPORTED",
+                &format!("no P2P peer configured for {src} / {dst}"),
+            )
+        })?;
+    let me = twin.client.agent().identity().to_string();
+    let mut pair = [me.as_str(), peer_identity.as_str()];
+    pair.sort();
+    let digest = sha2::Sha256::digest(format!("{}|{}", pair[0], pair[1]).as_bytes());
+    let channel = format!("{}/p2p/{}", twin.org, &hex::encode(digest)[..32]);
+    if !twin.client.agent().is_member(&channel).unwrap_or(false) {
+        match twin.client.create_channel(&channel).await {
+            Ok(()) => {
+                twin.client.add_member(&channel, peer_identity).await?;
+            }
+            Err(e) if e.code() == "SKYTALE_CHANNEL_EXISTS" => {
+                twin.client
+                    .wait_for_channel(&channel, Duration::from_secs(30))
+                    .await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(channel)
+}
+
+/// Publishes `body` with `payload_type` to the session's peer(s).
 pub async fn publish(
     session: &SessionController,
     payload_type: &str,
@@ -245,19 +299,22 @@ async fn run_session(
     let Some(s) = session.upgrade() else {
         return Ok(());
     };
-    let channel = name_string(s.dst());
     let kind = s.session_type();
     let meta = s.metadata();
+    let channel = if kind == ProtoSessionType::Multicast {
+        name_string(s.dst())
+    } else {
+        match p2p_channel(&twin, &s).await {
+            Ok(channel) => channel,
+            Err(err) => {
+                Metrics::inc(&twin.metrics.refused);
+                tracing::warn!(app = %twin.app_name, code = err.code, message = %err.message, "refused P2P session");
+                publish_error(&s, &err).await;
+                return Ok(());
+            }
+        }
+    };
     tracing::info!(app = %twin.app_name, %channel, ?kind, "new SLIM session");
-    if kind != ProtoSessionType::Multicast {
-        let err = BridgeError::new(
-            "SKYTALE_UNSUPPORTED",
-            "point-to-point sessions are not bridged yet: open a GROUP session to the channel name",
-        );
-        Metrics::inc(&twin.metrics.refused);
-        publish_error(&s, &err).await;
-        return Ok(());
-    }
     if let Err(err) = control::check_org(&twin, &channel) {
         Metrics::inc(&twin.metrics.refused);
         tracing::warn!(app = %twin.app_name, %channel, code = err.code, "refused session");

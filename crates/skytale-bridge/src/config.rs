@@ -11,7 +11,8 @@
 //!   "apps": [
 //!     { "name": "acme/agents/researcher", "secret": "≥ 32 bytes shared with the SLIM app",
 //!       "identity": "researcher", "keystore_dir": "/var/lib/skytale/researcher",
-//!       "keystore_key": "<64 hex chars>" }
+//!       "keystore_key": "<64 hex chars>",
+//!       "peers": [ { "name": "acme/agents/bob", "identity": "bob" } ] }
 //!   ]
 //! }
 //! ```
@@ -67,6 +68,19 @@ pub struct AppConfig {
     keystore_key: Option<String>,
     #[serde(default)]
     keystore_key_env: Option<String>,
+    /// Agents this app may open SLIM P2P sessions to: each session maps to a two-member channel
+    /// `org/p2p/<hash of both identities>` that the bridge creates and adds the peer to.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// A P2P peer: its SLIM name (what the app opens the session to) and its Skytale identity.
+#[derive(Deserialize, Clone)]
+pub struct PeerConfig {
+    /// SLIM name, `org/namespace/agent`.
+    pub name: String,
+    /// Skytale identity.
+    pub identity: String,
 }
 
 fn default_listen() -> String {
