@@ -86,13 +86,14 @@ class NodeAgent:
 class Bridge:
     """The skytale-bridge binary with a generated config."""
 
-    def __init__(self, apps: list[dict], listen: str, metrics: str):
+    def __init__(self, apps: list[dict], listen: str, metrics: str, health: str | None = None):
         self.dir = tempfile.mkdtemp(prefix="bridge-", dir=ROOT)
         self.listen = listen
         self.metrics = metrics
+        self.health = health or f"127.0.0.1:{free_port()}"
         self.config_path = os.path.join(self.dir, "bridge.json")
         with open(self.config_path, "w") as f:
-            json.dump({"listen": listen, "metrics_listen": metrics, "api_url": API_URL, "api_key": API_KEY,
+            json.dump({"listen": listen, "metrics_listen": metrics, "health_grpc_listen": self.health, "api_url": API_URL, "api_key": API_KEY,
                        "relay": RELAY, "apps": apps}, f)
         self.proc = None
         self.log = open(os.path.join(self.dir, "bridge.log"), "ab")

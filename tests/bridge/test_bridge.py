@@ -224,3 +224,19 @@ def test_p2p_session_to_a_node_agent_is_a_two_member_channel(loop, stack):
         app.close()
 
     loop.run_until_complete(main())
+
+
+def test_metrics_and_grpc_health(loop, stack):
+    import urllib.request
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    bridge = stack["bridge"]
+    text = urllib.request.urlopen(f"http://{bridge.metrics}/metrics", timeout=5).read().decode()
+    assert "skytale_bridge_to_channel_total" in text and "skytale_bridge_auth_failures_total" in text
+    with grpc.insecure_channel(bridge.health) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        for service in ("", "skytale.bridge"):
+            resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING

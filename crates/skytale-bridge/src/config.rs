@@ -5,6 +5,7 @@
 //! {
 //!   "listen": "127.0.0.1:46357",
 //!   "metrics_listen": "127.0.0.1:46358",
+//!   "health_grpc_listen": "127.0.0.1:46359",
 //!   "api_url": "http://127.0.0.1:8080",
 //!   "api_key": "sk_live_…",
 //!   "relay": "iroh://<endpoint-id>@127.0.0.1:4433",
@@ -37,6 +38,9 @@ pub struct Config {
     /// HTTP address for `/metrics` and `/health`; none = not served.
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// Address for a `grpc.health.v1` server; none = not served.
+    #[serde(default)]
+    pub health_grpc_listen: Option<String>,
     /// Skytale API server URL.
     pub api_url: String,
     /// API key (or `api_key_env`).

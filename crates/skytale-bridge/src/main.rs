@@ -59,6 +59,13 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
             }
         });
     }
+    if let Some(addr) = config.health_grpc_listen.clone() {
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve_grpc_health(addr).await {
+                tracing::error!(error = %e, "grpc health endpoint failed");
+            }
+        });
+    }
     // Machine-readable readiness line for supervisors and tests.
     println!(
         "{}",

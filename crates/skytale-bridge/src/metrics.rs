@@ -1,5 +1,5 @@
 //! Counters of the bridge and a tiny HTTP endpoint serving them as Prometheus text on
-//! `/metrics`, plus `/health` (200 once the SLIM data plane is up).
+//! `/metrics`, plus `/health` (200 once the SLIM data plane is up), and `grpc.health.v1`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -98,4 +98,22 @@ pub async fn serve(addr: String, metrics: std::sync::Arc<Metrics>) -> anyhow::Re
             let _ = sock.write_all(resp.as_bytes()).await;
         });
     }
+}
+
+/// Serves `grpc.health.v1.Health` on `addr`: `""` and `skytale.bridge` are SERVING (the bridge
+/// starts this only once the SLIM data plane is up and every identity is connected).
+pub async fn serve_grpc_health(addr: String) -> anyhow::Result<()> {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("skytale.bridge", tonic_health::ServingStatus::Serving)
+        .await;
+    let sock: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| anyhow::anyhow!("health_grpc_listen {addr}: {e}"))?;
+    tracing::info!(%addr, "grpc.health.v1 listening");
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve(sock)
+        .await?;
+    Ok(())
 }
