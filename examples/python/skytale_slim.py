@@ -105,6 +105,7 @@ class ChannelSession:
         self.session = session
         self.channel = channel
         self.last_seq = 0
+        self.repeats_dropped = 0
         self._pending: list = []
 
     async def send(self, data: bytes | str) -> None:
@@ -133,6 +134,7 @@ class ChannelSession:
                 continue
             m = Message(kind, data, meta)
             if m.seq and m.seq <= self.last_seq:
+                self.repeats_dropped += 1
                 continue  # already seen (redelivered after a bridge restart)
             if m.seq:
                 self.last_seq = m.seq

@@ -101,9 +101,11 @@ def test_invite_join_and_1000_each_way_in_order_relay_sees_ciphertext(loop, stac
     loop.run_until_complete(main())
 
 
-async def _send_many(agent, channel, fmt, n):
+async def _send_many(agent, channel, fmt, n, pause=0.0):
     for i in range(n):
         await agent.call("send", channel=channel, text=fmt.format(i))
+        if pause:
+            await asyncio.sleep(pause)
 
 
 def test_bridge_kill9_and_restart_while_node_keeps_sending(loop, stack):
@@ -116,9 +118,11 @@ def test_bridge_kill9_and_restart_while_node_keeps_sending(loop, stack):
         session = await app.open_channel(channel, op="join", token=token)
         await session.control("members")
         total = 300
-        sender = asyncio.ensure_future(_send_many(alice, channel, "m-{}", total))
+        # Paced (≈ 3 s of sending) so that sends go on before, during and after the restart.
+        sender = asyncio.ensure_future(_send_many(alice, channel, "m-{}", total, pause=0.01))
         first = await receive_n(session, 60)
         stack["bridge"].kill9()
+        t_kill = time.monotonic()
         await stack["bridge"].proc.wait()
         await asyncio.sleep(1.0)
         app.close()
@@ -129,10 +133,12 @@ def test_bridge_kill9_and_restart_while_node_keeps_sending(loop, stack):
         app2 = SlimApp(stack["app_name"], SECRET, stack["endpoint"])
         session2 = await app2.open_channel(channel)
         session2.last_seq = session.last_seq
+        print(f"\nbridge down and back up with a new session in {time.monotonic() - t_kill:.1f}s; sender done: {sender.done()}")
         await sender
         rest = await receive_n(session2, total - len(first), timeout=180)
         texts = [m.text for m in first + rest]
         assert texts == [f"m-{i}" for i in range(total)]
+        print(f"\nrestart: {len(first)} before kill -9, {len(rest)} after, {session2.repeats_dropped} redelivered repeats dropped by seq")
         with pytest.raises(Exception):
             await session2.recv(timeout=1.0)
         app2.close()
