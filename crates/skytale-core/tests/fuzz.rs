@@ -71,9 +71,11 @@ fn key(b: u8) -> KeystoreSecret {
 #[test]
 fn process_incoming_survives_mutated_messages_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let alice = Agent::open(AgentOptions { data_dir: &dir.path().join("a"), identity: "alice", secret: &key(1) }).unwrap();
+    let alice =
+        Agent::open(AgentOptions { data_dir: &dir.path().join("a"), identity: "alice", secret: &key(1) }).unwrap();
     let bob = Agent::open(AgentOptions { data_dir: &dir.path().join("b"), identity: "bob", secret: &key(2) }).unwrap();
-    let carol = Agent::open(AgentOptions { data_dir: &dir.path().join("c"), identity: "carol", secret: &key(3) }).unwrap();
+    let carol =
+        Agent::open(AgentOptions { data_dir: &dir.path().join("c"), identity: "carol", secret: &key(3) }).unwrap();
     let ch = "acme/fuzz/mls";
     alice.create_channel(ch).unwrap();
     let out = alice.add_members(ch, &bob.generate_key_packages(1).unwrap(), CommitMode::Merge).unwrap();
@@ -83,7 +85,8 @@ fn process_incoming_survives_mutated_messages_and_changes_nothing() {
     let kp = carol.generate_key_packages(1).unwrap().remove(0);
     let add = alice.add_members(ch, std::slice::from_ref(&kp), CommitMode::Stage).unwrap();
     alice.clear_pending_commit(ch).unwrap();
-    let corpus = vec![app.clone(), add.commit.clone(), add.welcome.clone().unwrap(), kp.clone(), out.welcome.clone().unwrap()];
+    let corpus =
+        vec![app.clone(), add.commit.clone(), add.welcome.clone().unwrap(), kp.clone(), out.welcome.clone().unwrap()];
     let epoch = bob.epoch(ch).unwrap();
     let mut rng = rng();
     let n = iters(3_000);
@@ -115,7 +118,9 @@ fn credential_verification_survives_garbage() {
         org: "acme".into(),
         keys: vec![IssuerKey { kid: "k".into(), x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into() }],
     };
-    let seed_cred = b"eyJhbGciOiJFZERTQSIsInR5cCI6InNreXRhbGUtYWdlbnQrand0In0.eyJpZGVudGl0eSI6ImJvYiIsIm9yZyI6ImFjbWUifQ.AAAA".to_vec();
+    let seed_cred =
+        b"eyJhbGciOiJFZERTQSIsInR5cCI6InNreXRhbGUtYWdlbnQrand0In0.eyJpZGVudGl0eSI6ImJvYiIsIm9yZyI6ImFjbWUifQ.AAAA"
+            .to_vec();
     let corpus = vec![seed_cred.clone(), b"a.b.c".to_vec(), vec![0xff; 40]];
     let mut rng = rng();
     for i in 0..iters(20_000) {

@@ -114,9 +114,7 @@ impl Channel {
 
     /// Each member's identity → fingerprint of its signature key, for out-of-band checks.
     #[napi(ts_return_type = "Promise<Record<string, string>>")]
-    pub fn member_fingerprints(
-        &self,
-    ) -> AsyncTask<CoreTask<Fingerprints, std::collections::HashMap<String, String>>> {
+    pub fn member_fingerprints(&self) -> AsyncTask<CoreTask<Fingerprints, std::collections::HashMap<String, String>>> {
         let (handle, name) = (self.handle.clone(), self.name.clone());
         CoreTask::spawn(move || handle.get()?.member_fingerprints(&name), |_, v| Ok(v.into_iter().collect()))
     }
