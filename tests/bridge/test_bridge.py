@@ -246,3 +246,50 @@ def test_metrics_and_grpc_health(loop, stack):
         for service in ("", "skytale.bridge"):
             resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert resp.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_two_python_apps_behind_two_bridges_and_a_node_agent_share_one_channel(loop, stack):
+    async def main():
+        alice, bridge1 = stack["alice"], stack["bridge"]
+        # A second Python app behind its own bridge (another identity, another keystore).
+        py2_identity = uniq("py2")
+        app2_name = f"acme/agents/{py2_identity}"
+        port2 = free_port()
+        bridge2 = Bridge([app_entry(app2_name, py2_identity, SECRET)], f"127.0.0.1:{port2}", f"127.0.0.1:{free_port()}")
+        await bridge2.start()
+        try:
+            channel = f"acme/bridge/{uniq('three')}"
+            await alice.call("create", channel=channel)
+            token = await alice.call("invite", channel=channel, maxUses=2, ttlSeconds=600)
+            app1 = SlimApp(stack["app_name"], SECRET, stack["endpoint"])
+            app2 = SlimApp(app2_name, SECRET, f"http://127.0.0.1:{port2}")
+            s1 = await app1.open_channel(channel, op="join", token=token)
+            s2 = await app2.open_channel(channel, op="join", token=token)
+            want = sorted([alice.identity, stack["py_identity"], py2_identity])
+            deadline = time.monotonic() + 60
+            while sorted((await s1.control("members"))["members"]) != want:
+                assert time.monotonic() < deadline, "the three members never converged"
+                await asyncio.sleep(0.2)
+            assert sorted((await s2.control("members"))["members"]) == want
+
+            # Each side sends; the two others receive everything, in relay order, once.
+            await s1.send("from-py1")
+            await s2.send("from-py2")
+            await alice.call("send", channel=channel, text="from-node")
+            at_node = await alice.call("receiveN", channel=channel, count=2, timeoutMs=60_000)
+            assert sorted(at_node) == ["from-py1", "from-py2"]
+            got1 = [m for m in await receive_n(s1, 2, timeout=60)]
+            got2 = [m for m in await receive_n(s2, 2, timeout=60)]
+            assert sorted(m.text for m in got1) == ["from-node", "from-py2"]
+            assert sorted(m.text for m in got2) == ["from-node", "from-py1"]
+            assert {m.sender for m in got1} == {alice.identity, py2_identity}
+            assert {m.sender for m in got2} == {alice.identity, stack["py_identity"]}
+            # Both Python apps see the relay's order.
+            seq_of = lambda msgs: {m.text: m.seq for m in msgs}  # noqa: E731
+            assert seq_of(got1)["from-node"] == seq_of(got2)["from-node"]
+            app1.close()
+            app2.close()
+        finally:
+            await bridge2.stop()
+
+    loop.run_until_complete(main())
