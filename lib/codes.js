@@ -71,6 +71,7 @@ const CODES = Object.freeze({
   SKYTALE_KEY_PACKAGE_NOT_FOUND: 'mls', // `SKYTALE_KEY_PACKAGE_NOT_FOUND`.
   SKYTALE_KEY_PACKAGE_LIMIT: 'mls', // --- validation: the caller passed something invalid
   SKYTALE_INVALID_ARGUMENT: 'validation', // `SKYTALE_INVALID_ARGUMENT`.
+  SKYTALE_UNSUPPORTED: 'validation', // Bridge: the request is not supported (e.g. a P2P session to an unconfigured peer)
   SKYTALE_INVALID_IDENTITY: 'validation', // `SKYTALE_INVALID_IDENTITY`.
   SKYTALE_INVALID_CHANNEL_NAME: 'validation', // `SKYTALE_INVALID_CHANNEL_NAME`.
   SKYTALE_INVALID_REQUEST: 'validation', // `SKYTALE_INVALID_REQUEST`.

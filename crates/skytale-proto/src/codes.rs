@@ -165,6 +165,8 @@ codes! {
     KeyPackageLimit = "SKYTALE_KEY_PACKAGE_LIMIT" : Mls,
     /// `SKYTALE_INVALID_ARGUMENT`.
     InvalidArgument = "SKYTALE_INVALID_ARGUMENT" : Validation,
+    /// Bridge: the request is not supported (e.g. a P2P session to an unconfigured peer)
+    Unsupported = "SKYTALE_UNSUPPORTED" : Validation,
     /// `SKYTALE_INVALID_IDENTITY`.
     InvalidIdentity = "SKYTALE_INVALID_IDENTITY" : Validation,
     /// `SKYTALE_INVALID_CHANNEL_NAME`.
