@@ -242,6 +242,9 @@ pub async fn run(config: Config) -> Result<()> {
         }
     }
     endpoint.close().await;
+    if let Err(e) = relay.storage.call(|s| s.checkpoint()).await {
+        tracing::warn!(error = %e, "WAL checkpoint at shutdown failed");
+    }
     Ok(())
 }
 

@@ -144,4 +144,9 @@ pub trait Store: Send {
     fn prune(&mut self, cutoff_ms: u64) -> Result<Pruned>;
     /// Archive size: (items, payload bytes). May scan; called once at start.
     fn archive_stats(&self) -> Result<(u64, u64)>;
+    /// Flushes what the backend buffers (SQLite: checkpoints the WAL into the database file) so
+    /// a clean shutdown leaves one self-contained file.
+    fn checkpoint(&mut self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -382,6 +382,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn checkpoint(&mut self) -> Result<()> {
+        self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+        Ok(())
+    }
+
     fn prune(&mut self, cutoff_ms: u64) -> Result<Pruned> {
         let tx = self.conn.transaction()?;
         // Counted through the `messages_created` index: touches only the expiring rows.
