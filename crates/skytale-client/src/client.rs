@@ -497,8 +497,9 @@ impl Client {
             };
             match conn.commit(msg).await {
                 Ok(ack) => {
-                    let _ = agent.set_last_seq(&name, ack.seq);
-                    let _ = agent.set_relay_epoch(&name, ack.epoch);
+                    // The resume position of the joined channel: a failure here must surface.
+                    agent.set_last_seq(&name, ack.seq)?;
+                    agent.set_relay_epoch(&name, ack.epoch)?;
                     self.shared.note_membership(&name);
                     self.shared.mark_self_updated(&name);
                     drop(guard);
@@ -534,8 +535,8 @@ impl Client {
             Commit { channel: name.clone(), client_msg_id: random_id(), epoch, payload: out.commit, welcome: None };
         match conn.commit(msg).await {
             Ok(ack) => {
-                let _ = agent.set_last_seq(&name, ack.seq);
-                let _ = agent.set_relay_epoch(&name, ack.epoch);
+                agent.set_last_seq(&name, ack.seq)?;
+                agent.set_relay_epoch(&name, ack.epoch)?;
                 self.shared.slot(&name);
                 self.shared.note_membership(&name);
                 conn.subscribe(&name, ack.seq).await?;
@@ -801,7 +802,13 @@ impl Shared {
                         let stored = StoredInvite { token, max_uses, expires_at };
                         if let Ok(json) = serde_json::to_vec(&stored) {
                             let json = Zeroizing::new(json);
-                            let _ = self.agent.kv_put(&invite_key(channel, &t.id_hex()), &json);
+                            if let Err(e) = self.agent.kv_put(&invite_key(channel, &t.id_hex()), &json) {
+                                self.emit_error(
+                                    Some(channel),
+                                    e.code(),
+                                    format!("storing a shared invite failed: {e}"),
+                                );
+                            }
                         }
                     }
                 }
@@ -1074,9 +1081,16 @@ impl Shared {
     async fn handle_welcome(&self, conn: &RelayConnection, w: Welcome) {
         match self.agent.join_channel_from(&w.payload) {
             Ok((name, adder)) => {
-                let _ = self.agent.set_last_seq(&name, w.commit_seq);
-                if w.commit_epoch > 0 {
-                    let _ = self.agent.set_relay_epoch(&name, w.commit_epoch);
+                let position = self.agent.set_last_seq(&name, w.commit_seq).and_then(|()| {
+                    if w.commit_epoch > 0 {
+                        self.agent.set_relay_epoch(&name, w.commit_epoch)
+                    } else {
+                        Ok(())
+                    }
+                });
+                if let Err(e) = position {
+                    // Resuming from an older position only re-fetches items (skipped, not lost).
+                    self.emit_error(Some(&name), e.code(), format!("recording the join position failed: {e}"));
                 }
                 self.slot(&name);
                 self.note_membership(&name);
