@@ -110,8 +110,13 @@ export declare class Client {
    * (`SKYTALE_AUTH_KEY_INVALID`) or an unreachable relay.
    */
   static connect(agent: Agent, options: ClientConnectOptions): Promise<Client>
-  /** Creates a channel (`org/namespace/service`) on the relay and subscribes to it. */
-  createChannel(name: string): Promise<ClientChannel>
+  /**
+   * Creates a channel (`org/namespace/service`) on the relay and subscribes to it. This agent
+   * is its first admin; `options.policy` sets the least role for each change (default: admin
+   * for add, remove, invite and policy). Rejects with `SKYTALE_CHANNEL_EXISTS` if someone
+   * else created that name first.
+   */
+  createChannel(name: string, options?: CreateChannelOptions | undefined | null): Promise<ClientChannel>
   /** A handle on a channel this agent is a member of. Throws `SKYTALE_CHANNEL_NOT_FOUND`. */
   channel(name: string): ClientChannel
   /**
@@ -147,8 +152,8 @@ export declare class Client {
   /** Names of the channels this agent is a member of. */
   channels(): Array<string>
   /**
-   * Pushes every client-wide event (connected, disconnected, joined, members, error) to
-   * `onEvent` as it happens, until the returned subscription is closed. No polling.
+   * Pushes every client-wide event (connected, disconnected, joined, members, fork, healed,
+   * error) to `onEvent` as it happens, until the returned subscription is closed. No polling.
    */
   onEvent(onEvent: (event: ClientEventInfo) => void): Subscription
   /**
@@ -160,6 +165,23 @@ export declare class Client {
   get connected(): boolean
   /** Closes the connection; pending sends reject with `SKYTALE_CLIENT_CLOSED`. */
   close(): Promise<void>
+  /**
+   * Gives `identity` (a member of `channel`) the role `admin` or `member`, by a commit every
+   * member checks; needs the `policy` role (`SKYTALE_POLICY_DENIED` otherwise).
+   */
+  setRole(channel: string, identity: string, role: 'admin' | 'member'): Promise<void>
+  /**
+   * The roles of `channel`'s members (everyone not listed is a `member`), from the channel
+   * policy every member holds.
+   */
+  roles(channel: string): Promise<RoleEntry[]>
+  /** The invites of `channel` (live, used up and revoked), from its policy. */
+  invites(channel: string): Promise<InviteEntry[]>
+  /**
+   * Revokes an invite of `channel` (its creator or an admin): every member refuses it from
+   * then on, and the relay too.
+   */
+  revokeInvite(channel: string, inviteId: string): Promise<void>
 }
 
 /** A channel of a connected client. */
@@ -196,6 +218,13 @@ export declare class ClientChannel {
    * (`skytale members --fingerprints`).
    */
   memberFingerprints(): Promise<Record<string, string>>
+  /**
+   * The current epoch authenticator (RFC 9420): the same for every member in the same
+   * state of the epoch, different across a fork. For comparison out of band.
+   */
+  epochAuthenticator(): Promise<Uint8Array>
+  /** Counters of fork detection for this channel: skipped items, forks, resyncs. */
+  stats(): Promise<ChannelStatsInfo>
   /** Derives `length` bytes from the current epoch's exporter secret (same for all members). */
   exportSecret(label: string, length: number): Promise<Uint8Array>
 }
@@ -238,20 +267,54 @@ export interface ChannelMessage {
   selfRemoved?: boolean
 }
 
+/** The least role for each kind of change (`'admin'` or `'member'`; default `'admin'`). */
+export interface ChannelPolicyRules {
+  /** Add members directly (an invite proof admits without this role). */
+  add?: 'admin' | 'member'
+  /** Remove other members (leaving never needs a role). */
+  remove?: 'admin' | 'member'
+  /** Create invites. */
+  invite?: 'admin' | 'member'
+  /** Change roles and rules, revoke others' invites. */
+  policy?: 'admin' | 'member'
+}
+
+/** Counters of the fork machinery of one channel (see `ClientChannel.stats`). */
+export interface ChannelStatsInfo {
+  /**
+   * Items skipped as unprocessable (garbage, replays, another branch's messages, items
+   * from before a resync); persisted.
+   */
+  skipped: number
+  /** Forks reported since this client connected. */
+  forks: number
+  /** Resyncs completed since this client connected. */
+  heals: number
+}
+
 /** Options of `Client.connect`. */
 export interface ClientConnectOptions {
   /** API server base URL, e.g. `http://127.0.0.1:8080`. */
   apiUrl: string
   /** API key (`sk_live_…`). */
   apiKey: string
-  /** Relay address `iroh://<endpoint-id>@host:port`; default: the one the API server publishes. */
+  /**
+   * Relay address `iroh://<endpoint-id>@host:port`, or several comma-separated (the nodes of a
+   * relay cluster: the client moves to the next when one fails); default: the ones the API
+   * server publishes.
+   */
   relay?: string
+  /**
+   * Which Welcomes to join on: `'org'` (default: invites this agent used, and certified
+   * members of its org), `'none'` (only invites this agent used) or `'any'`.
+   */
+  acceptWelcomes?: 'any' | 'org' | 'none'
 }
 
 /** A client-wide event (see `Client.onEvent`). */
 export interface ClientEventInfo {
   /** What happened. */
-  kind: 'connected' | 'disconnected' | 'joined' | 'members' | 'error'
+  kind: 'connected' | 'disconnected' | 'joined' | 'members' | 'fork' | 'healed' | 'error'
   /** Identities added (`members`). */
   added?: Array<string>
   /** Identities removed (`members`). */
@@ -260,8 +323,12 @@ export interface ClientEventInfo {
   channel?: string
   /** Stable code (error, disconnected). */
   code?: string
-  /** Detail (error) or who added this agent (joined). */
+  /** Detail (error, fork) or who added this agent (joined). */
   message?: string
+  /** This agent's epoch (`fork`) or the new epoch (`healed`). */
+  localEpoch?: number
+  /** The epoch the other side or the relay's order is at (`fork`). */
+  remoteEpoch?: number
 }
 
 /** What a commit created by this agent produced. */
@@ -278,6 +345,12 @@ export interface CommitResult {
   added: Array<string>
   /** Identities removed. */
   removed: Array<string>
+}
+
+/** Options of `createChannel`. */
+export interface CreateChannelOptions {
+  /** The channel's rules. */
+  policy?: ChannelPolicyRules
 }
 
 /** The result of processing one incoming message. */
@@ -298,4 +371,28 @@ export interface IncomingEvent {
   selfRemoved?: boolean
   /** The proposal type (`kind: 'proposal'`): add, remove, update or other. */
   proposal?: string
+}
+
+/** An invite as the channel policy records it. */
+export interface InviteEntry {
+  /** Invite id (32 hex characters). */
+  id: string
+  /** Who created it. */
+  createdBy: string
+  /** Expiry (unix seconds). */
+  expiresAt: number
+  /** How many distinct identities it admits. */
+  maxUses: number
+  /** Identities that used it. */
+  used: Array<string>
+  /** Revoked. */
+  revoked: boolean
+}
+
+/** A member's role. */
+export interface RoleEntry {
+  /** Identity. */
+  identity: string
+  /** `admin` or `member`. */
+  role: 'admin' | 'member'
 }

@@ -29,15 +29,20 @@ The keystore key comes from SKYTALE_KEYSTORE_KEY (64 hex characters) or SKYTALE_
 
 const COMMANDS = {
   dev: {
-    usage: 'skytale dev [--root DIR] [--api-port N] [--relay-port N] [--relay-http-port N] [--verbose]',
+    usage: 'skytale dev [--root DIR] [--cluster N] [--api-port N] [--relay-port N] [--relay-http-port N] [--verbose]',
     about: 'Start the local stack (API server + relay) and print the SKYTALE_* lines to export',
     details: `Starts the API server (PGlite in <root>/api) and the relay (SQLite in <root>/relay) on
 127.0.0.1, creates the dev account (org "dev") once and prints the export lines. Logs go to
 <root>/logs. Ctrl-C (or SIGTERM) stops both. Default ports 7780 (API), 7781/udp (relay),
 7782 (relay /health); a taken port is replaced by a free one.
+--cluster N (2..9) tries a relay cluster: N nats-server nodes with JetStream clustered on
+127.0.0.1 (needs nats-server on PATH or NATS_SERVER_BIN; data in <root>/nats) and N relays on
+them (<root>/relay-<n>, ports 7781+2i/udp and 7782+2i); the API server publishes all N and
+SKYTALE_RELAY lists them, so agents move to another node when theirs dies.
 DEV ONLY: <root>/dev.json (mode 0600) keeps the dev API key and a dev keystore key in clear.`,
     options: {
       root: { type: 'string' },
+      cluster: { type: 'string' },
       'api-port': { type: 'string' },
       'relay-port': { type: 'string' },
       'relay-http-port': { type: 'string' },
@@ -100,6 +105,30 @@ revoke  revoke a key by id: it stops working at once`,
     options: { 'max-uses': { type: 'string' }, ttl: { type: 'string' } },
     positionals: 1,
     run: cmdInvite,
+  },
+  invites: {
+    usage: 'skytale invites <channel>',
+    about: 'List the invites of a channel (id, creator, uses, expiry, revoked)',
+    positionals: 1,
+    run: cmdInvites,
+  },
+  'revoke-invite': {
+    usage: 'skytale revoke-invite <channel> <invite-id|token>',
+    about: 'Revoke an invite: every member and the relay refuse it from then on',
+    positionals: 2,
+    run: cmdRevokeInvite,
+  },
+  roles: {
+    usage: 'skytale roles <channel>',
+    about: 'List the members of a channel with their roles',
+    positionals: 1,
+    run: cmdRoles,
+  },
+  'set-role': {
+    usage: 'skytale set-role <channel> <identity> <admin|member>',
+    about: 'Give a member a role (needs the policy role, admin by default)',
+    positionals: 3,
+    run: cmdSetRole,
   },
   join: {
     usage: 'skytale join <channel> <token> [--timeout MS]',
@@ -295,6 +324,7 @@ async function cmdDev({ values }) {
   note('starting the local stack…')
   const stack = await startDevStack({
     root,
+    cluster: port('cluster'),
     apiPort: port('api-port'),
     relayPort: port('relay-port'),
     relayHttpPort: port('relay-http-port'),
@@ -304,25 +334,31 @@ async function cmdDev({ values }) {
   const stop = async (why, code) => {
     if (stopping) return
     stopping = true
-    note(`\n${why}: stopping the API server and the relay…`)
+    note(`\n${why}: stopping the API server and the relay${stack.relays.length > 1 ? ' cluster' : ''}…`)
     await stack.stop()
     note('stopped')
     process.exit(code)
   }
   process.on('SIGINT', () => stop('SIGINT', 0))
   process.on('SIGTERM', () => stop('SIGTERM', 0))
-  stack.exited.then(async ({ which, code, signal }) => {
+  stack.exited.then(async ({ which, node, code, signal }) => {
     // Ctrl-C reaches the children too (same process group): let our own SIGINT handler win.
     await new Promise((r) => setTimeout(r, 200))
     if (!stopping) {
-      note(`error [SKYTALE_DEV_STACK]: the ${which === 'api' ? 'API server' : 'relay'} exited (${code ?? signal}); see ${stack.logDir}`)
+      const what = which === 'api' ? 'API server' : which === 'nats' ? `nats-server ${node}` : node ? `relay ${node}` : 'relay'
+      note(`error [SKYTALE_DEV_STACK]: the ${what} exited (${code ?? signal}); see ${stack.logDir}`)
       stop('failure', 1)
     }
   })
   note(`Skytale dev stack is running (data in ${stack.root}, logs in ${stack.logDir})`)
   note(`  API server  ${stack.apiUrl}`)
-  note(`  relay       ${stack.relay}`)
-  note(`  relay HTTP  ${stack.relayHttp}/health`)
+  if (stack.relays.length > 1) {
+    stack.relays.forEach((r, i) => note(`  relay ${i + 1}     ${r}  (${stack.relayHttps[i]}/health)`))
+    note(`  NATS        ${stack.natsUrls.join(',')}  (JetStream, ${stack.natsUrls.length} nodes)`)
+  } else {
+    note(`  relay       ${stack.relay}`)
+    note(`  relay HTTP  ${stack.relayHttp}/health`)
+  }
   note(`  account     org "dev" — DEV ONLY: its API key and a dev keystore key are kept in clear in ${stack.devFile}`)
   note('')
   note('Export these in another shell (channels of this account are dev/<namespace>/<service>):')
@@ -435,6 +471,35 @@ async function cmdInvite({ positionals: [channel], values, cfg }) {
     const token = await mgr.invite(channel, { maxUses, ttlSeconds })
     note(`invite for ${channel}: ${maxUses} use(s), valid ${ttlSeconds} s — join with: skytale join ${channel} <token>`)
     say(token)
+  })
+}
+
+async function cmdInvites({ positionals: [channel], cfg }) {
+  await withManager(cfg, async (mgr) => {
+    for (const i of await mgr.invites(channel)) {
+      const state = i.revoked ? 'revoked' : i.used.length >= i.maxUses ? 'used up' : 'live'
+      say(`${i.id}  by ${i.createdBy}  ${i.used.length}/${i.maxUses} used  expires ${new Date(i.expiresAt * 1000).toISOString()}  ${state}`)
+    }
+  })
+}
+
+async function cmdRevokeInvite({ positionals: [channel, id], cfg }) {
+  await withManager(cfg, async (mgr) => {
+    await mgr.revokeInvite(channel, id)
+    note(`revoked the invite in ${channel}`)
+  })
+}
+
+async function cmdRoles({ positionals: [channel], cfg }) {
+  await withManager(cfg, async (mgr) => {
+    for (const r of await mgr.roles(channel)) say(`${r.identity}  ${r.role}`)
+  })
+}
+
+async function cmdSetRole({ positionals: [channel, identity, role], cfg }) {
+  await withManager(cfg, async (mgr) => {
+    await mgr.setRole(channel, identity, role)
+    note(`${identity} is now ${role} in ${channel}`)
   })
 }
 

@@ -59,6 +59,9 @@ const CODES = Object.freeze({
   SKYTALE_INVITE_INVALID: 'channel', // `SKYTALE_INVITE_INVALID`.
   SKYTALE_INVITE_EXPIRED: 'channel', // `SKYTALE_INVITE_EXPIRED`.
   SKYTALE_INVITE_USED_UP: 'channel', // `SKYTALE_INVITE_USED_UP`.
+  SKYTALE_INVITE_REVOKED: 'channel', // The invite was revoked by an admin.
+  SKYTALE_POLICY_DENIED: 'channel', // The channel's policy (roles, invite rules) does not allow the operation.
+  SKYTALE_WELCOME_REFUSED: 'channel', // A Welcome this agent did not ask for was refused (see `acceptWelcomes`).
   SKYTALE_INVITE_WRONG_CHANNEL: 'channel', // `SKYTALE_INVITE_WRONG_CHANNEL`.
   SKYTALE_JOIN_TIMEOUT: 'channel', // `SKYTALE_JOIN_TIMEOUT`.
   SKYTALE_WRONG_EPOCH: 'channel', // `SKYTALE_WRONG_EPOCH`.

@@ -22,6 +22,13 @@ export interface DevStackOptions {
   apiEnv?: Record<string, string>
   /** Extra environment of the relay. */
   relayEnv?: Record<string, string>
+  /**
+   * Relay nodes (default 1). With 2..9: as many `nats-server` nodes with JetStream, clustered on
+   * 127.0.0.1 (store dirs in `<root>/nats`, `nats-server` from PATH or `$NATS_SERVER_BIN`), and as
+   * many relays on them (`<root>/relay-<n>`, store `nats`, R3 streams for 3+ nodes); the API
+   * server publishes every relay address.
+   */
+  cluster?: number
 }
 
 /** Environment for agents and the CLI (dev only: it contains the dev API key and keystore key). */
@@ -39,8 +46,17 @@ export interface DevStack {
   root: string
   /** API server base URL, e.g. `http://127.0.0.1:7780`. */
   apiUrl: string
-  /** Relay address `iroh://<endpoint-id>@127.0.0.1:<port>` (stable across restarts with the same root and port). */
+  /**
+   * Relay address `iroh://<endpoint-id>@127.0.0.1:<port>` (stable across restarts with the same root
+   * and port); with `cluster`, every relay address, comma-separated (the SDK's `relay` accepts that).
+   */
   relay: string
+  /** Every relay address (one per relay node). */
+  relays: string[]
+  /** HTTP base URL of every relay node. */
+  relayHttps: string[]
+  /** Client URLs of the NATS nodes (`cluster` only; else empty). */
+  natsUrls: string[]
   /** Relay HTTP base URL (`/health`, `/metrics`). */
   relayHttp: string
   /** The dev account's API key (org `dev`), kept in clear in `devFile` (mode 0600). Dev only. */
@@ -54,11 +70,11 @@ export interface DevStack {
   relayDataDir: string
   apiDataDir: string
   logDir: string
-  pids: { api: number; relay: number }
+  pids: { api: number; relay: number; relays: number[]; nats: number[] }
   env: DevStackEnv
-  /** Resolves when either child exits (also during `stop()`). */
-  exited: Promise<{ which: 'api' | 'relay'; code: number | null; signal: string | null }>
-  /** SIGTERM to both (SIGKILL after `stopTimeoutMs`); resolves when both exited. Idempotent. */
+  /** Resolves when any child exits (also during `stop()`); `node` (1-based) in a cluster. */
+  exited: Promise<{ which: 'api' | 'relay' | 'nats'; node?: number; code: number | null; signal: string | null }>
+  /** SIGTERM to every child (SIGKILL after `stopTimeoutMs`); resolves when all exited. Idempotent. */
   stop(): Promise<void>
 }
 

@@ -1,6 +1,8 @@
 // Local development stack: the API server (embedded PGlite) and the relay binary (embedded
 // SQLite) as child processes on 127.0.0.1, with their data under one root directory
 // (default ./.skytale), plus a dev account created once. Used by `skytale dev` and the demo.
+// With `cluster: N` (`skytale dev --cluster 3`): N nats-server nodes with JetStream
+// (lib/dev-cluster.js) and N relay nodes sharing them, the API server publishing all N.
 //
 // DEV ONLY: `<root>/dev.json` (mode 0600) holds the dev account's API key and a dev keystore key
 // in clear text, so that the CLI and examples work without any setup. Never use it for anything
@@ -16,6 +18,7 @@ const path = require('node:path')
 const readline = require('node:readline')
 const { createError } = require('./errors.js')
 const { relayBinary, apiServerEntry, INSTALL_HINT, PKG_ROOT } = require('./binaries.js')
+const { startNatsCluster, freePort } = require('./dev-cluster.js')
 
 /** Root of this package (the repository root in a checkout). */
 const REPO = PKG_ROOT
@@ -208,6 +211,8 @@ async function startDevStack(options = {}) {
   const org = options.org ?? 'dev'
   if (!/^[a-z0-9-]{1,64}$/.test(org)) throw devError('SKYTALE_INVALID_ARGUMENT', 'org must match [a-z0-9-]{1,64}')
   const stopTimeoutMs = options.stopTimeoutMs ?? 5000
+  const cluster = options.cluster ?? 1
+  if (!Number.isInteger(cluster) || cluster < 1 || cluster > 9) throw devError('SKYTALE_INVALID_ARGUMENT', 'cluster must be 1..9 relay nodes')
   const entry = apiServerEntry()
   const relayBin = options.relayBinary ?? relayBinary()
   if (!fs.existsSync(entry)) throw devError('SKYTALE_DEV_STACK', `API server not found (${entry}): ${INSTALL_HINT.api}`)
@@ -215,7 +220,8 @@ async function startDevStack(options = {}) {
 
   fs.mkdirSync(path.join(root, 'logs'), { recursive: true, mode: 0o700 })
   fs.mkdirSync(path.join(root, 'api'), { recursive: true, mode: 0o700 })
-  fs.mkdirSync(path.join(root, 'relay'), { recursive: true, mode: 0o700 })
+  const relayDirs = cluster === 1 ? [path.join(root, 'relay')] : Array.from({ length: cluster }, (_, i) => path.join(root, `relay-${i + 1}`))
+  for (const d of relayDirs) fs.mkdirSync(d, { recursive: true, mode: 0o700 })
 
   // One stack per root: PGlite and the relay store must not be opened twice.
   const pidFile = path.join(root, 'dev.pid')
@@ -225,20 +231,25 @@ async function startDevStack(options = {}) {
   }
   fs.writeFileSync(pidFile, JSON.stringify({ pid: process.pid }), { mode: 0o600 })
 
-  const logs = {
-    api: fs.createWriteStream(path.join(root, 'logs', 'api.log'), { flags: 'a', mode: 0o600 }),
-    relay: fs.createWriteStream(path.join(root, 'logs', 'relay.log'), { flags: 'a', mode: 0o600 }),
-  }
+  /** @type {Record<string, fs.WriteStream>} */
+  const logs = { api: fs.createWriteStream(path.join(root, 'logs', 'api.log'), { flags: 'a', mode: 0o600 }) }
+  relayDirs.forEach((_, i) => {
+    const name = cluster === 1 ? 'relay' : `relay-${i + 1}`
+    logs[name] = fs.createWriteStream(path.join(root, 'logs', `${name}.log`), { flags: 'a', mode: 0o600 })
+  })
   /** @type {any} */
   let apiProc = null
+  /** @type {any[]} */
+  const relayProcs = []
   /** @type {any} */
-  let relayProc = null
+  let nats = null
   let stopping = null
 
   const stop = () => {
     stopping ??= (async () => {
-      await stopChild(relayProc, stopTimeoutMs)
+      await Promise.all(relayProcs.map((p) => stopChild(p, stopTimeoutMs)))
       await stopChild(apiProc, stopTimeoutMs)
+      await nats?.stop(stopTimeoutMs)
       await Promise.all(Object.values(logs).map((s) => new Promise((r) => s.end(r))))
       try {
         if (readDevFile(pidFile)?.pid === process.pid) fs.rmSync(pidFile, { force: true })
@@ -248,7 +259,7 @@ async function startDevStack(options = {}) {
   }
 
   try {
-    const startApi = async (port) => {
+    const startApi = async (port, extraEnv = {}) => {
       apiProc = spawnAndWait({
         cmd: process.execPath,
         args: [entry],
@@ -258,6 +269,7 @@ async function startDevStack(options = {}) {
           HOST: '127.0.0.1',
           SKYTALE_API_DATA_DIR: path.join(root, 'api'),
           LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',
+          ...extraEnv,
           ...options.apiEnv,
         },
         name: 'api',
@@ -267,46 +279,73 @@ async function startDevStack(options = {}) {
       })
       return (await apiProc.ready)[1]
     }
-    const apiPort = await pickPort(options.apiPort ?? DEFAULT_PORTS.api, false)
-    let apiUrl
-    try {
-      apiUrl = await startApi(apiPort)
-    } catch (e) {
-      if (apiPort === 0 || !/EADDRINUSE/.test(e.message)) throw e
-      apiUrl = await startApi(0) // lost a race for the port
-    }
-
-    const startRelay = async (udp, http) => {
-      relayProc = spawnAndWait({
+    const startRelay = async (i, udp, http, jwksUrl, extraEnv = {}) => {
+      const name = cluster === 1 ? 'relay' : `relay-${i + 1}`
+      const proc = spawnAndWait({
         cmd: relayBin,
         args: [],
         env: {
           ...process.env,
           RUST_LOG: process.env.RUST_LOG ?? 'info,iroh=warn,noq=warn',
-          SKYTALE_RELAY_DATA_DIR: path.join(root, 'relay'),
+          SKYTALE_RELAY_DATA_DIR: relayDirs[i],
           SKYTALE_RELAY_LISTEN: `127.0.0.1:${udp}`,
           SKYTALE_RELAY_HTTP_LISTEN: `127.0.0.1:${http}`,
-          SKYTALE_RELAY_JWKS_URL: `${apiUrl}/.well-known/jwks.json`,
+          SKYTALE_RELAY_JWKS_URL: jwksUrl,
+          ...extraEnv,
           ...options.relayEnv,
         },
-        name: 'relay',
+        name,
         pattern: /^skytale-relay listening (\S+) (\S+)/,
-        logStream: logs.relay,
+        logStream: logs[name],
         quiet,
       })
-      const m = await relayProc.ready
+      relayProcs[i] = proc
+      const m = await proc.ready
       return { relay: m[1], relayHttp: m[2] }
     }
-    const relayPort = await pickPort(options.relayPort ?? DEFAULT_PORTS.relay, true)
-    const relayHttpPort = await pickPort(options.relayHttpPort ?? DEFAULT_PORTS.relayHttp, false)
-    let relayInfo
-    try {
-      relayInfo = await startRelay(relayPort, relayHttpPort)
-    } catch (e) {
-      if (relayPort === 0 && relayHttpPort === 0) throw e
-      if (!/in use|AddrInUse|os error 98/i.test(e.message)) throw e
-      relayInfo = await startRelay(0, 0)
+
+    let apiUrl
+    /** @type {{ relay: string, relayHttp: string }[]} */
+    const relayInfos = []
+    if (cluster === 1) {
+      const apiPort = await pickPort(options.apiPort ?? DEFAULT_PORTS.api, false)
+      try {
+        apiUrl = await startApi(apiPort)
+      } catch (e) {
+        if (apiPort === 0 || !/EADDRINUSE/.test(e.message)) throw e
+        apiUrl = await startApi(0) // lost a race for the port
+      }
+      const jwks = `${apiUrl}/.well-known/jwks.json`
+      const relayPort = await pickPort(options.relayPort ?? DEFAULT_PORTS.relay, true)
+      const relayHttpPort = await pickPort(options.relayHttpPort ?? DEFAULT_PORTS.relayHttp, false)
+      try {
+        relayInfos.push(await startRelay(0, relayPort, relayHttpPort, jwks))
+      } catch (e) {
+        if (relayPort === 0 && relayHttpPort === 0) throw e
+        if (!/in use|AddrInUse|os error 98/i.test(e.message)) throw e
+        relayInfos[0] = await startRelay(0, 0, 0, jwks)
+      }
+    } else {
+      // The relays come first (they fetch the JWKS when the first token arrives), so that the
+      // API server can publish their addresses from its start.
+      nats = await startNatsCluster({ root, nodes: cluster, quiet, track })
+      const apiPort = (await pickPort(options.apiPort ?? DEFAULT_PORTS.api, false)) || (await freePort())
+      const jwks = `http://127.0.0.1:${apiPort}/.well-known/jwks.json`
+      for (let i = 0; i < cluster; i++) {
+        const urls = nats.urls.slice(i).concat(nats.urls.slice(0, i)) // each relay prefers its own NATS node
+        const udp = await pickPort((options.relayPort ?? DEFAULT_PORTS.relay) + 2 * i, true)
+        const http = await pickPort((options.relayHttpPort ?? DEFAULT_PORTS.relayHttp) + 2 * i, false)
+        relayInfos.push(await startRelay(i, udp, http, jwks, {
+          SKYTALE_RELAY_STORE: 'nats',
+          SKYTALE_RELAY_NATS_URL: urls.join(','),
+          SKYTALE_RELAY_NATS_REPLICAS: String(Math.min(cluster, 3)),
+        }))
+      }
+      const all = relayInfos.map((r) => r.relay)
+      apiUrl = await startApi(apiPort, { SKYTALE_RELAY_URL: all[0], SKYTALE_RELAY_URLS: all.join(',') })
     }
+    const relay = relayInfos.map((r) => r.relay).join(',')
+    const relayInfo = { relay, relayHttp: relayInfos[0].relayHttp }
 
     const devFile = path.join(root, 'dev.json')
     const account = await ensureDevAccount(apiUrl, devFile, org)
@@ -322,21 +361,32 @@ async function startDevStack(options = {}) {
       SKYTALE_RELAY_HTTP: relayInfo.relayHttp,
       SKYTALE_KEYSTORE_KEY: account.keystoreKey,
     }
+    const exits = [apiProc.exited.then((r) => ({ which: 'api', ...r }))]
+      .concat(relayProcs.map((p, i) => p.exited.then((r) => ({ which: 'relay', node: i + 1, ...r }))))
+      .concat((nats?.nodes ?? []).map((n, i) => n.exited.then((r) => ({ which: 'nats', node: i + 1, ...r }))))
     return {
       root,
       apiUrl,
       relay: relayInfo.relay,
+      relays: relayInfos.map((r) => r.relay),
+      relayHttps: relayInfos.map((r) => r.relayHttp),
+      natsUrls: nats?.urls ?? [],
       relayHttp: relayInfo.relayHttp,
       apiKey: account.apiKey,
       keystoreKey: account.keystoreKey,
       org,
       devFile,
-      relayDataDir: path.join(root, 'relay'),
+      relayDataDir: relayDirs[0],
       apiDataDir: path.join(root, 'api'),
       logDir: path.join(root, 'logs'),
-      pids: { api: apiProc.child.pid, relay: relayProc.child.pid },
+      pids: {
+        api: apiProc.child.pid,
+        relay: relayProcs[0].child.pid,
+        relays: relayProcs.map((p) => p.child.pid),
+        nats: (nats?.nodes ?? []).map((n) => n.child.pid),
+      },
       env,
-      exited: Promise.race([apiProc.exited.then((r) => ({ which: 'api', ...r })), relayProc.exited.then((r) => ({ which: 'relay', ...r }))]),
+      exited: Promise.race(exits),
       stop,
     }
   } catch (e) {

@@ -1,15 +1,20 @@
 // Types of @skytale/sdk: the generated native types plus the JavaScript helpers in lib/index.js.
 // (lib/index.d.mts re-exports these for the ESM entry.)
 import { EventEmitter } from 'node:events'
-import type { ChannelMessage } from '../index'
+import type { ChannelMessage, CreateChannelOptions, InviteEntry, RoleEntry } from '../index'
 
 export type {
   AgentOpenOptions,
   ChannelMessage,
+  ChannelStatsInfo,
   ClientConnectOptions,
   ClientEventInfo,
   CommitResult,
+  ChannelPolicyRules,
+  CreateChannelOptions,
   IncomingEvent,
+  InviteEntry,
+  RoleEntry,
 } from '../index'
 export { Agent, Channel, ClientChannel } from '../index'
 
@@ -102,6 +107,7 @@ export type SkytaleErrorCode =
   | 'SKYTALE_INVALID_STATE'
   | 'SKYTALE_INVITE_EXPIRED'
   | 'SKYTALE_INVITE_INVALID'
+  | 'SKYTALE_INVITE_REVOKED'
   | 'SKYTALE_INVITE_USED_UP'
   | 'SKYTALE_INVITE_WRONG_CHANNEL'
   | 'SKYTALE_JOIN_TIMEOUT'
@@ -116,6 +122,7 @@ export type SkytaleErrorCode =
   | 'SKYTALE_NOT_A_MEMBER'
   | 'SKYTALE_NOT_FOUND'
   | 'SKYTALE_NO_RELAY'
+  | 'SKYTALE_POLICY_DENIED'
   | 'SKYTALE_QUOTA_EXCEEDED'
   | 'SKYTALE_RATE_LIMITED'
   | 'SKYTALE_RECIPIENT_QUEUE_FULL'
@@ -130,6 +137,7 @@ export type SkytaleErrorCode =
   | 'SKYTALE_UNEXPECTED_REPLY'
   | 'SKYTALE_UNSUPPORTED'
   | 'SKYTALE_UNSUPPORTED_VERSION'
+  | 'SKYTALE_WELCOME_REFUSED'
   | 'SKYTALE_WRONG_EPOCH'
 // </generated>
 
@@ -141,7 +149,7 @@ export interface SkytaleChannelManagerOptions {
   apiKey?: string
   /** API server URL (env SKYTALE_API_URL, default http://127.0.0.1:7780). */
   apiUrl?: string
-  /** Relay address `iroh://…` (env SKYTALE_RELAY; default: the one the API server publishes). */
+  /** Relay address `iroh://…`, or several comma-separated for a relay cluster (env SKYTALE_RELAY; default: the ones the API server publishes). */
   relay?: string
   /** Keystore directory (env SKYTALE_DATA_DIR, default ./.skytale/agents/<identity>). */
   dataDir?: string
@@ -159,6 +167,16 @@ export interface SkytaleMessage {
   data: Uint8Array
   seq: number
   epoch: number
+}
+
+/** Members hold different states of an epoch, or this agent cannot follow the relay's order. */
+export interface SkytaleForkEvent {
+  channel: string
+  /** This agent's epoch. */
+  localEpoch: number
+  /** Where the other side (or the relay's order) is. */
+  remoteEpoch: number
+  reason: string
 }
 
 /** A membership change. */
@@ -181,7 +199,15 @@ export declare class SkytaleChannelManager extends EventEmitter {
   /** Opens the keystore and connects; every other method awaits it. */
   ready(): Promise<void>
   /** Creates a channel `org/namespace/service`. */
-  create(channel: string): Promise<void>
+  create(channel: string, options?: CreateChannelOptions): Promise<void>
+  /** Gives a member the role `'admin'` or `'member'` (needs the `policy` role). */
+  setRole(channel: string, identity: string, role: 'admin' | 'member'): Promise<void>
+  /** The members of a channel with their roles. */
+  roles(channel: string): Promise<RoleEntry[]>
+  /** The invites of a channel as its policy records them. */
+  invites(channel: string): Promise<InviteEntry[]>
+  /** Revokes an invite (by id or token): every member and the relay refuse it from then on. */
+  revokeInvite(channel: string, idOrToken: string): Promise<void>
   /** Creates an invite token `skt_inv_…` (default maxUses 1, ttlSeconds 3600). */
   invite(channel: string, options?: { maxUses?: number; ttlSeconds?: number }): Promise<string>
   /** Joins with an invite token, whether or not a member is online. */
@@ -198,6 +224,8 @@ export declare class SkytaleChannelManager extends EventEmitter {
   memberFingerprints(channel: string): Promise<Record<string, string>>
   /** Fingerprint of this agent's signature key (null before `ready()`). */
   readonly fingerprint: string | null
+  /** Fork detection counters: skipped (unprocessable) items, forks reported, resyncs. */
+  stats(channel: string): Promise<{ skipped: number; forks: number; heals: number }>
   /** Removes a member. */
   remove(channel: string, identity: string): Promise<void>
   /** Rotates this agent's keys (new epoch). */
@@ -211,6 +239,8 @@ export declare class SkytaleChannelManager extends EventEmitter {
   on(event: 'message', listener: (m: SkytaleMessage) => void): this
   on(event: 'member-joined' | 'member-left', listener: (e: SkytaleMemberEvent) => void): this
   on(event: 'joined', listener: (e: { channel: string; by: string }) => void): this
+  on(event: 'fork', listener: (e: SkytaleForkEvent) => void): this
+  on(event: 'healed', listener: (e: { channel: string; epoch: number }) => void): this
   on(event: 'error', listener: (err: SkytaleError) => void): this
   on(event: 'connected' | 'disconnected', listener: (e: unknown) => void): this
   on(event: string | symbol, listener: (...args: any[]) => void): this

@@ -36,7 +36,10 @@ async function guard(promise) {
  * `SKYTALE_KEYSTORE_KEY` (64 hex characters) or `SKYTALE_PASSPHRASE`.
  *
  * Events: `message` ({channel, sender, text, data, seq, epoch}), `member-joined` and
- * `member-left` ({channel, identity, by}), `error` (a SkytaleError), `connected`, `disconnected`.
+ * `member-left` ({channel, identity, by}), `fork` ({channel, localEpoch, remoteEpoch, reason}:
+ * members hold different states of an epoch, or this agent cannot follow the relay's order),
+ * `healed` ({channel, epoch}: this agent resynced), `error` (a SkytaleError), `connected`,
+ * `disconnected`.
  * While a `message` listener is attached, messages are delivered as events; otherwise they stay
  * buffered (in the encrypted keystore, across restarts) for `receive()` and `messages()`.
  */
@@ -104,6 +107,8 @@ class SkytaleChannelManager extends EventEmitter {
         for (const identity of ev.added ?? []) this.emit('member-joined', { channel: ev.channel, identity, by: ev.message })
         for (const identity of ev.removed ?? []) this.emit('member-left', { channel: ev.channel, identity, by: ev.message })
       }
+      else if (ev.kind === 'fork') this.emit('fork', { channel: ev.channel, localEpoch: ev.localEpoch, remoteEpoch: ev.remoteEpoch, reason: ev.message })
+      else if (ev.kind === 'healed') this.emit('healed', { channel: ev.channel, epoch: ev.localEpoch })
       else this.emit(ev.kind, ev)
     })
   }
@@ -143,11 +148,41 @@ class SkytaleChannelManager extends EventEmitter {
     return msg
   }
 
-  /** Creates a channel `org/namespace/service` with this agent as its first member. */
-  async create(channel) {
+  /**
+   * Creates a channel `org/namespace/service` with this agent as its first member and admin.
+   * `policy` sets the least role (`'admin'` | `'member'`) for `add`, `remove`, `invite` and
+   * `policy` changes (default: admin for all; leaving never needs a role).
+   * @param {string} channel
+   * @param {{ policy?: { add?: 'admin'|'member', remove?: 'admin'|'member', invite?: 'admin'|'member', policy?: 'admin'|'member' } }} [options]
+   */
+  async create(channel, options) {
     await this.ready()
-    await guard(this.#client.createChannel(channel))
+    await guard(this.#client.createChannel(channel, options))
     this.#startPump(channel)
+  }
+
+  /** Gives a member the role `'admin'` or `'member'` (needs the `policy` role). */
+  async setRole(channel, identity, role) {
+    await this.ready()
+    await guard(this.#client.setRole(channel, identity, role))
+  }
+
+  /** The members of a channel with their roles: `[{ identity, role }]`. */
+  async roles(channel) {
+    await this.ready()
+    return guard(this.#client.roles(channel))
+  }
+
+  /** The invites of a channel as its policy records them (`[{ id, createdBy, expiresAt, maxUses, used, revoked }]`). */
+  async invites(channel) {
+    await this.ready()
+    return guard(this.#client.invites(channel))
+  }
+
+  /** Revokes an invite (by id or token): every member and the relay refuse it from then on. */
+  async revokeInvite(channel, idOrToken) {
+    await this.ready()
+    await guard(this.#client.revokeInvite(channel, idOrToken))
   }
 
   /**
@@ -230,6 +265,15 @@ class SkytaleChannelManager extends EventEmitter {
   async memberFingerprints(channel) {
     await this.ready()
     try { return await this.#channel(channel).memberFingerprints() } catch (err) { throw toSkytaleError(err) }
+  }
+
+  /**
+   * Fork detection counters of the channel: `skipped` items (unprocessable), `forks` reported,
+   * `heals` (resyncs) since connect.
+   */
+  async stats(channel) {
+    await this.ready()
+    try { return await this.#channel(channel).stats() } catch (err) { throw toSkytaleError(err) }
   }
 
   /** Fingerprint of this agent's MLS signature key (null before `ready()`). */

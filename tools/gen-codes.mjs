@@ -76,7 +76,14 @@ module.exports = { CODES, CATEGORY_CLASS }
 const END = '// </generated>'
 
 /** Names that look like codes but are environment variables (not matched by the rules below). */
-const ENV_VARS = new Set(['SKYTALE_SIGNING_KEY', 'SKYTALE_PREVIOUS_SIGNING_KEYS'])
+const ENV_VARS = new Set([
+  'SKYTALE_SIGNING_KEY',
+  'SKYTALE_PREVIOUS_SIGNING_KEYS',
+  'SKYTALE_TEST_RELAY_STORE',
+  // JetStream stream names of the relay's NATS store (not codes either).
+  'SKYTALE_ARCHIVE',
+  'SKYTALE_HEADS',
+])
 /** A line that reads or sets the environment. */
 const ENV_LINE = /\benv\b|env::var|\.env\(|process\.env|getenv|\bstr\(env|\bint\(env/i
 

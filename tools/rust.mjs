@@ -10,7 +10,8 @@
 //       skytale-relay (release builds).
 //   node tools/rust.mjs test      cargo test --release --workspace --exclude skytale-node --target <host>
 //       (skytale-node has no Rust tests, the JS tests cover it; building it outside napi, without
-//       napi's type-def env, would recompile it here and again at the next napi build)
+//       napi's type-def env, would recompile it here and again at the next napi build); then the
+//       relay's behaviour tests once more with SKYTALE_TEST_RELAY_STORE=nats (JetStream store)
 //   node tools/rust.mjs clippy    cargo clippy --release --workspace --all-targets -- -D warnings
 //   node tools/rust.mjs fmt       cargo fmt --all --check
 //
@@ -99,6 +100,15 @@ if (command === 'build') {
   }
 } else if (command === 'test') {
   run('cargo', ['test', '--release', '--workspace', '--exclude', 'skytale-node', '--target', target, ...extra])
+  // The relay's behaviour suite again on the JetStream store (each relay gets its own
+  // nats-server); skipped only when an explicit test filter was given.
+  if (!extra.length) {
+    process.env.SKYTALE_TEST_RELAY_STORE = 'nats'
+    run('cargo', ['test', '--release', '-p', 'skytale-relay', '--target', target,
+      '--test', 'relay', '--test', 'engine', '--test', 'invites', '--test', 'authority', '--test', 'membership',
+      '--test', 'quotas'])
+    delete process.env.SKYTALE_TEST_RELAY_STORE
+  }
 } else if (command === 'clippy') {
   run('cargo', ['clippy', '--release', '--workspace', '--all-targets', '--target', target, ...extra, '--', '-D', 'warnings'])
 } else if (command === 'fmt') {

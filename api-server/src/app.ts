@@ -4,6 +4,7 @@
 import rateLimit from "@fastify/rate-limit";
 import Fastify, { type FastifyInstance } from "fastify";
 import { ApiError, installErrorHandlers } from "./errors.js";
+import { rateLimitStore } from "./limits/index.js";
 import { registerAccountRoutes } from "./routes/accounts.js";
 import { registerAgentRoutes } from "./routes/agents.js";
 import { registerKeyRoutes } from "./routes/keys.js";
@@ -46,8 +47,10 @@ export async function buildApp(s: Services): Promise<FastifyInstance> {
     s.metrics.httpDuration.observe(reply.elapsedTime / 1000);
   });
 
+  // Counted in the shared limits backend (Postgres / Redis), so N instances allow 1× the limits.
   await app.register(rateLimit, {
     global: true,
+    store: rateLimitStore(s.limits.counters),
     max: s.config.rateLimits.globalPerIp,
     timeWindow: 60_000,
     onExceeded: () => s.metrics.rateLimited.inc({ limiter: "per_ip" }),

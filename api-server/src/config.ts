@@ -10,7 +10,10 @@ export interface Argon2Params {
   parallelism: number;
 }
 
-/** Rate-limit settings (all windows are one minute, counted per server process). */
+/**
+ * Rate-limit settings (all windows are one minute). Counted where {@link Config.limitsBackend}
+ * says: shared by every instance on Postgres or Redis, per process in memory.
+ */
 export interface RateLimits {
   /** Requests per IP per minute over all routes. */
   globalPerIp: number;
@@ -28,9 +31,14 @@ export interface RateLimits {
   authFailuresPerIp: number;
   /** Failed authentications per key prefix per minute before further attempts get 429. */
   authFailuresPerKey: number;
-  /** Argon2id verifications allowed in flight at once; beyond that requests get 429 at once. */
+  /** Argon2id verifications allowed in flight at once (over all instances sharing the backend); beyond that requests get 429 at once. */
   argon2MaxPending: number;
+  /** Lease of one Argon2id slot on a shared backend (ms): a dead instance's slots free up after this. */
+  argon2LeaseMs: number;
 }
+
+/** Where rate-limit counters and the Argon2id slots live; `auto` picks redis > postgres > memory. */
+export type LimitsBackendSetting = "auto" | "memory" | "postgres" | "redis";
 
 /** Full server configuration. Build one with {@link loadConfig} or {@link defaultConfig}. */
 export interface Config {
@@ -47,8 +55,10 @@ export interface Config {
   previousSigningKeysPem: string | undefined;
   issuer: string;
   audience: string;
-  /** Relay address handed to clients with each token (null when unset). */
+  /** Relay address handed to clients with each token (null when unset); the first of {@link relayList}. */
   relayUrl: string | null;
+  /** More relay addresses (`SKYTALE_RELAY_URLS`); {@link relayList} merges them after `relayUrl`. */
+  relayUrls: string[];
   /** Token lifetime in seconds (fixed at 3600 by the protocol; configurable only for tests). */
   tokenTtlSeconds: number;
   /** Agent credential lifetime in seconds (default 30 days). */
@@ -57,6 +67,12 @@ export interface Config {
   /** How long a verified API key is remembered in memory (ms); 0 disables the cache. */
   keyCacheTtlMs: number;
   rateLimits: RateLimits;
+  /** Where limits are counted (see {@link LimitsBackendSetting}). */
+  limitsBackend: LimitsBackendSetting;
+  /** redis://… URL of the Redis shared by the instances (limits and Argon2id slots); undefined → none. */
+  redisUrl: string | undefined;
+  /** Prefix of every Redis key this server writes (several deployments can share one Redis). */
+  redisPrefix: string;
   /** Maximum request body in bytes. */
   bodyLimit: number;
   /** Trust X-Forwarded-For (only behind a reverse proxy you control). */
@@ -77,6 +93,7 @@ export function defaultConfig(): Config {
     issuer: "skytale-api",
     audience: "skytale-relay",
     relayUrl: null,
+    relayUrls: [],
     tokenTtlSeconds: 3600,
     credentialTtlSeconds: 30 * 24 * 3600,
     argon2: { memoryCost: 19456, timeCost: 2, parallelism: 1 },
@@ -91,7 +108,11 @@ export function defaultConfig(): Config {
       authFailuresPerIp: 20,
       authFailuresPerKey: 10,
       argon2MaxPending: 64,
+      argon2LeaseMs: 30_000,
     },
+    limitsBackend: "auto",
+    redisUrl: undefined,
+    redisPrefix: "skytale:api:",
     bodyLimit: 16 * 1024,
     trustProxy: false,
     logLevel: "info",
@@ -115,6 +136,32 @@ function str(env: NodeJS.ProcessEnv, name: string): string | undefined {
   return raw === undefined || raw === "" ? undefined : raw;
 }
 
+/** Splits a comma-separated list, trimming entries and dropping empty ones. */
+function list(raw: string | undefined): string[] {
+  return (raw ?? "")
+    .split(",")
+    .map((x) => x.trim())
+    .filter((x) => x.length > 0);
+}
+
+/**
+ * The relay addresses clients are given, in order: `relayUrl` first, then `relayUrls` without
+ * duplicates. Empty when none is configured.
+ */
+export function relayList(c: Pick<Config, "relayUrl" | "relayUrls">): string[] {
+  const out: string[] = [];
+  for (const u of [c.relayUrl, ...(c.relayUrls ?? [])]) if (u && !out.includes(u)) out.push(u);
+  return out;
+}
+
+const BACKENDS: readonly LimitsBackendSetting[] = ["auto", "memory", "postgres", "redis"];
+
+function limitsBackend(raw: string | undefined): LimitsBackendSetting {
+  const v = (raw ?? "auto") as LimitsBackendSetting;
+  if (!BACKENDS.includes(v)) throw new ConfigError(`SKYTALE_LIMITS_BACKEND must be one of ${BACKENDS.join(", ")}`);
+  return v;
+}
+
 /** Reads the configuration from environment variables (see README.md for the list). */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const d = defaultConfig();
@@ -128,7 +175,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     previousSigningKeysPem: str(env, "SKYTALE_PREVIOUS_SIGNING_KEYS"),
     issuer: str(env, "SKYTALE_ISSUER") ?? d.issuer,
     audience: d.audience,
-    relayUrl: str(env, "SKYTALE_RELAY_URL") ?? null,
+    relayUrl: str(env, "SKYTALE_RELAY_URL") ?? list(env.SKYTALE_RELAY_URLS)[0] ?? null,
+    relayUrls: list(env.SKYTALE_RELAY_URLS),
     tokenTtlSeconds: int(env, "SKYTALE_TOKEN_TTL_SECONDS", d.tokenTtlSeconds, 1),
     credentialTtlSeconds: int(env, "SKYTALE_CREDENTIAL_TTL_SECONDS", d.credentialTtlSeconds, 1),
     argon2: {
@@ -147,7 +195,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       authFailuresPerIp: int(env, "SKYTALE_RATE_AUTH_FAILURES_PER_IP", r.authFailuresPerIp, 1),
       authFailuresPerKey: int(env, "SKYTALE_RATE_AUTH_FAILURES_PER_KEY", r.authFailuresPerKey, 1),
       argon2MaxPending: int(env, "SKYTALE_ARGON2_MAX_PENDING", r.argon2MaxPending, 1),
+      argon2LeaseMs: int(env, "SKYTALE_ARGON2_LEASE_MS", r.argon2LeaseMs, 10),
     },
+    limitsBackend: limitsBackend(str(env, "SKYTALE_LIMITS_BACKEND")),
+    redisUrl: str(env, "SKYTALE_REDIS_URL"),
+    redisPrefix: str(env, "SKYTALE_REDIS_PREFIX") ?? d.redisPrefix,
     bodyLimit: int(env, "SKYTALE_BODY_LIMIT", d.bodyLimit, 256),
     trustProxy: env.SKYTALE_TRUST_PROXY === "1" || env.SKYTALE_TRUST_PROXY === "true",
     logLevel: str(env, "LOG_LEVEL") ?? d.logLevel,

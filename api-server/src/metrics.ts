@@ -61,6 +61,7 @@ export class Metrics {
   readonly authFailures = new Counter("skytale_api_auth_failures_total", "Failed API key authentications by code.");
   readonly rateLimited = new Counter("skytale_api_rate_limited_total", "Requests refused with 429 by limiter.");
   readonly argon2Verify = new Histogram("skytale_api_argon2_verify_seconds", "Argon2id verification time.", SECONDS);
+  readonly limitsFallbacks = new Counter("skytale_api_limits_fallbacks_total", "Limit checks answered from this instance's memory because the shared backend failed.");
   readonly keyCacheHits = new Counter("skytale_api_key_cache_hits_total", "API key checks answered from the verified-key cache.");
   readonly accountsCreated = new Counter("skytale_api_accounts_created_total", "Accounts created.");
   readonly credentialsIssued = new Counter("skytale_api_credentials_issued_total", "Agent credentials issued (registrations, renewals, rotations).");
@@ -78,6 +79,7 @@ export class Metrics {
         this.authFailures,
         this.rateLimited,
         this.argon2Verify,
+        this.limitsFallbacks,
         this.keyCacheHits,
         this.accountsCreated,
         this.credentialsIssued,

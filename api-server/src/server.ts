@@ -2,16 +2,22 @@
 
 import { Authenticator } from "./auth/authenticator.js";
 import { KeyCache } from "./auth/keyCache.js";
-import { WindowLimiter } from "./auth/limiter.js";
 import { buildApp } from "./app.js";
 import { defaultConfig, type Config } from "./config.js";
 import { openDatabase } from "./db/index.js";
+import { openLimits, WindowLimiter, type Limits, type LimitsBackend } from "./limits/index.js";
 import { Metrics } from "./metrics.js";
 import type { Services } from "./services.js";
 import { loadKeyRing } from "./signing/keyRing.js";
 import type { FastifyInstance } from "fastify";
 
-export { defaultConfig, loadConfig, type Config } from "./config.js";
+export { defaultConfig, loadConfig, relayList, type Config } from "./config.js";
+
+/** Hooks for tests and embedding (not configuration). */
+export interface ServerHooks {
+  /** Replaces the Argon2id verification, e.g. to hold one open while observing the in-flight cap. */
+  verifyApiKey?: (phc: string, key: string) => Promise<boolean>;
+}
 
 /** A running server. */
 export interface RunningServer {
@@ -23,13 +29,15 @@ export interface RunningServer {
   app: FastifyInstance;
   /** Key id (`kid`) that signs new tokens. */
   signingKid: string;
+  /** Where rate limits and Argon2id slots are counted. */
+  limitsBackend: LimitsBackend;
 }
 
 /**
  * Starts the API server with `config` (fields not given take the production defaults of
  * {@link defaultConfig}). Runs migrations, loads or creates the signing key, and listens.
  */
-export async function startServer(config: Partial<Config> = {}): Promise<RunningServer> {
+export async function startServer(config: Partial<Config> = {}, hooks: ServerHooks = {}): Promise<RunningServer> {
   const d = defaultConfig();
   const cfg: Config = {
     ...d,
@@ -41,38 +49,62 @@ export async function startServer(config: Partial<Config> = {}): Promise<Running
   const db = await openDatabase(cfg);
   const metrics = new Metrics();
   const cache = new KeyCache(cfg.keyCacheTtlMs);
-  const failuresPerIp = new WindowLimiter(cfg.rateLimits.authFailuresPerIp);
-  const failuresPerKey = new WindowLimiter(cfg.rateLimits.authFailuresPerKey);
-  const tokensPerKey = new WindowLimiter(cfg.rateLimits.tokensPerKey);
-  const auth = new Authenticator({ db, cache, failuresPerIp, failuresPerKey, metrics, argon2: cfg.argon2, maxPending: cfg.rateLimits.argon2MaxPending });
+  let app: FastifyInstance | undefined;
+  const warn = (fields: Record<string, unknown>, msg: string) => {
+    if (app) app.log.warn(fields, msg);
+    else console.error(`skytale-api warning: ${msg}`);
+  };
+  let limits: Limits;
+  try {
+    limits = await openLimits(cfg, db, metrics, warn);
+  } catch (err) {
+    await db.close().catch(() => undefined);
+    throw err;
+  }
+  const r = cfg.rateLimits;
+  const failuresPerIp = new WindowLimiter(limits.counters, "auth_fail_ip", r.authFailuresPerIp);
+  const failuresPerKey = new WindowLimiter(limits.counters, "auth_fail_key", r.authFailuresPerKey);
+  const tokensPerKey = new WindowLimiter(limits.counters, "tokens_key", r.tokensPerKey);
+  const auth = new Authenticator({
+    db,
+    cache,
+    failuresPerIp,
+    failuresPerKey,
+    metrics,
+    argon2: cfg.argon2,
+    argon2Slots: limits.argon2,
+    ...(hooks.verifyApiKey ? { verify: hooks.verifyApiKey } : {}),
+  });
   const stopAll = async (): Promise<void> => {
-    for (const l of [failuresPerIp, failuresPerKey, tokensPerKey]) l.stop();
+    await limits.close();
     await db.close();
   };
 
-  let app: FastifyInstance;
+  let started: FastifyInstance;
   try {
     await auth.init();
-    const services: Services = { config: cfg, db, ring, metrics, auth, cache, tokensPerKey };
-    app = await buildApp(services);
+    const services: Services = { config: cfg, db, ring, metrics, auth, cache, tokensPerKey, limits };
+    started = app = await buildApp(services);
     await app.listen({ host: cfg.host, port: cfg.port });
   } catch (err) {
+    await app?.close().catch(() => undefined);
     await stopAll().catch(() => undefined);
     throw err;
   }
-  const addr = app.server.address();
+  const addr = started.server.address();
   const port = typeof addr === "object" && addr ? addr.port : cfg.port;
   const host = cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host;
-  app.log.info({ database: db.kind, signingKeys: ring.publicKeys.length, keySource: ring.source, kid: ring.signer.kid }, "started");
+  started.log.info({ database: db.kind, limits: limits.backend, signingKeys: ring.publicKeys.length, keySource: ring.source, kid: ring.signer.kid }, "started");
 
   let closing: Promise<void> | undefined;
   return {
     url: `http://${host}:${port}`,
-    app,
+    app: started,
     signingKid: ring.signer.kid,
+    limitsBackend: limits.backend,
     close: () =>
       (closing ??= (async () => {
-        await app.close();
+        await started.close();
         await stopAll();
       })()),
   };

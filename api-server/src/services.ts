@@ -2,7 +2,7 @@
 
 import type { Authenticator, AuthContext } from "./auth/authenticator.js";
 import type { KeyCache } from "./auth/keyCache.js";
-import type { WindowLimiter } from "./auth/limiter.js";
+import type { Limits, WindowLimiter } from "./limits/index.js";
 import type { Config } from "./config.js";
 import type { Db } from "./db/index.js";
 import type { Metrics } from "./metrics.js";
@@ -18,6 +18,8 @@ export interface Services {
   cache: KeyCache;
   /** Successful `POST /v1/tokens` per key prefix. */
   tokensPerKey: WindowLimiter;
+  /** The counters (shared or not) behind every rate limit, and the Argon2id slots. */
+  limits: Limits;
 }
 
 declare module "fastify" {

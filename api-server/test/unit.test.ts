@@ -10,8 +10,9 @@ import { afterAll, describe, expect, it } from "vitest";
 import { generateApiKey, hashApiKey, isWellFormedKey, lookupPrefix, verifyApiKey } from "../src/auth/apiKey.js";
 import { Authenticator, bearerKey } from "../src/auth/authenticator.js";
 import { KeyCache } from "../src/auth/keyCache.js";
-import { WindowLimiter } from "../src/auth/limiter.js";
-import { ConfigError, defaultConfig, loadConfig } from "../src/config.js";
+import { LocalSemaphore, MemoryCounterStore } from "../src/limits/memory.js";
+import { WindowLimiter } from "../src/limits/window.js";
+import { ConfigError, defaultConfig, loadConfig, relayList } from "../src/config.js";
 import { listMigrations, migrate } from "../src/db/migrate.js";
 import { openPglite } from "../src/db/pglite.js";
 import { listRevocations } from "../src/store/revocations.js";
@@ -73,14 +74,15 @@ describe("API keys", () => {
 describe("Authenticator", () => {
   it("caps Argon2id verifications in flight: the overflow gets rate_limited without hashing", async () => {
     const db = { kind: "pglite", query: async () => [] } as unknown as Db;
+    const store = new MemoryCounterStore();
     const auth = new Authenticator({
       db,
       cache: new KeyCache(0),
-      failuresPerIp: new WindowLimiter(1000),
-      failuresPerKey: new WindowLimiter(1000),
+      failuresPerIp: new WindowLimiter(store, "ip", 1000),
+      failuresPerKey: new WindowLimiter(store, "key", 1000),
       metrics: new Metrics(),
       argon2: FAST,
-      maxPending: 1,
+      argon2Slots: new LocalSemaphore(1),
     });
     await auth.init();
     const results = await Promise.allSettled(
@@ -91,20 +93,41 @@ describe("Authenticator", () => {
   });
 });
 
-describe("WindowLimiter", () => {
-  it("blocks after `limit` hits per window and resets after it", () => {
+describe("WindowLimiter (memory)", () => {
+  it("blocks after `limit` hits per window and resets after it; take() counts atomically", async () => {
     let now = 1_000_000;
-    const l = new WindowLimiter(2, 60_000, () => now);
-    expect(l.take("a")).toBe(0);
-    expect(l.take("a")).toBe(0);
-    expect(l.take("a")).toBe(60);
-    expect(l.blockedFor("b")).toBe(0);
+    const store = new MemoryCounterStore(() => now);
+    const l = new WindowLimiter(store, "t", 2, 60_000);
+    expect(await l.take("a")).toBe(0);
+    expect(await l.take("a")).toBe(0);
+    expect(await l.take("a")).toBe(60);
+    expect(await l.blockedFor("b")).toBe(0);
     now += 30_000;
-    expect(l.blockedFor("a")).toBe(30);
+    expect(await l.blockedFor("a")).toBe(30);
     now += 30_001;
-    expect(l.take("a")).toBe(0);
-    l.sweep();
-    l.stop();
+    expect(await l.blockedFor("a")).toBe(0);
+    expect(await l.take("a")).toBe(0);
+    await l.hit("b");
+    expect(await store.peek("t:b")).toEqual({ count: 1, resetMs: 60_000 });
+    // Another limiter on the same store has its own namespace.
+    expect(await new WindowLimiter(store, "u", 1).blockedFor("b")).toBe(0);
+    now += 60_000;
+    store.sweep();
+    expect(await store.peek("t:a")).toEqual({ count: 0, resetMs: 0 });
+    await store.close();
+  });
+
+  it("LocalSemaphore: at most `max` leases, release is idempotent", async () => {
+    const s = new LocalSemaphore(2);
+    const a = await s.tryAcquire();
+    const b = await s.tryAcquire();
+    expect(a && b).toBeTruthy();
+    expect(await s.tryAcquire()).toBeNull();
+    await a!.release();
+    await a!.release();
+    expect(s.inUse).toBe(1);
+    expect(await s.tryAcquire()).not.toBeNull();
+    expect(await s.tryAcquire()).toBeNull();
   });
 });
 
@@ -266,10 +289,31 @@ describe("config", () => {
     expect(loadConfig({ SKYTALE_CREDENTIAL_TTL_SECONDS: "60" }).credentialTtlSeconds).toBe(60);
   });
 
+  it("relay lists: SKYTALE_RELAY_URL first, then SKYTALE_RELAY_URLS without duplicates", () => {
+    expect(relayList(loadConfig({}))).toEqual([]);
+    expect(relayList(loadConfig({ SKYTALE_RELAY_URL: "iroh://a@h:1" }))).toEqual(["iroh://a@h:1"]);
+    const both = loadConfig({ SKYTALE_RELAY_URL: "iroh://a@h:1", SKYTALE_RELAY_URLS: " iroh://b@h:2, iroh://a@h:1,,iroh://c@h:3 " });
+    expect(relayList(both)).toEqual(["iroh://a@h:1", "iroh://b@h:2", "iroh://c@h:3"]);
+    const only = loadConfig({ SKYTALE_RELAY_URLS: "iroh://b@h:2,iroh://c@h:3" });
+    expect(only.relayUrl).toBe("iroh://b@h:2");
+    expect(relayList(only)).toEqual(["iroh://b@h:2", "iroh://c@h:3"]);
+  });
+
+  it("limits backend: auto by default, redis settings, validation", () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({ limitsBackend: "auto", redisUrl: undefined, redisPrefix: "skytale:api:" });
+    expect(c.rateLimits.argon2LeaseMs).toBe(30_000);
+    const r = loadConfig({ SKYTALE_REDIS_URL: "redis://127.0.0.1:6379", SKYTALE_REDIS_PREFIX: "x:", SKYTALE_LIMITS_BACKEND: "redis", SKYTALE_ARGON2_LEASE_MS: "500" });
+    expect(r).toMatchObject({ redisUrl: "redis://127.0.0.1:6379", redisPrefix: "x:", limitsBackend: "redis" });
+    expect(r.rateLimits.argon2LeaseMs).toBe(500);
+    expect(() => loadConfig({ SKYTALE_LIMITS_BACKEND: "etcd" })).toThrow(ConfigError);
+  });
+
   it("migrations are versioned files", () => {
     const m = listMigrations();
     expect(m[0]).toMatchObject({ version: 1, name: "init" });
     expect(m[1]).toMatchObject({ version: 2, name: "agents" });
+    expect(m[2]).toMatchObject({ version: 3, name: "limits" });
     expect(m.map((x) => x.version)).toEqual([...m.map((x) => x.version)].sort((a, b) => a - b));
   });
 });
@@ -283,7 +327,7 @@ describe("migration 0002_agents", () => {
       await db.query("INSERT INTO accounts (id, email, name, org) VALUES ('acct_1', 'a@b.c', 'A', 'acme')");
       await db.query("INSERT INTO api_keys (id, account_id, name, prefix, hash) VALUES ('key_live', 'acct_1', 'k', 'p1', 'h'), ('key_gone', 'acct_1', 'k', 'p2', 'h')");
       await db.query("UPDATE api_keys SET revoked_at = now() WHERE id = 'key_gone'");
-      expect(await migrate(db, all)).toEqual([2]);
+      expect(await migrate(db, all.slice(0, 2))).toEqual([2]);
       expect(await db.query("SELECT id, role, identity FROM api_keys ORDER BY id")).toEqual([
         { id: "key_gone", role: "admin", identity: null },
         { id: "key_live", role: "admin", identity: null },
@@ -292,6 +336,7 @@ describe("migration 0002_agents", () => {
       // An agent key must name its identity, an admin key must not.
       await expect(db.query("INSERT INTO api_keys (id, account_id, name, prefix, hash, role) VALUES ('k3', 'acct_1', 'k', 'p3', 'h', 'agent')")).rejects.toThrow();
       await expect(db.query("INSERT INTO api_keys (id, account_id, name, prefix, hash, identity) VALUES ('k4', 'acct_1', 'k', 'p4', 'h', 'bot')")).rejects.toThrow();
+      expect(await migrate(db, all)).toEqual([3]);
       expect(await migrate(db, all)).toEqual([]);
     } finally {
       await db.close();
@@ -305,6 +350,7 @@ describe("startServer (embedded)", () => {
     try {
       expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
       expect(server.url).not.toMatch(/:0$/);
+      expect(server.limitsBackend).toBe("memory");
       const r = await fetch(`${server.url}/health`);
       expect(await r.json()).toEqual({ status: "ok", database: "pglite" });
       const k = await fetch(`${server.url}/.well-known/jwks.json`);

@@ -15,6 +15,8 @@
 //!   [--only fanout,cpu,memory] [--subscribers 1000] [--messages 200] [--history 100000]
 //! ```
 //! With `--old`, every phase runs against both binaries (same process, one after the other).
+//! Subscribers are made channel members first (commits declaring them `added`, as clients do),
+//! since the relay serves members only.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use iroh::Endpoint;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use skytale_proto::conn::{client_endpoint, RelayAddr, RelayConnection};
-use skytale_proto::frames::{Body, Kind};
+use skytale_proto::frames::{Body, Commit, Kind};
 use tokio::task::JoinSet;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -121,6 +123,9 @@ impl Relay {
             .env("SKYTALE_RELAY_FRAMES_PER_SECOND", "10000000")
             .env("SKYTALE_RELAY_BURST", "10000000")
             .env("SKYTALE_RELAY_MAX_CONNECTIONS", "10000")
+            .env("SKYTALE_RELAY_MAX_CONNECTIONS_PER_IP", "10000")
+            .env("SKYTALE_RELAY_MAX_CONNECTIONS_PER_ORG", "10000")
+            .env("SKYTALE_RELAY_MAX_UNAUTHENTICATED", "10000")
             .env("SKYTALE_RELAY_OUTBOUND_QUEUE", "65536")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -189,8 +194,34 @@ impl Client {
     }
 }
 
-/// Sends `n` messages of `size` bytes with up to `window` in flight; returns the wall time.
-async fn flood(c: &RelayConnection, ch: &str, tag: &str, n: u64, size: usize, window: usize) -> Res<Duration> {
+/// Adds `members` to `ch`'s roster with commits of at most 1,000 identities each, starting at
+/// `epoch`; returns the channel's epoch afterwards.
+async fn add_members(c: &RelayConnection, ch: &str, mut epoch: u64, members: &[String]) -> Res<u64> {
+    for (i, chunk) in members.chunks(1000).enumerate() {
+        let commit = Commit {
+            channel: ch.to_string(),
+            client_msg_id: format!("add-{i}"),
+            epoch,
+            payload: vec![3u8; 64],
+            added: chunk.to_vec(),
+            ..Default::default()
+        };
+        epoch = c.commit(commit).await?.epoch;
+    }
+    Ok(epoch)
+}
+
+/// Sends `n` messages of `size` bytes at `epoch` with up to `window` in flight; returns the
+/// wall time.
+async fn flood(
+    c: &RelayConnection,
+    ch: &str,
+    epoch: u64,
+    tag: &str,
+    n: u64,
+    size: usize,
+    window: usize,
+) -> Res<Duration> {
     let t0 = Instant::now();
     let mut set: JoinSet<Res<()>> = JoinSet::new();
     for i in 0..n {
@@ -202,7 +233,7 @@ async fn flood(c: &RelayConnection, ch: &str, tag: &str, n: u64, size: usize, wi
         let c = c.clone();
         let (ch, id) = (ch.to_string(), format!("{tag}-{i}"));
         set.spawn(async move {
-            c.send(&ch, &id, Kind::Application, 0, vec![7u8; size]).await?;
+            c.send(&ch, &id, Kind::Application, epoch, vec![7u8; size]).await?;
             Ok(())
         });
     }
@@ -219,6 +250,8 @@ async fn fanout(r: &Relay, s: &Signer, a: &Args) -> Res<serde_json::Value> {
     let mut cl = Client::new();
     let (sender, _ps) = cl.connect(r, s, "sender").await?;
     sender.create_channel(ch).await?;
+    let members: Vec<String> = (0..subs).map(|i| format!("sub-{i}")).collect();
+    let epoch = add_members(&sender, ch, 0, &members).await?;
     let count = Arc::new(AtomicU64::new(0));
     let mut conns = Vec::new();
     let t_conn = Instant::now();
@@ -239,7 +272,7 @@ async fn fanout(r: &Relay, s: &Signer, a: &Args) -> Res<serde_json::Value> {
     let (cpu0, _) = r.usage()?;
     let t0 = Instant::now();
     let want = msgs * subs as u64;
-    flood(&sender, ch, "f", msgs, 256, a.num("window", 32) as usize).await?;
+    flood(&sender, ch, epoch, "f", msgs, 256, a.num("window", 32) as usize).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while count.load(Ordering::Relaxed) < want && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -269,7 +302,7 @@ async fn cpu(r: &Relay, s: &Signer, a: &Args) -> Res<serde_json::Value> {
         let c = c.clone();
         async move {
             let (cpu0, _) = r.usage()?;
-            let wall = flood(&c, ch, tag, sends, 256, window).await?;
+            let wall = flood(&c, ch, 0, tag, sends, 256, window).await?;
             let (cpu1, _) = r.usage()?;
             Res::Ok(((cpu1 - cpu0) / sends as f64 * 1e6, wall.as_secs_f64() / sends as f64 * 1e6))
         }
@@ -277,7 +310,7 @@ async fn cpu(r: &Relay, s: &Signer, a: &Args) -> Res<serde_json::Value> {
     let (empty_cpu_us, empty_wall_us) = measure("empty").await?;
     let fill = history.saturating_sub(sends);
     let t_fill = Instant::now();
-    flood(&c, ch, "fill", fill, 256, 64).await?;
+    flood(&c, ch, 0, "fill", fill, 256, 64).await?;
     let fill_s = t_fill.elapsed().as_secs_f64();
     let (full_cpu_us, full_wall_us) = measure("full").await?;
     let last = c.channel_state(ch).await?.last_seq;
@@ -295,8 +328,16 @@ async fn memory(r: &Relay, s: &Signer, a: &Args) -> Res<serde_json::Value> {
     let channels = agents.max(per);
     let mut cl = Client::new();
     let (admin, _pa) = cl.connect(r, s, "admin").await?;
-    for k in 0..channels {
-        admin.create_channel(&format!("bench/mem/c{k}")).await?;
+    let mut members: Vec<Vec<String>> = vec![Vec::new(); channels];
+    for i in 0..agents {
+        for k in 0..per {
+            members[(i * per + k) % channels].push(format!("agent-{i}"));
+        }
+    }
+    for (k, m) in members.iter().enumerate() {
+        let ch = format!("bench/mem/c{k}");
+        admin.create_channel(&ch).await?;
+        add_members(&admin, &ch, 0, m).await?;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, rss0) = r.usage()?;

@@ -140,8 +140,11 @@ impl Verifier {
         };
         let mut last = self.last_fetch.lock().await;
         if !force {
+            // Without any key yet (the API server was not up when the relay started, as in a
+            // cluster started relays-first), nothing verifies: retry after a second.
+            let min = if lock(&self.jwks).is_empty() { 1 } else { self.cfg.jwks_min_refetch_secs };
             if let Some(t) = *last {
-                if t.elapsed() < Duration::from_secs(self.cfg.jwks_min_refetch_secs) {
+                if t.elapsed() < Duration::from_secs(min) {
                     return Ok(false);
                 }
             }

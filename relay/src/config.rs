@@ -12,10 +12,17 @@
 //! audience = "skytale-relay"
 //! [limits]
 //! max_frame_bytes = 262144
+//! max_connections_per_ip = 256
+//! max_channels_per_org = 100000
+//! [store]
+//! kind = "sqlite"                    # or "nats": a relay cluster on NATS JetStream
+//! nats_url = "nats://127.0.0.1:4222" # comma-separated servers of the NATS cluster
 //! ```
 //! Env overrides: `SKYTALE_RELAY_DATA_DIR`, `_LISTEN`, `_HTTP_LISTEN`, `_PUBLIC_HOST`,
 //! `_JWKS_URL`, `_PUBLIC_KEY`, `_ISSUER`, `_AUDIENCE`, `_LEEWAY_SECS`, and every `[limits]` key
-//! upper-cased (e.g. `SKYTALE_RELAY_MAX_FRAME_BYTES`, `SKYTALE_RELAY_AUTH_TIMEOUT_MS`).
+//! upper-cased (e.g. `SKYTALE_RELAY_MAX_FRAME_BYTES`, `SKYTALE_RELAY_AUTH_TIMEOUT_MS`,
+//! `SKYTALE_RELAY_MAX_ARCHIVE_BYTES_PER_ORG`), and `SKYTALE_RELAY_STORE` (`sqlite`|`nats`),
+//! `SKYTALE_RELAY_NATS_URL`, `_NATS_PREFIX`, `_NATS_REPLICAS`, `_NATS_CACHED_CHANNELS`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +47,58 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Limits.
     pub limits: Limits,
+    /// Where the relay keeps its state.
+    pub store: StoreConfig,
+}
+
+/// Which store backend, and its settings.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// Embedded SQLite in `data_dir` (one relay node).
+    #[default]
+    Sqlite,
+    /// NATS JetStream: several relay nodes share the cluster.
+    Nats,
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = RelayError;
+    fn from_str(s: &str) -> Result<StoreKind> {
+        match s {
+            "sqlite" => Ok(StoreKind::Sqlite),
+            "nats" => Ok(StoreKind::Nats),
+            _ => Err(RelayError::Config(format!("store must be sqlite or nats, not {s:?}"))),
+        }
+    }
+}
+
+/// Store settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Backend.
+    pub kind: StoreKind,
+    /// NATS servers, comma-separated.
+    pub nats_url: String,
+    /// Prefix of the JetStream streams, subjects and KV buckets.
+    pub nats_prefix: String,
+    /// Replicas of the streams and buckets; 0 = the cluster's size, up to 3.
+    pub nats_replicas: usize,
+    /// Channels each node keeps in memory.
+    pub nats_cached_channels: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Sqlite,
+            nats_url: "nats://127.0.0.1:4222".to_string(),
+            nats_prefix: "skytale".to_string(),
+            nats_replicas: 0,
+            nats_cached_channels: 10_000,
+        }
+    }
 }
 
 /// Token verification settings.
@@ -92,6 +151,13 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Max concurrent connections → `SKYTALE_TOO_MANY_CONNECTIONS`.
     pub max_connections: usize,
+    /// Max concurrent connections from one IP address → `SKYTALE_TOO_MANY_CONNECTIONS`.
+    pub max_connections_per_ip: usize,
+    /// Max concurrent authenticated connections of one org → `SKYTALE_TOO_MANY_CONNECTIONS`.
+    pub max_connections_per_org: usize,
+    /// Max concurrent connections that have not authenticated yet (each has `auth_timeout_ms`)
+    /// → `SKYTALE_TOO_MANY_CONNECTIONS`.
+    pub max_unauthenticated: usize,
     /// Token-bucket refill rate per identity (frames/s) → `SKYTALE_RATE_LIMITED`.
     pub frames_per_second: f64,
     /// Token-bucket size per identity.
@@ -110,6 +176,23 @@ pub struct Limits {
     pub archive_ttl_secs: u64,
     /// Max items per `Fetch`.
     pub max_fetch: u32,
+    /// Max payload bytes per `Fetch` reply (one larger item is still sent alone); `Done.more`
+    /// tells the client to resume from `Done.last_seq`.
+    pub max_fetch_bytes: usize,
+    /// Max identities in a commit's `added` (and `removed`) list → `SKYTALE_INVALID_REQUEST`.
+    pub max_commit_added: usize,
+    /// Queued welcomes older than this are deleted (seconds).
+    pub welcome_ttl_secs: u64,
+    /// Stored key packages older than this are deleted (seconds).
+    pub key_package_ttl_secs: u64,
+    /// Channels per org → `SKYTALE_QUOTA_EXCEEDED`.
+    pub max_channels_per_org: u64,
+    /// Stored invites (incl. revoked ones until pruned) per org → `SKYTALE_QUOTA_EXCEEDED`.
+    pub max_invites_per_org: u64,
+    /// Stored key packages per org → `SKYTALE_QUOTA_EXCEEDED`.
+    pub max_key_packages_per_org: u64,
+    /// Archived payload bytes (items and queued welcomes) per org → `SKYTALE_QUOTA_EXCEEDED`.
+    pub max_archive_bytes_per_org: u64,
     /// Longest invite lifetime (seconds); a later `CreateInvite.expires_at` is capped to it.
     pub max_invite_ttl_secs: u64,
     /// Largest `CreateInvite.max_uses`; larger values are capped to it.
@@ -121,6 +204,9 @@ impl Default for Limits {
         Limits {
             max_frame_bytes: skytale_proto::DEFAULT_MAX_FRAME_SIZE,
             max_connections: 1024,
+            max_connections_per_ip: 256,
+            max_connections_per_org: 1024,
+            max_unauthenticated: 128,
             frames_per_second: 100.0,
             burst: 200.0,
             max_pending_welcomes: 100,
@@ -130,6 +216,14 @@ impl Default for Limits {
             outbound_queue: 8192,
             archive_ttl_secs: 7 * 24 * 3600,
             max_fetch: 1000,
+            max_fetch_bytes: 4 * 1024 * 1024,
+            max_commit_added: 1000,
+            welcome_ttl_secs: 7 * 24 * 3600,
+            key_package_ttl_secs: 30 * 24 * 3600,
+            max_channels_per_org: 100_000,
+            max_invites_per_org: 100_000,
+            max_key_packages_per_org: 1_000_000,
+            max_archive_bytes_per_org: 10 * 1024 * 1024 * 1024,
             max_invite_ttl_secs: 30 * 24 * 3600,
             max_invite_uses: 10_000,
         }
@@ -145,6 +239,7 @@ impl Default for Config {
             public_host: None,
             auth: AuthConfig::default(),
             limits: Limits::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -161,6 +256,20 @@ fn parse_env<T: std::str::FromStr>(name: &str, target: &mut T) -> Result<()> {
 }
 
 impl Config {
+    /// Settings of the JetStream store (used when `store.kind` is `nats`).
+    pub fn nats(&self) -> crate::store::NatsConfig {
+        crate::store::NatsConfig {
+            servers: self.store.nats_url.clone(),
+            prefix: self.store.nats_prefix.clone(),
+            replicas: self.store.nats_replicas,
+            archive_ttl: std::time::Duration::from_secs(self.limits.archive_ttl_secs),
+            welcome_ttl: std::time::Duration::from_secs(self.limits.welcome_ttl_secs),
+            key_package_ttl: std::time::Duration::from_secs(self.limits.key_package_ttl_secs),
+            invite_ttl: std::time::Duration::from_secs(self.limits.max_invite_ttl_secs),
+            max_cached_channels: self.store.nats_cached_channels,
+        }
+    }
+
     /// Loads the TOML file (if given) and applies env overrides.
     pub fn load(path: Option<&std::path::Path>) -> Result<Config> {
         let mut cfg = match path {
@@ -207,6 +316,9 @@ impl Config {
         let l = &mut self.limits;
         parse_env("MAX_FRAME_BYTES", &mut l.max_frame_bytes)?;
         parse_env("MAX_CONNECTIONS", &mut l.max_connections)?;
+        parse_env("MAX_CONNECTIONS_PER_IP", &mut l.max_connections_per_ip)?;
+        parse_env("MAX_CONNECTIONS_PER_ORG", &mut l.max_connections_per_org)?;
+        parse_env("MAX_UNAUTHENTICATED", &mut l.max_unauthenticated)?;
         parse_env("FRAMES_PER_SECOND", &mut l.frames_per_second)?;
         parse_env("BURST", &mut l.burst)?;
         parse_env("MAX_PENDING_WELCOMES", &mut l.max_pending_welcomes)?;
@@ -216,8 +328,26 @@ impl Config {
         parse_env("OUTBOUND_QUEUE", &mut l.outbound_queue)?;
         parse_env("ARCHIVE_TTL_SECS", &mut l.archive_ttl_secs)?;
         parse_env("MAX_FETCH", &mut l.max_fetch)?;
+        parse_env("MAX_FETCH_BYTES", &mut l.max_fetch_bytes)?;
+        parse_env("MAX_COMMIT_ADDED", &mut l.max_commit_added)?;
+        parse_env("WELCOME_TTL_SECS", &mut l.welcome_ttl_secs)?;
+        parse_env("KEY_PACKAGE_TTL_SECS", &mut l.key_package_ttl_secs)?;
+        parse_env("MAX_CHANNELS_PER_ORG", &mut l.max_channels_per_org)?;
+        parse_env("MAX_INVITES_PER_ORG", &mut l.max_invites_per_org)?;
+        parse_env("MAX_KEY_PACKAGES_PER_ORG", &mut l.max_key_packages_per_org)?;
+        parse_env("MAX_ARCHIVE_BYTES_PER_ORG", &mut l.max_archive_bytes_per_org)?;
         parse_env("MAX_INVITE_TTL_SECS", &mut l.max_invite_ttl_secs)?;
         parse_env("MAX_INVITE_USES", &mut l.max_invite_uses)?;
+        let st = &mut self.store;
+        parse_env("STORE", &mut st.kind)?;
+        if let Some(v) = env("NATS_URL") {
+            st.nats_url = v;
+        }
+        if let Some(v) = env("NATS_PREFIX") {
+            st.nats_prefix = v;
+        }
+        parse_env("NATS_REPLICAS", &mut st.nats_replicas)?;
+        parse_env("NATS_CACHED_CHANNELS", &mut st.nats_cached_channels)?;
         Ok(())
     }
 
@@ -226,6 +356,10 @@ impl Config {
             return Err(RelayError::Config(
                 "set auth.jwks_url or auth.public_key (SKYTALE_RELAY_JWKS_URL / SKYTALE_RELAY_PUBLIC_KEY)".to_string(),
             ));
+        }
+        let p = &self.store.nats_prefix;
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(RelayError::Config("store.nats_prefix must be [A-Za-z0-9_]+".to_string()));
         }
         let l = &self.limits;
         if l.max_frame_bytes < 1024 || l.max_frame_bytes > 16 * 1024 * 1024 {
@@ -237,9 +371,18 @@ impl Config {
             || l.max_fetch == 0
             || l.max_invite_ttl_secs == 0
             || l.max_invite_uses == 0
+            || l.max_fetch_bytes == 0
+            || l.max_commit_added == 0
+            || l.welcome_ttl_secs == 0
+            || l.key_package_ttl_secs == 0
+            || l.max_connections_per_ip == 0
+            || l.max_connections_per_org == 0
+            || l.max_unauthenticated == 0
         {
             return Err(RelayError::Config(
-                "limits.frames_per_second, burst, outbound_queue, max_fetch, max_invite_ttl_secs, max_invite_uses must be positive"
+                "limits.frames_per_second, burst, outbound_queue, max_fetch, max_fetch_bytes, max_commit_added, \
+                 max_invite_ttl_secs, max_invite_uses, welcome_ttl_secs, key_package_ttl_secs, \
+                 max_connections_per_ip, max_connections_per_org, max_unauthenticated must be positive"
                     .to_string(),
             ));
         }

@@ -11,7 +11,11 @@ pub enum RelayError {
     /// A store (SQLite) operation failed.
     #[error("store: {0}")]
     Store(#[from] rusqlite::Error),
-    /// The storage thread is gone.
+    /// A cluster store refused an append because its channel moved on another relay node
+    /// (the store's view is current again; the channel actor decides anew and retries).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The storage thread is gone (or a storage backend failed).
     #[error("storage: {0}")]
     Storage(String),
     /// Filesystem or socket I/O failed.

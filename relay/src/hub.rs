@@ -76,6 +76,11 @@ impl Online {
         }
     }
 
+    /// Whether an identity has a connection (so a push is worth encoding).
+    pub fn is_online(&self, org: &str, identity: &str) -> bool {
+        self.lock().contains_key(&(org.to_string(), identity.to_string()))
+    }
+
     /// Pushes a frame to every connection of an identity.
     pub fn push(&self, org: &str, identity: &str, frame: &Bytes) {
         if let Some(conns) = self.lock().get(&(org.to_string(), identity.to_string())) {

@@ -1,11 +1,14 @@
 //! # skytale-relay
 //!
 //! The Skytale relay: a blind MLS delivery service over iroh QUIC. It authenticates clients
-//! with EdDSA JWTs from the API server, orders channel items (application messages, proposals,
-//! commits) in one per-channel sequence, archives them in SQLite for offline catch-up, orders
-//! commits per epoch (first wins), queues welcomes per recipient, hands out key packages
-//! exactly once, and keeps invites (id, authenticator hash, limits, opaque group info) so that
-//! non-members can post join requests. It stores ciphertext and routing metadata only.
+//! with EdDSA JWTs from the API server, keeps a roster per channel (only members touch a
+//! channel: see [`channel`]), orders channel items (application messages, proposals, commits)
+//! in one per-channel sequence, archives them in SQLite for offline catch-up, orders commits
+//! per epoch (first wins), queues welcomes per recipient (each payload stored once), hands out
+//! key packages exactly once, keeps invites (id, authenticator hash, limits, opaque group info)
+//! so that non-members can post join requests and join by external commit, and enforces
+//! connection caps, rate limits and per-org quotas ([`limits`], [`config::Limits`]). It stores
+//! ciphertext and routing metadata only.
 //!
 //! The wire protocol is documented in [`skytale_proto`]. Run `skytale-relay --config relay.toml`;
 //! see [`config`] for settings and `relay/README.md` for operations.
@@ -19,17 +22,17 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod invites;
+pub mod limits;
 pub mod metrics;
 pub mod revocations;
 pub mod session;
 pub mod storage;
 pub mod store;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use iroh::SecretKey;
@@ -37,15 +40,12 @@ use tokio::sync::Notify;
 
 use crate::auth::Verifier;
 use crate::config::Config;
+use crate::config::StoreKind;
 use crate::error::{RelayError, Result};
+use crate::limits::{Connections, RateLimiter};
 use crate::metrics::Metrics;
 use crate::storage::Storage;
-use crate::store::{SqliteStore, Store};
-
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
+use crate::store::{NatsStore, PruneCutoffs, Remote, SqliteStore, Store};
 
 /// The running relay.
 pub struct Relay {
@@ -63,7 +63,10 @@ pub struct Relay {
     pub channels: channel::Channels,
     /// Online identities (welcome pushes, revocation).
     pub online: hub::Online,
-    limiter: Mutex<HashMap<(String, String), Bucket>>,
+    /// Rate limiter per authenticated (org, identity).
+    pub rate: RateLimiter,
+    /// Connection counts (per IP, per org, unauthenticated).
+    pub connections: Arc<Connections>,
     /// `iroh://<endpoint-id>@host:port`.
     pub address: String,
     /// Hex endpoint id.
@@ -85,22 +88,9 @@ impl Relay {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Takes one token from the identity's bucket; `Err(retry_after_ms)` if empty.
+    /// Takes one token from the authenticated identity's bucket; `Err(retry_after_ms)` if empty.
     pub fn rate_check(&self, org: &str, identity: &str) -> std::result::Result<(), u64> {
-        let l = &self.config.limits;
-        let mut map = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let b = map.entry((org.to_string(), identity.to_string())).or_insert(Bucket { tokens: l.burst, last: now });
-        let elapsed = now.duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * l.frames_per_second).min(l.burst);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = ((1.0 - b.tokens) / l.frames_per_second * 1000.0).ceil() as u64;
-            Err(wait.max(1))
-        }
+        self.rate.check(org, identity, &self.config.limits)
     }
 
     /// The `/health` JSON document.
@@ -165,12 +155,16 @@ pub async fn run(config: Config) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     std::fs::create_dir_all(&config.data_dir)?;
     let secret = load_or_create_secret(&config.data_dir)?;
-    let store = SqliteStore::open(&config.data_dir.join("relay.sqlite3"))?;
+    let mut store: Box<dyn Store> = match config.store.kind {
+        StoreKind::Sqlite => Box::new(SqliteStore::open(&config.data_dir.join("relay.sqlite3"))?),
+        StoreKind::Nats => Box::new(NatsStore::open_async(config.nats()).await?),
+    };
+    let feed = store.take_feed();
+    let storage = Storage::start(store)?;
     let metrics = Metrics::default();
-    let (items, bytes) = store.archive_stats()?;
+    let (items, bytes) = storage.call(|s| s.archive_stats()).await?;
     metrics.archive_items.store(items, Ordering::Relaxed);
     metrics.archive_bytes.store(bytes, Ordering::Relaxed);
-    let storage = Storage::start(Box::new(store))?;
     let verifier = Verifier::new(config.auth.clone()).await?;
 
     let endpoint =
@@ -206,7 +200,8 @@ pub async fn run(config: Config) -> Result<()> {
         storage,
         channels: channel::Channels::default(),
         online: hub::Online::default(),
-        limiter: Mutex::new(HashMap::new()),
+        rate: RateLimiter::default(),
+        connections: Arc::new(Connections::default()),
         address,
         endpoint_id,
         http_url,
@@ -214,6 +209,9 @@ pub async fn run(config: Config) -> Result<()> {
         started: Instant::now(),
     });
 
+    if let Some(feed) = feed {
+        tokio::spawn(remote_task(relay.clone(), feed));
+    }
     tokio::spawn(http::serve(http_listener, relay.clone()));
     tokio::spawn(prune_task(relay.clone()));
     tokio::spawn(revocations::poll_task(relay.clone()));
@@ -270,13 +268,39 @@ async fn shutdown_signal() {
     }
 }
 
+/// The cutoffs of a prune pass at `now` (unix ms).
+pub fn prune_cutoffs(limits: &config::Limits, now: u64) -> PruneCutoffs {
+    let ago = |secs: u64| now.saturating_sub(secs.saturating_mul(1000));
+    PruneCutoffs {
+        archive_ms: ago(limits.archive_ttl_secs),
+        welcome_ms: ago(limits.welcome_ttl_secs),
+        key_package_ms: ago(limits.key_package_ttl_secs),
+    }
+}
+
+/// Items archived by other relay nodes: welcomes to this node's online recipients, items to
+/// the channel actors running here (they push them to their subscribers).
+async fn remote_task(relay: Arc<Relay>, mut feed: tokio::sync::mpsc::UnboundedReceiver<Remote>) {
+    while let Some(r) = feed.recv().await {
+        for (recipient, w) in &r.welcomes {
+            let frame = skytale_proto::frames::Frame::new(0, skytale_proto::frames::Body::Welcome(w.clone()));
+            if let Ok(bytes) = skytale_proto::codec::encode_frame(&frame, usize::MAX) {
+                relay.online.push(&r.org, recipient, &bytes);
+            }
+        }
+        relay.channels.remote(r);
+    }
+}
+
 async fn prune_task(relay: Arc<Relay>) {
-    let ttl_ms = relay.config.limits.archive_ttl_secs.saturating_mul(1000);
-    let every = Duration::from_secs(relay.config.limits.archive_ttl_secs.clamp(1, 60));
+    let limits = relay.config.limits.clone();
+    let shortest = limits.archive_ttl_secs.min(limits.welcome_ttl_secs).min(limits.key_package_ttl_secs);
+    let every = Duration::from_secs(shortest.clamp(1, 60));
     loop {
         tokio::time::sleep(every).await;
-        let cutoff = now_ms().saturating_sub(ttl_ms);
-        match relay.storage.call(move |s| s.prune(cutoff)).await {
+        relay.rate.prune(&limits);
+        let cutoffs = prune_cutoffs(&limits, now_ms());
+        match relay.storage.call(move |s| s.prune(&cutoffs)).await {
             Ok(p) => {
                 // The gauges are kept by counting, not by scanning the archive.
                 let m = &relay.metrics;
@@ -287,7 +311,7 @@ async fn prune_task(relay: Arc<Relay>) {
                     .archive_bytes
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(p.bytes)));
                 if p.rows > 0 {
-                    tracing::info!(deleted = p.rows, "pruned expired archive rows");
+                    tracing::info!(deleted = p.rows, "pruned expired rows");
                 }
             }
             Err(e) => tracing::warn!(error = %e, "prune failed"),

@@ -14,6 +14,14 @@ struct Cli {
     /// Path of relay.toml (default: $SKYTALE_RELAY_CONFIG, else built-in defaults + env).
     #[arg(short, long, value_name = "FILE", env = "SKYTALE_RELAY_CONFIG")]
     config: Option<PathBuf>,
+    /// Store backend: `sqlite` (embedded, one node) or `nats` (a relay cluster on NATS
+    /// JetStream). Overrides the file and $SKYTALE_RELAY_STORE.
+    #[arg(long, value_name = "sqlite|nats")]
+    store: Option<String>,
+    /// NATS servers for `--store nats`, comma-separated (`nats://10.0.0.1:4222,nats://10.0.0.2:4222`).
+    /// Overrides the file and $SKYTALE_RELAY_NATS_URL.
+    #[arg(long, value_name = "URLS")]
+    nats_url: Option<String>,
 }
 
 fn main() {
@@ -26,7 +34,16 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,iroh=warn,noq=warn")),
         )
         .init();
-    let config = match skytale_relay::config::Config::load(cli.config.as_deref()) {
+    let loaded = skytale_relay::config::Config::load(cli.config.as_deref()).and_then(|mut c| {
+        if let Some(kind) = &cli.store {
+            c.store.kind = kind.parse()?;
+        }
+        if let Some(url) = cli.nats_url {
+            c.store.nats_url = url;
+        }
+        Ok(c)
+    });
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("skytale-relay: {e}");

@@ -1,7 +1,94 @@
-//! Relay counters and gauges, rendered as Prometheus text on `/metrics`.
+//! Relay counters and gauges, rendered as Prometheus text on `/metrics`, including
+//! `skytale_relay_refusals_total{code, reason}`: every refused request or connection by why.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use skytale_proto::ErrorCode;
+
+use crate::error::RelayError;
+
+/// Why the relay refused a request or a connection: the `reason` label of
+/// `skytale_relay_refusals_total` (its `code` label is the wire code sent to the client).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The caller is not in the channel's roster.
+    NotAMember,
+    /// `CreateChannel` of a channel someone else created.
+    ChannelExists,
+    /// The org's channel quota.
+    QuotaChannels,
+    /// The org's invite quota.
+    QuotaInvites,
+    /// The org's key-package quota.
+    QuotaKeyPackages,
+    /// The org's archive-bytes quota.
+    QuotaArchiveBytes,
+    /// The relay-wide connection cap.
+    ConnectionsRelay,
+    /// The per-IP connection cap.
+    ConnectionsPerIp,
+    /// The per-org connection cap.
+    ConnectionsPerOrg,
+    /// The cap on connections that have not authenticated yet.
+    ConnectionsUnauthenticated,
+    /// The per-identity rate limit.
+    RateLimited,
+}
+
+impl Refusal {
+    /// Every reason, in the order of the counters.
+    pub const ALL: [Refusal; 11] = [
+        Refusal::NotAMember,
+        Refusal::ChannelExists,
+        Refusal::QuotaChannels,
+        Refusal::QuotaInvites,
+        Refusal::QuotaKeyPackages,
+        Refusal::QuotaArchiveBytes,
+        Refusal::ConnectionsRelay,
+        Refusal::ConnectionsPerIp,
+        Refusal::ConnectionsPerOrg,
+        Refusal::ConnectionsUnauthenticated,
+        Refusal::RateLimited,
+    ];
+
+    /// The wire code the client gets.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Refusal::NotAMember => ErrorCode::NotAMember,
+            Refusal::ChannelExists => ErrorCode::ChannelExists,
+            Refusal::QuotaChannels | Refusal::QuotaInvites | Refusal::QuotaKeyPackages | Refusal::QuotaArchiveBytes => {
+                ErrorCode::QuotaExceeded
+            }
+            Refusal::ConnectionsRelay
+            | Refusal::ConnectionsPerIp
+            | Refusal::ConnectionsPerOrg
+            | Refusal::ConnectionsUnauthenticated => ErrorCode::TooManyConnections,
+            Refusal::RateLimited => ErrorCode::RateLimited,
+        }
+    }
+
+    /// The `reason` label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::NotAMember => "not_a_member",
+            Refusal::ChannelExists => "channel_exists",
+            Refusal::QuotaChannels => "quota_channels",
+            Refusal::QuotaInvites => "quota_invites",
+            Refusal::QuotaKeyPackages => "quota_key_packages",
+            Refusal::QuotaArchiveBytes => "quota_archive_bytes",
+            Refusal::ConnectionsRelay => "connections_relay",
+            Refusal::ConnectionsPerIp => "connections_per_ip",
+            Refusal::ConnectionsPerOrg => "connections_per_org",
+            Refusal::ConnectionsUnauthenticated => "connections_unauthenticated",
+            Refusal::RateLimited => "rate_limited",
+        }
+    }
+
+    fn index(self) -> usize {
+        Refusal::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
 
 /// All relay metrics (lock-free counters).
 #[derive(Default)]
@@ -40,12 +127,32 @@ pub struct Metrics {
     pub invite_uses: AtomicU64,
     /// Invite validations refused (`SKYTALE_INVITE_INVALID`/`_EXPIRED`/`_USED_UP`).
     pub invite_refusals: AtomicU64,
+    /// Refusals by [`Refusal`] (indexed like [`Refusal::ALL`]).
+    refusals: [AtomicU64; 11],
 }
 
 impl Metrics {
     /// Adds `n` to a counter.
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a refusal and returns the error to send (its code is [`Refusal::code`]).
+    pub fn refuse(&self, why: Refusal, message: impl Into<String>) -> RelayError {
+        self.count_refusal(why);
+        RelayError::wire(why.code(), message)
+    }
+
+    /// Counts a refusal.
+    pub fn count_refusal(&self, why: Refusal) {
+        if let Some(c) = self.refusals.get(why.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Refusals counted so far for one reason.
+    pub fn refusals(&self, why: Refusal) -> u64 {
+        self.refusals.get(why.index()).map(|c| c.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     /// Renders the Prometheus text exposition.
@@ -87,6 +194,18 @@ impl Metrics {
         let mut out = String::new();
         for (name, kind, help, v) in rows {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Ordering::Relaxed));
+        }
+        let name = "skytale_relay_refusals_total";
+        let _ =
+            writeln!(out, "# HELP {name} Requests and connections refused, by code and reason.\n# TYPE {name} counter");
+        for why in Refusal::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{code=\"{}\",reason=\"{}\"}} {}",
+                why.code().as_str(),
+                why.reason(),
+                self.refusals(why)
+            );
         }
         out
     }

@@ -4,7 +4,7 @@
 //! Jobs run in arrival order. Appends that arrive together (from any channel) are written in
 //! one transaction (group commit) and answered only after it committed: an `Ack` always means
 //! archived. If a group fails, each of its appends is retried in its own transaction, so one
-//! bad item cannot fail its neighbours.
+//! bad item cannot fail its neighbours ([`Store::append_groups`]).
 
 use std::sync::mpsc as std_mpsc;
 
@@ -89,32 +89,18 @@ fn run(mut store: Box<dyn Store>, rx: std_mpsc::Receiver<Job>) {
     tracing::debug!("storage thread stopped");
 }
 
-/// Writes all pending appends in one transaction and answers them.
+/// Writes all pending appends (one group commit; see [`Store::append_groups`]) and answers them.
 fn flush(store: &mut dyn Store, pending: &mut Pending) {
-    match pending.len() {
-        0 => {}
-        1 => {
-            for (items, tx) in pending.drain(..) {
-                let _ = tx.send(store.append_batch(&items));
-            }
-        }
-        _ => {
-            let lens: Vec<usize> = pending.iter().map(|(items, _)| items.len()).collect();
-            let all: Vec<Append> = pending.iter().flat_map(|(items, _)| items.iter().cloned()).collect();
-            match store.append_batch(&all) {
-                Ok(ids) => {
-                    let mut ids = ids.into_iter();
-                    for ((_, tx), n) in pending.drain(..).zip(lens) {
-                        let _ = tx.send(Ok(ids.by_ref().take(n).collect()));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "group commit failed; retrying its appends one by one");
-                    for (items, tx) in pending.drain(..) {
-                        let _ = tx.send(store.append_batch(&items));
-                    }
-                }
-            }
-        }
+    if pending.is_empty() {
+        return;
+    }
+    let results = {
+        let groups: Vec<&[Append]> = pending.iter().map(|(items, _)| items.as_slice()).collect();
+        store.append_groups(&groups)
+    };
+    let mut results = results.into_iter();
+    for (_, tx) in pending.drain(..) {
+        let res = results.next().unwrap_or_else(|| Err(RelayError::Storage("group commit lost an answer".to_string())));
+        let _ = tx.send(res);
     }
 }

@@ -21,8 +21,9 @@ async fn read_only_scope_cannot_send_commit_create_or_invite() {
     let relay = RelayProc::start("scope", &key, &[]);
     let ch = "acme/scope/ro";
     let (w, _pw) = relay.authed(&key, "acme", "writer").await;
-    w.create_channel(ch).await.unwrap();
-    w.send(ch, "m1", Kind::Application, 0, b"x".to_vec()).await.unwrap();
+    // the reader is a member (reads need membership; the scope still forbids its writes)
+    let epoch = create_with_members(&w, ch, &["reader"]).await;
+    w.send(ch, "m1", Kind::Application, epoch, b"x".to_vec()).await.unwrap();
 
     let mut cl = claims("acme", "reader", 3600);
     cl["scope"] = "channels:r".into();
@@ -33,10 +34,16 @@ async fn read_only_scope_cannot_send_commit_create_or_invite() {
     let (items, _) = r.fetch(ch, 0, 0).await.unwrap();
     assert_eq!(items.len(), 1);
     // writes are refused with a clear, non-fatal code
-    let e = r.send(ch, "r1", Kind::Application, 0, b"y".to_vec()).await.unwrap_err();
+    let e = r.send(ch, "r1", Kind::Application, epoch, b"y".to_vec()).await.unwrap_err();
     assert_eq!(code(&e), "SKYTALE_SCOPE_FORBIDDEN");
-    let commit =
-        Commit { channel: ch.into(), client_msg_id: "c1".into(), epoch: 0, payload: b"c".to_vec(), welcome: None };
+    let commit = Commit {
+        channel: ch.into(),
+        client_msg_id: "c1".into(),
+        epoch,
+        payload: b"c".to_vec(),
+        welcome: None,
+        ..Default::default()
+    };
     assert_eq!(code(&r.commit(commit).await.unwrap_err()), "SKYTALE_SCOPE_FORBIDDEN");
     assert_eq!(code(&r.create_channel("acme/scope/other").await.unwrap_err()), "SKYTALE_SCOPE_FORBIDDEN");
     let inv = CreateInvite {

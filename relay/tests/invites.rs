@@ -33,20 +33,11 @@ async fn commit(c: &RelayConnection, channel: &str, id: &str, epoch: u64) -> u64
         epoch,
         payload: id.as_bytes().to_vec(),
         welcome: None,
+        ..Default::default()
     })
     .await
     .unwrap()
     .seq
-}
-
-fn metric(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or_else(|| panic!("{name} missing in {metrics}"))
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,14 +201,14 @@ async fn join_requests_reach_live_and_offline_members_never_the_joiner() {
     let relay = RelayProc::start("inv-deliver", &key, &[]);
     let ch = "acme/team/chat";
     let (a, mut pa) = relay.authed(&key, "acme", "alice").await;
-    let s1 = commit(&a, ch, "c0", 0).await; // epoch 1
+    a.create_channel(ch).await.unwrap();
+    let s1 = a.commit(add_commit(ch, "c0", 0, &["carol"])).await.unwrap().seq; // epoch 1
     a.subscribe(ch, s1).await.unwrap();
     a.create_invite(invite(ch, "inv", b"auth", 3, 3600, b"gi")).await.unwrap();
 
-    // the joiner knows no epoch; it may subscribe (no echo) and posts a join request
+    // the joiner knows no epoch and is no member: it cannot read, but posts a join request
     let (j, mut pj) = relay.authed(&key, "acme", "joiner").await;
-    j.subscribe(ch, 0).await.unwrap();
-    assert_eq!(next_deliver(&mut pj, T).await.unwrap().seq, s1);
+    assert_eq!(code(&j.subscribe(ch, 0).await.unwrap_err()), "SKYTALE_NOT_A_MEMBER");
     let ack = j.send_join_request(ch, "join-1", "inv", b"auth".to_vec(), b"join-payload".to_vec()).await.unwrap();
     assert_eq!((ack.seq, ack.epoch, ack.duplicate), (s1 + 1, 1, false));
     // the live member gets it
@@ -229,11 +220,9 @@ async fn join_requests_reach_live_and_offline_members_never_the_joiner() {
     assert!(dup.duplicate);
     assert_eq!(dup.seq, ack.seq);
     assert!(next_deliver(&mut pa, Duration::from_millis(300)).await.is_none());
-    // never echoed to the joiner (live or fetch)
+    // nothing reaches the joiner (not a member: no subscription, no fetch)
     assert!(next_deliver(&mut pj, Duration::from_millis(300)).await.is_none());
-    let (items, done) = j.fetch(ch, 0, 100).await.unwrap();
-    assert_eq!(items.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![s1]);
-    assert_eq!(done.last_seq, ack.seq);
+    assert_eq!(code(&j.fetch(ch, 0, 100).await.unwrap_err()), "SKYTALE_NOT_A_MEMBER");
 
     // an offline member gets it on Subscribe replay and through Fetch
     let (c, mut pc) = relay.authed(&key, "acme", "carol").await;
@@ -245,21 +234,29 @@ async fn join_requests_reach_live_and_offline_members_never_the_joiner() {
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].kind, Kind::JoinRequest as i32);
 
-    // an external commit from someone who never sent anything is an ordinary commit
+    // an external commit needs an invite its committer used: without one, or with one it never
+    // used, it is refused; after FetchInvite it is accepted and makes the committer a member
     let (e, _pe) = relay.authed(&key, "acme", "external").await;
-    let ext = e
-        .commit(Commit {
-            channel: ch.into(),
-            client_msg_id: "ext".into(),
-            epoch: 1,
-            payload: b"external-commit".to_vec(),
-            welcome: None,
-        })
-        .await
-        .unwrap();
+    let ext_commit = |invite_id: &str| Commit {
+        channel: ch.into(),
+        client_msg_id: "ext".into(),
+        epoch: 1,
+        payload: b"external-commit".to_vec(),
+        welcome: None,
+        added: vec!["external".into()],
+        removed: Vec::new(),
+        invite_id: invite_id.into(),
+    };
+    assert_eq!(code(&e.commit(ext_commit("")).await.unwrap_err()), "SKYTALE_NOT_A_MEMBER");
+    assert_eq!(code(&e.commit(ext_commit("inv")).await.unwrap_err()), "SKYTALE_NOT_A_MEMBER");
+    e.fetch_invite(ch, "inv", b"auth".to_vec()).await.unwrap();
+    let ext = e.commit(ext_commit("inv")).await.unwrap();
     assert_eq!((ext.seq, ext.epoch), (ack.seq + 1, 2));
     let d = next_deliver(&mut pa, T).await.unwrap();
     assert_eq!((d.seq, d.kind, d.sender.as_str()), (ext.seq, Kind::Commit as i32, "external"));
+    // the joiner reads from its own commit on
+    let info = e.subscribe(ch, 0).await.unwrap();
+    assert_eq!(info.last_seq, ext.seq);
     // join requests need no epoch: after the epoch moved they carry the current one
     let ack2 = j.send_join_request(ch, "join-2", "inv", b"auth".to_vec(), b"again".to_vec()).await.unwrap();
     assert_eq!((ack2.seq, ack2.epoch), (ext.seq + 1, 2));
@@ -287,8 +284,8 @@ async fn invites_and_uses_survive_restart() {
     let (y, _py) = relay.authed(&key, "acme", "joiner-b").await;
     let e = y.fetch_invite(ch, "once", b"k".to_vec()).await.unwrap_err();
     assert_eq!(code(&e), "SKYTALE_INVITE_USED_UP");
-    let (c, _pc) = relay.authed(&key, "acme", "carol").await;
-    let (items, _) = c.fetch(ch, 0, 10).await.unwrap();
+    let (a, _pa) = relay.authed(&key, "acme", "alice").await;
+    let (items, _) = a.fetch(ch, 0, 10).await.unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].kind, Kind::JoinRequest as i32);
 }

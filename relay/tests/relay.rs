@@ -154,18 +154,19 @@ async fn ordered_exactly_once_never_echoed() {
     let ch = "acme/team/chat";
     let (a, mut pa) = relay.authed(&key, "acme", "alice").await;
     let (b, mut pb) = relay.authed(&key, "acme", "bob").await;
+    let epoch = create_with_members(&a, ch, &["bob"]).await;
     a.subscribe(ch, 0).await.unwrap();
     b.subscribe(ch, 0).await.unwrap();
     let mut acks = Vec::new();
     for i in 0..50u32 {
         let ack =
-            a.send(ch, &format!("m{i}"), Kind::Application, 0, format!("payload-{i}").into_bytes()).await.unwrap();
+            a.send(ch, &format!("m{i}"), Kind::Application, epoch, format!("payload-{i}").into_bytes()).await.unwrap();
         assert!(!ack.duplicate);
         acks.push(ack.seq);
     }
     assert!(acks.windows(2).all(|w| w[1] == w[0] + 1), "{acks:?}");
     // a retry with the same client_msg_id is acked with the original seq and not re-delivered
-    let dup = a.send(ch, "m7", Kind::Application, 0, b"payload-7".to_vec()).await.unwrap();
+    let dup = a.send(ch, "m7", Kind::Application, epoch, b"payload-7".to_vec()).await.unwrap();
     assert!(dup.duplicate);
     assert_eq!(dup.seq, acks[7]);
     for (i, seq) in acks.iter().enumerate() {
@@ -176,14 +177,14 @@ async fn ordered_exactly_once_never_echoed() {
         assert_eq!(d.kind, Kind::Application as i32);
     }
     // bob answers; alice gets exactly that, never her own
-    b.send(ch, "r1", Kind::Application, 0, b"reply".to_vec()).await.unwrap();
+    b.send(ch, "r1", Kind::Application, epoch, b"reply".to_vec()).await.unwrap();
     let d = next_deliver(&mut pa, T).await.unwrap();
     assert_eq!((d.sender.as_str(), d.payload.as_slice()), ("bob", &b"reply"[..]));
     assert!(next_deliver(&mut pa, Duration::from_millis(300)).await.is_none());
     assert!(next_deliver(&mut pb, Duration::from_millis(300)).await.is_none());
     // wrong epoch for an application message
     let e = a.send(ch, "old", Kind::Application, 5, b"x".to_vec()).await.unwrap_err();
-    assert!(matches!(e, ProtoError::WrongEpoch { current_epoch: 0, .. }), "{e}");
+    assert!(matches!(e, ProtoError::WrongEpoch { current_epoch: 1, .. }), "{e}");
     // unknown channel
     let e = a.send("acme/no/such", "z", Kind::Application, 0, b"x".to_vec()).await.unwrap_err();
     assert_eq!(code(&e), "SKYTALE_CHANNEL_NOT_FOUND");
@@ -195,22 +196,23 @@ async fn archive_replay_and_fetch() {
     let relay = RelayProc::start("replay", &key, &[]);
     let ch = "acme/ops/log";
     let (a, _pa) = relay.authed(&key, "acme", "alice").await;
-    a.create_channel(ch).await.unwrap();
-    for i in 1..=10u32 {
-        a.send(ch, &format!("m{i}"), Kind::Application, 0, vec![i as u8]).await.unwrap();
+    // carol and dave are members from the start (the adding commit is seq 1)
+    let epoch = create_with_members(&a, ch, &["carol", "dave"]).await;
+    for i in 2..=11u32 {
+        a.send(ch, &format!("m{i}"), Kind::Application, epoch, vec![i as u8]).await.unwrap();
     }
-    // late subscriber from 0 gets everything, then live
+    // late subscriber from 0 gets everything after its addition, then live
     let (c, mut pc) = relay.authed(&key, "acme", "carol").await;
     let info = c.subscribe(ch, 0).await.unwrap();
-    assert_eq!(info.last_seq, 10);
-    a.send(ch, "m11", Kind::Application, 0, vec![11]).await.unwrap();
-    for seq in 1..=11u64 {
+    assert_eq!(info.last_seq, 11);
+    a.send(ch, "m12", Kind::Application, epoch, vec![12]).await.unwrap();
+    for seq in 2..=12u64 {
         assert_eq!(next_deliver(&mut pc, T).await.unwrap().seq, seq);
     }
     // resume after seq 5
     let (d, mut pd) = relay.authed(&key, "acme", "dave").await;
     d.subscribe(ch, 5).await.unwrap();
-    for seq in 6..=11u64 {
+    for seq in 6..=12u64 {
         let m = next_deliver(&mut pd, T).await.unwrap();
         assert_eq!((m.seq, m.payload[0] as u64), (seq, seq));
     }
@@ -221,13 +223,13 @@ async fn archive_replay_and_fetch() {
     assert!(done.more);
     assert_eq!(done.last_seq, 5);
     let (items, done) = d.fetch(ch, 5, 100).await.unwrap();
-    assert_eq!(items.len(), 6);
+    assert_eq!(items.len(), 7);
     assert!(!done.more);
-    assert_eq!(done.last_seq, 11);
+    assert_eq!(done.last_seq, 12);
     // the sender's own items are not fetched back
     let (items, done) = a.fetch(ch, 0, 100).await.unwrap();
     assert!(items.is_empty());
-    assert_eq!(done.last_seq, 11);
+    assert_eq!(done.last_seq, 12);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,6 +240,7 @@ async fn commits_first_wins_then_nack() {
     let (a, _pa) = relay.authed(&key, "acme", "alice").await;
     let (b, _pb) = relay.authed(&key, "acme", "bob").await;
     let (w, mut pw) = relay.authed(&key, "acme", "watcher").await;
+    assert_eq!(create_with_members(&a, ch, &["bob", "watcher"]).await, 1);
     w.subscribe(ch, 0).await.unwrap();
     let mk = |id: &str, epoch: u64| Commit {
         channel: ch.into(),
@@ -245,33 +248,34 @@ async fn commits_first_wins_then_nack() {
         epoch,
         payload: id.as_bytes().to_vec(),
         welcome: None,
+        ..Default::default()
     };
-    let (ra, rb) = tokio::join!(a.commit(mk("ca", 0)), b.commit(mk("cb", 0)));
+    let (ra, rb) = tokio::join!(a.commit(mk("ca", 1)), b.commit(mk("cb", 1)));
     let (winner, loser, ack, err) = match (ra, rb) {
         (Ok(ack), Err(e)) => (&a, &b, ack, e),
         (Err(e), Ok(ack)) => (&b, &a, ack, e),
         other => panic!("expected one ack and one nack, got {other:?}"),
     };
-    assert_eq!((ack.seq, ack.epoch), (1, 1));
+    assert_eq!((ack.seq, ack.epoch), (2, 2));
     match err {
-        ProtoError::WrongEpoch { current_epoch, last_seq, .. } => assert_eq!((current_epoch, last_seq), (1, 1)),
+        ProtoError::WrongEpoch { current_epoch, last_seq, .. } => assert_eq!((current_epoch, last_seq), (2, 2)),
         e => panic!("expected nack, got {e}"),
     }
     // the loser catches up and retries at the new epoch
-    let (items, _) = loser.fetch(ch, 0, 10).await.unwrap();
+    let (items, _) = loser.fetch(ch, 1, 10).await.unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].kind, Kind::Commit as i32);
     let loser_id = if std::ptr::eq(loser, &a) { "ca2" } else { "cb2" };
-    let ack2 = loser.commit(mk(loser_id, 1)).await.unwrap();
-    assert_eq!((ack2.seq, ack2.epoch), (2, 2));
+    let ack2 = loser.commit(mk(loser_id, 2)).await.unwrap();
+    assert_eq!((ack2.seq, ack2.epoch), (3, 3));
     // resending the first commit after the epoch moved is a duplicate, not a nack
     let win_id = if std::ptr::eq(winner, &a) { "ca" } else { "cb" };
-    let dup = winner.commit(mk(win_id, 0)).await.unwrap();
+    let dup = winner.commit(mk(win_id, 1)).await.unwrap();
     assert!(dup.duplicate);
-    assert_eq!((dup.seq, dup.epoch), (1, 1));
-    // application message at epoch 2
-    winner.send(ch, "hello", Kind::Application, 2, b"hi".to_vec()).await.unwrap();
-    // the watcher sees commit(e0), commit(e1), message(e2) in seq order
+    assert_eq!((dup.seq, dup.epoch), (2, 2));
+    // application message at epoch 3
+    winner.send(ch, "hello", Kind::Application, 3, b"hi".to_vec()).await.unwrap();
+    // the watcher (added by seq 1) sees commit(e1), commit(e2), message(e3) in seq order
     let seen: Vec<(u64, u64, i32)> = {
         let mut v = Vec::new();
         for _ in 0..3 {
@@ -280,10 +284,10 @@ async fn commits_first_wins_then_nack() {
         }
         v
     };
-    assert_eq!(seen, vec![(1, 0, Kind::Commit as i32), (2, 1, Kind::Commit as i32), (3, 2, Kind::Application as i32)]);
+    assert_eq!(seen, vec![(2, 1, Kind::Commit as i32), (3, 2, Kind::Commit as i32), (4, 3, Kind::Application as i32)]);
     let (status, metrics) = relay.http_get("/metrics");
     assert_eq!(status, 200);
-    assert!(metrics.contains("skytale_relay_commits_acked_total 2"), "{metrics}");
+    assert!(metrics.contains("skytale_relay_commits_acked_total 3"), "{metrics}");
     assert!(metrics.contains("skytale_relay_commits_nacked_total 1"), "{metrics}");
 }
 
@@ -328,6 +332,7 @@ async fn welcomes_wait_for_offline_recipients() {
     let ch = "acme/team/chat";
     let (a, _pa) = relay.authed(&key, "acme", "alice").await;
     let (carol, mut pcarol) = relay.authed(&key, "acme", "carol").await;
+    a.create_channel(ch).await.unwrap();
     let ack = a
         .commit(Commit {
             channel: ch.into(),
@@ -338,6 +343,8 @@ async fn welcomes_wait_for_offline_recipients() {
                 recipients: vec!["bob".into(), "carol".into()],
                 payload: b"welcome-1".to_vec(),
             }),
+            added: vec!["bob".into(), "carol".into()],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -373,6 +380,8 @@ async fn welcomes_wait_for_offline_recipients() {
             epoch: 1 + i,
             payload: b"c".to_vec(),
             welcome: Some(WelcomeOut { recipients: vec!["dave".into()], payload: b"w".to_vec() }),
+            added: vec!["dave".into()],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -384,6 +393,8 @@ async fn welcomes_wait_for_offline_recipients() {
             epoch: 3,
             payload: b"c".to_vec(),
             welcome: Some(WelcomeOut { recipients: vec!["dave".into()], payload: b"w".to_vec() }),
+            added: vec!["dave".into()],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -404,10 +415,13 @@ async fn kill9_restart_keeps_identity_archive_and_exactly_once() {
     let mut next_to_send = 0u32;
     let mut killed = false;
     // loop: (re)connect, resume, send the rest; kill -9 the relay once mid-stream
-    for _round in 0..3 {
+    for round in 0..3 {
         let (a, _pa) = relay.authed(&key, "acme", "alice").await;
         let (b, mut pb) = relay.authed(&key, "acme", "bob").await;
-        a.create_channel(ch).await.unwrap();
+        if round == 0 {
+            // bob and carol are members from seq 1 on; the messages are at epoch 1
+            assert_eq!(create_with_members(&a, ch, &["bob", "carol"]).await, 1);
+        }
         b.subscribe(ch, last_seq).await.unwrap();
         let mut unacked_from = next_to_send;
         while next_to_send < N {
@@ -416,14 +430,14 @@ async fn kill9_restart_keeps_identity_archive_and_exactly_once() {
                 // "crash": the message i is sent but we kill before reading the ack
                 let a2 = a.clone();
                 let _task = tokio::spawn(async move {
-                    a2.send(ch, &format!("msg-{i}"), Kind::Application, 0, format!("body-{i}").into_bytes()).await
+                    a2.send(ch, &format!("msg-{i}"), Kind::Application, 1, format!("body-{i}").into_bytes()).await
                 });
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 relay.kill9();
                 killed = true;
                 break;
             }
-            a.send(ch, &format!("msg-{i}"), Kind::Application, 0, format!("body-{i}").into_bytes()).await.unwrap();
+            a.send(ch, &format!("msg-{i}"), Kind::Application, 1, format!("body-{i}").into_bytes()).await.unwrap();
             next_to_send += 1;
             unacked_from = next_to_send;
         }
@@ -449,8 +463,8 @@ async fn kill9_restart_keeps_identity_archive_and_exactly_once() {
     // the archive survived: a fresh subscriber replays all N
     let (c, mut pc) = relay.authed(&key, "acme", "carol").await;
     let info = c.subscribe(ch, 0).await.unwrap();
-    assert_eq!(info.last_seq, N as u64);
-    for seq in 1..=N as u64 {
+    assert_eq!(info.last_seq, N as u64 + 1);
+    for seq in 2..=N as u64 + 1 {
         assert_eq!(next_deliver(&mut pc, T).await.unwrap().seq, seq);
     }
     let (_, health) = relay.http_get("/health");
@@ -467,17 +481,20 @@ async fn no_token_or_plaintext_marker_in_logs_and_health_metrics_work() {
     let (a, _pa) = relay.connect().await;
     a.auth(&token, "alice").await.unwrap();
     let (b, mut pb) = relay.authed(&key, "acme", "bob").await;
-    b.subscribe("acme/x/y", 0).await.unwrap();
-    a.send("acme/x/y", "m", Kind::Application, 0, marker.clone().into_bytes()).await.unwrap();
+    a.create_channel("acme/x/y").await.unwrap();
     a.commit(Commit {
         channel: "acme/x/y".into(),
         client_msg_id: "c".into(),
         epoch: 0,
         payload: marker.clone().into_bytes(),
         welcome: Some(WelcomeOut { recipients: vec!["zed".into()], payload: marker.clone().into_bytes() }),
+        added: vec!["bob".into(), "zed".into()],
+        ..Default::default()
     })
     .await
     .unwrap();
+    b.subscribe("acme/x/y", 0).await.unwrap();
+    a.send("acme/x/y", "m", Kind::Application, 1, marker.clone().into_bytes()).await.unwrap();
     assert!(next_deliver(&mut pb, T).await.is_some());
     // failing auth with a token must not log it either
     let bad = Keypair::generate().token("acme", "x");
@@ -639,13 +656,13 @@ async fn subscribe_during_a_burst_keeps_order_without_gaps() {
     );
     let ch = "acme/load/burst";
     let (a, _pa) = relay.authed(&key, "acme", "alice").await;
-    a.create_channel(ch).await.unwrap();
+    let epoch = create_with_members(&a, ch, &["bob"]).await;
     const N: u64 = 300;
     let sender = {
         let a = a.clone();
         tokio::spawn(async move {
             for i in 0..N {
-                a.send(ch, &format!("m{i}"), Kind::Application, 0, i.to_be_bytes().to_vec()).await.unwrap();
+                a.send(ch, &format!("m{i}"), Kind::Application, epoch, i.to_be_bytes().to_vec()).await.unwrap();
             }
         })
     };
@@ -653,10 +670,11 @@ async fn subscribe_during_a_burst_keeps_order_without_gaps() {
     let (b, mut pb) = relay.authed(&key, "acme", "bob").await;
     b.subscribe(ch, 0).await.unwrap();
     sender.await.unwrap();
-    for seq in 1..=N {
+    // seq 1 is the commit that added bob: his items start after it
+    for seq in 2..=N + 1 {
         let d = next_deliver(&mut pb, T).await.expect("delivery");
         assert_eq!(d.seq, seq, "replay and live must join without gaps or reordering");
-        assert_eq!(d.payload, (seq - 1).to_be_bytes().to_vec());
+        assert_eq!(d.payload, (seq - 2).to_be_bytes().to_vec());
     }
     assert!(next_deliver(&mut pb, Duration::from_millis(200)).await.is_none());
 }
@@ -668,13 +686,13 @@ async fn archive_ttl_prunes_old_items() {
     let ch = "acme/tmp/ttl";
     let (a, _pa) = relay.authed(&key, "acme", "alice").await;
     let (b, _pb) = relay.authed(&key, "acme", "bob").await;
-    a.create_channel(ch).await.unwrap();
-    a.send(ch, "m1", Kind::Application, 0, b"old".to_vec()).await.unwrap();
+    let epoch = create_with_members(&a, ch, &["bob"]).await;
+    a.send(ch, "m1", Kind::Application, epoch, b"old".to_vec()).await.unwrap();
     assert_eq!(b.fetch(ch, 0, 10).await.unwrap().0.len(), 1);
     tokio::time::sleep(Duration::from_millis(2600)).await;
     let (items, done) = b.fetch(ch, 0, 10).await.unwrap();
     assert!(items.is_empty(), "expired items are pruned");
     // sequence numbers keep increasing after pruning
-    assert_eq!(done.last_seq, 1);
-    assert_eq!(a.send(ch, "m2", Kind::Application, 0, b"new".to_vec()).await.unwrap().seq, 2);
+    assert_eq!(done.last_seq, 2);
+    assert_eq!(a.send(ch, "m2", Kind::Application, epoch, b"new".to_vec()).await.unwrap().seq, 3);
 }

@@ -45,12 +45,20 @@ const ops = {
   async close() { await client?.close(); client = null; agent?.close(); agent = null; return true },
 
   // Networked client (relay + API server).
-  async connect({ apiUrl, apiKey, relay }) {
-    client = await Client.connect(agent, { apiUrl, apiKey, relay })
+  async connect({ apiUrl, apiKey, relay, acceptWelcomes }) {
+    client = await Client.connect(agent, { apiUrl, apiKey, relay, ...(acceptWelcomes ? { acceptWelcomes } : {}) })
     void collectEvents(client)
     return { connected: client.connected }
   },
-  async netCreateChannel({ name }) { await client.createChannel(name); return true },
+  async netCreateChannel({ name, policy }) { await client.createChannel(name, policy ? { policy } : undefined); return true },
+  netCreateInvite: ({ channel, maxUses = 1, ttlSeconds = 3600 }) => client.createInvite(channel, maxUses, ttlSeconds),
+  async netJoinWithToken({ channel, token, timeoutMs = 30000 }) { await client.joinWithToken(channel, token, timeoutMs); return true },
+  async netSetRole({ channel, identity, role }) { await client.setRole(channel, identity, role); return true },
+  netRoles: ({ channel }) => client.roles(channel),
+  netInvites: ({ channel }) => client.invites(channel),
+  async netRevokeInvite({ channel, id }) { await client.revokeInvite(channel, id); return true },
+  async netLeave({ channel }) { await client.leave(channel); return true },
+  netChannels: () => client.channels(),
   netAddMember: ({ channel, identity }) => client.addMember(channel, identity),
   netRemoveMembers: ({ channel, identities }) => client.removeMembers(channel, identities),
   netRotateKey: ({ channel }) => client.rotateKey(channel),
@@ -81,6 +89,63 @@ const ops = {
     return out
   },
   netEpoch: ({ channel }) => client.channel(channel).epoch(),
+  /** Reads messages until every text of `expect` arrived or `timeoutMs` passed (whichever first). */
+  async netReceiveUntil({ channel, expect, timeoutMs = 60000 }) {
+    const want = new Set(expect)
+    const out = []
+    const signal = AbortSignal.timeout(timeoutMs)
+    try {
+      for await (const m of client.channel(channel).messages({ signal })) {
+        if (m.kind !== 'message') continue
+        const text = new TextDecoder().decode(m.data)
+        out.push({ seq: m.seq, sender: m.sender, text, epoch: m.epoch })
+        want.delete(text)
+        if (want.size === 0) break
+      }
+    } catch (e) { if (e?.name !== 'TimeoutError' && e?.name !== 'AbortError') throw e }
+    return out
+  },
+  /** Epoch, epoch authenticator (hex) and fork counters of a channel. */
+  async netForkState({ channel }) {
+    const ch = client.channel(channel)
+    const [epoch, auth, stats] = await Promise.all([ch.epoch(), ch.epochAuthenticator(), ch.stats()])
+    return { epoch, auth: Buffer.from(auth).toString('hex'), ...stats }
+  },
+  /** Starts a send without waiting for it (its result is kept for `netSettled`). */
+  netSendLater({ channel, text }) {
+    const id = pendingSends.length
+    pendingSends.push(client.channel(channel).send(new TextEncoder().encode(text)).then((seq) => ({ ok: true, seq }), (e) => ({ ok: false, code: e?.code })))
+    return id
+  },
+  /** Starts a key rotation without waiting for it. */
+  netRotateLater({ channel }) {
+    const id = pendingSends.length
+    pendingSends.push(client.rotateKey(channel).then(() => ({ ok: true }), (e) => ({ ok: false, code: e?.code })))
+    return id
+  },
+  /** Waits for everything started with `netSendLater`/`netRotateLater`. */
+  netSettled: () => Promise.all(pendingSends),
+  /** Reads every message the channel delivers until none arrives for `idleMs`; returns them. */
+  async netDrain({ channel, idleMs = 3000, timeoutMs = 120000 }) {
+    const ch = client.channel(channel)
+    const out = []
+    const ac = new AbortController()
+    let idle = setTimeout(() => ac.abort(), idleMs)
+    const hard = setTimeout(() => ac.abort(), timeoutMs)
+    try {
+      for await (const m of ch.messages({ signal: ac.signal })) {
+        clearTimeout(idle)
+        idle = setTimeout(() => ac.abort(), idleMs)
+        if (m.kind === 'message') out.push({ seq: m.seq, sender: m.sender, text: new TextDecoder().decode(m.data) })
+      }
+    } catch (e) {
+      if (!ac.signal.aborted) throw e
+    } finally {
+      clearTimeout(idle)
+      clearTimeout(hard)
+    }
+    return out
+  },
   /** Receives `count` messages through the iterator while measuring this process's event-loop lag. */
   async netReceiveMeasured({ channel, count, timeoutMs = 120000 }) {
     const { monitorEventLoopDelay } = await import('node:perf_hooks')
@@ -112,6 +177,7 @@ const ops = {
   events: () => events.splice(0),
 }
 const events = []
+const pendingSends = []
 function collectEvents(c) {
   c.onEvent((ev) => { if (c === client) events.push(ev) })
 }

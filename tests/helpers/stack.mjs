@@ -20,17 +20,65 @@ export function relayBinary() {
 
 /** Path of the hostile test agent (`tests/hostile`, built with the workspace by `npm run build`). */
 export function hostileBinary() {
-  if (process.env.SKYTALE_HOSTILE_BIN) return process.env.SKYTALE_HOSTILE_BIN
+  return testBinary('skytale-hostile', 'SKYTALE_HOSTILE_BIN')
+}
+
+/** Path of a test binary of the workspace (`tests/<name>`, built by `npm run build`). */
+function testBinary(name, envVar) {
+  if (process.env[envVar]) return process.env[envVar]
   const targetDirs = [process.env.CARGO_TARGET_DIR ? resolve(REPO, process.env.CARGO_TARGET_DIR) : null, join(REPO, 'target')].filter(Boolean)
   const tried = []
   for (const dir of targetDirs.filter((d) => existsSync(d))) {
     for (const sub of readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => join(dir, d.name, 'release')).concat([join(dir, 'release')])) {
-      const bin = join(sub, 'skytale-hostile')
+      const bin = join(sub, name)
       tried.push(bin)
       if (existsSync(bin)) return bin
     }
   }
-  throw new Error(`hostile test agent not found (tried ${tried.join(', ')}): run npm run build`)
+  throw new Error(`${name} not found (tried ${tried.join(', ')}): run npm run build`)
+}
+
+/** Path of the adversarial relay proxy (`tests/mitm`). */
+export function mitmBinary() {
+  return testBinary('skytale-mitm', 'SKYTALE_MITM_BIN')
+}
+
+/**
+ * Starts the adversarial relay proxy in front of the relay at `relayAddress`. Agents that use
+ * `mitm.address` as their relay go through it; `mitm.call(op, args)` scripts its faults
+ * (`add` a rule, `clear`, `stats`, `inject`; see tests/mitm/src/main.rs).
+ */
+export async function startMitm({ relayAddress }) {
+  const child = spawn(mitmBinary(), ['--relay', relayAddress], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: 'error' } })
+  const rl = readline.createInterface({ input: child.stdout })
+  const pending = new Map()
+  let next = 1
+  const address = await new Promise((resolveAddr, reject) => {
+    const timer = setTimeout(() => reject(new Error('mitm did not start')), 30_000)
+    rl.on('line', (line) => {
+      const m = line.match(/^skytale-mitm listening (\S+)/)
+      if (m) { clearTimeout(timer); resolveAddr(m[1]); return }
+      let msg
+      try { msg = JSON.parse(line) } catch { return }
+      const p = pending.get(msg.id)
+      if (!p) return
+      pending.delete(msg.id)
+      if (msg.ok) p.resolve(msg.value)
+      else p.reject(new Error(`mitm: ${msg.message}`))
+    })
+    child.on('exit', (code, signal) => { clearTimeout(timer); reject(new Error(`mitm exited early (${code ?? signal})`)) })
+  })
+  return {
+    ...handle(child),
+    address,
+    call(op, args = {}) {
+      const id = next++
+      return new Promise((resolveCall, reject) => {
+        pending.set(id, { resolve: resolveCall, reject })
+        child.stdin.write(JSON.stringify({ id, op, ...args }) + '\n')
+      })
+    },
+  }
 }
 
 /** Runs the hostile agent with `--flag value` pairs; resolves with its JSON answer. */

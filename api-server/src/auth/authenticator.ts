@@ -8,7 +8,7 @@ import type { Metrics } from "../metrics.js";
 import { findKeyByPrefix, touchKey, type KeyRow } from "../store/apiKeys.js";
 import { generateApiKey, hashApiKey, isWellFormedKey, lookupPrefix, verifyApiKey } from "./apiKey.js";
 import type { KeyCache, KeyRole, VerifiedKey } from "./keyCache.js";
-import type { WindowLimiter } from "./limiter.js";
+import type { Semaphore, WindowLimiter } from "../limits/index.js";
 
 /** Who an authenticated request acts for. */
 export interface AuthContext {
@@ -31,8 +31,13 @@ export interface AuthenticatorDeps {
   failuresPerKey: WindowLimiter;
   metrics: Metrics;
   argon2: Argon2Params;
-  /** Verifications allowed in flight; more answer 429 without hashing (bounds CPU and memory). */
-  maxPending: number;
+  /**
+   * Slots for Argon2id verifications in flight (shared by the instances on a shared backend);
+   * with none free the request answers 429 without hashing (bounds CPU and memory).
+   */
+  argon2Slots: Semaphore;
+  /** Verifies a key against a PHC hash; injectable for tests (default {@link verifyApiKey}). */
+  verify?: (phc: string, key: string) => Promise<boolean>;
 }
 
 const TOUCH_INTERVAL_MS = 60_000;
@@ -51,7 +56,6 @@ export function bearerKey(header: string | undefined): string {
 /** Checks API keys. One instance per server. */
 export class Authenticator {
   private dummyHash = "";
-  private pending = 0;
 
   constructor(private readonly deps: AuthenticatorDeps) {}
 
@@ -64,9 +68,11 @@ export class Authenticator {
    * Authenticates the bearer key in `header` for a request from `ip`. Throws
    * `SKYTALE_AUTH_KEY_INVALID` (same answer whether or not the prefix exists),
    * `SKYTALE_AUTH_KEY_REVOKED` (only after the full key verified), or `SKYTALE_RATE_LIMITED`
-   * (before any hashing) when the IP or prefix failed too often.
+   * (before any hashing) when the IP or prefix failed too often or no Argon2id slot is free.
+   * `beforeArgon2(prefix)` runs only when the key has to be hashed (not on a cache hit), after
+   * the failure limits and before a slot is taken: a route's own pre-hash check (it may throw).
    */
-  async authenticate(header: string | undefined, ip: string): Promise<AuthContext> {
+  async authenticate(header: string | undefined, ip: string, beforeArgon2?: (prefix: string) => Promise<void>): Promise<AuthContext> {
     const { db, cache, failuresPerIp, failuresPerKey, metrics } = this.deps;
     const key = bearerKey(header);
     const wellFormed = isWellFormedKey(key);
@@ -84,24 +90,26 @@ export class Authenticator {
       return this.success(row, prefix);
     }
 
-    const wait = Math.max(failuresPerIp.blockedFor(ip), prefix ? failuresPerKey.blockedFor(prefix) : 0);
+    const [byIp, byKey] = await Promise.all([failuresPerIp.blockedFor(ip), prefix ? failuresPerKey.blockedFor(prefix) : 0]);
+    const wait = Math.max(byIp, byKey);
     if (wait > 0) {
       metrics.rateLimited.inc({ limiter: "auth_failures" });
       throw errors.rateLimited(wait);
     }
     if (!wellFormed) return this.fail("SKYTALE_AUTH_KEY_INVALID", ip, prefix);
+    if (beforeArgon2) await beforeArgon2(prefix);
 
-    if (this.pending >= this.deps.maxPending) {
+    const lease = await this.deps.argon2Slots.tryAcquire();
+    if (!lease) {
       metrics.rateLimited.inc({ limiter: "argon2_pending" });
       throw errors.rateLimited(1);
     }
-    this.pending += 1;
     const started = process.hrtime.bigint();
     let ok: boolean;
     try {
-      ok = await verifyApiKey(row?.hash ?? this.dummyHash, key);
+      ok = await (this.deps.verify ?? verifyApiKey)(row?.hash ?? this.dummyHash, key);
     } finally {
-      this.pending -= 1;
+      await lease.release().catch(() => undefined);
     }
     metrics.argon2Verify.observe(Number(process.hrtime.bigint() - started) / 1e9);
     if (!row || !ok) return this.fail("SKYTALE_AUTH_KEY_INVALID", ip, prefix);
@@ -117,10 +125,9 @@ export class Authenticator {
     return { keyId: row.id, accountId: row.accountId, org: row.org, prefix, role: row.role, identity: row.identity };
   }
 
-  private fail(code: "SKYTALE_AUTH_KEY_INVALID" | "SKYTALE_AUTH_KEY_REVOKED", ip: string, prefix: string): never {
+  private async fail(code: "SKYTALE_AUTH_KEY_INVALID" | "SKYTALE_AUTH_KEY_REVOKED", ip: string, prefix: string): Promise<never> {
     this.deps.metrics.authFailures.inc({ code });
-    this.deps.failuresPerIp.hit(ip);
-    if (prefix) this.deps.failuresPerKey.hit(prefix);
+    await Promise.all([this.deps.failuresPerIp.hit(ip), prefix ? this.deps.failuresPerKey.hit(prefix) : undefined]);
     throw code === "SKYTALE_AUTH_KEY_REVOKED" ? errors.keyRevoked() : errors.keyInvalid();
   }
 }

@@ -1,11 +1,29 @@
-// routes/public.ts — owns the unauthenticated operational routes: JWKS, health, metrics.
+// routes/public.ts — owns the unauthenticated routes: JWKS, relay addresses, health, metrics.
 
 import type { FastifyInstance } from "fastify";
+import { relayList } from "../config.js";
 import type { Services } from "../services.js";
 import { jwks } from "../signing/keyRing.js";
 
-/** Registers /.well-known/jwks.json, /health and /metrics. */
+/** Registers /.well-known/jwks.json, /v1/relays, /health and /metrics. */
 export function registerPublicRoutes(app: FastifyInstance, s: Services): void {
+  const relays = relayList(s.config);
+  app.get(
+    "/v1/relays",
+    {
+      config: { summary: "Relay addresses clients may connect to, preferred first (the token answer carries the same list)" },
+      schema: {
+        response: {
+          200: { type: "object", required: ["relays"], properties: { relays: { type: "array", items: { type: "string" } } } },
+        },
+      },
+    },
+    async (_req, reply) => {
+      void reply.header("cache-control", "public, max-age=60");
+      return { relays };
+    },
+  );
+
   app.get(
     "/.well-known/jwks.json",
     {
@@ -57,6 +75,9 @@ export function registerPublicRoutes(app: FastifyInstance, s: Services): void {
       "# HELP skytale_api_key_cache_entries Entries in the verified-key cache.",
       "# TYPE skytale_api_key_cache_entries gauge",
       `skytale_api_key_cache_entries ${s.cache.size}`,
+      "# HELP skytale_api_limits_backend Where rate limits and Argon2id slots are counted (1 = this backend).",
+      "# TYPE skytale_api_limits_backend gauge",
+      `skytale_api_limits_backend{backend="${s.limits.backend}"} 1`,
       "# HELP skytale_api_signing_keys Published signing keys.",
       "# TYPE skytale_api_signing_keys gauge",
       `skytale_api_signing_keys ${s.ring.publicKeys.length}`,

@@ -8,11 +8,16 @@ import type { Services } from "../services.js";
 
 /**
  * Builds a preValidation hook that sets `req.auth` or answers 401/429; with `"admin"`, an agent
- * key is refused with 403 `SKYTALE_FORBIDDEN`.
+ * key is refused with 403 `SKYTALE_FORBIDDEN`. `beforeArgon2` runs only when the key must be
+ * hashed (see `Authenticator.authenticate`).
  */
-export function requireAuth(s: Services, role?: "admin"): (req: FastifyRequest, reply: FastifyReply) => Promise<void> {
+export function requireAuth(
+  s: Services,
+  role?: "admin",
+  beforeArgon2?: (prefix: string) => Promise<void>,
+): (req: FastifyRequest, reply: FastifyReply) => Promise<void> {
   return async (req) => {
-    req.auth = await s.auth.authenticate(req.headers.authorization, req.ip);
+    req.auth = await s.auth.authenticate(req.headers.authorization, req.ip, beforeArgon2);
     if (role === "admin" && req.auth.role !== "admin") throw errors.forbidden();
   };
 }

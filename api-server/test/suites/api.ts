@@ -73,6 +73,7 @@ export function defineApiSuite(backend: Backend): void {
           "/v1/agents/{identity}",
           "/v1/agents/{identity}/rotate",
           "/v1/revocations",
+          "/v1/relays",
           "/.well-known/jwks.json",
         ]),
       );
@@ -82,7 +83,16 @@ export function defineApiSuite(backend: Backend): void {
       const metrics = await call(base, "GET", "/metrics");
       expect(metrics.headers.get("content-type")).toMatch(/^text\/plain/);
       expect(metrics.body).toContain("skytale_api_http_requests_total");
-      for (const m of ["credentials_issued", "agents_registered", "agents_revoked"]) expect(metrics.body).toContain(`skytale_api_${m}_total`);
+      for (const m of ["credentials_issued", "agents_registered", "agents_revoked", "limits_fallbacks"]) expect(metrics.body).toContain(`skytale_api_${m}_total`);
+      // Postgres counts limits in the database (shared by instances); PGlite in memory.
+      expect(metrics.body).toContain(`skytale_api_limits_backend{backend="${backend.name === "postgres" ? "postgres" : "memory"}"} 1`);
+    });
+
+    it("publishes the relay addresses: GET /v1/relays, SKYTALE_RELAY_URL first", async () => {
+      const r = await call(base, "GET", "/v1/relays");
+      expect(r.status).toBe(200);
+      expect(r.body).toEqual({ relays: [TEST_ENV.SKYTALE_RELAY_URL, "iroh://testrelay2@127.0.0.1:7444"] });
+      expect(r.headers.get("cache-control")).toBe("public, max-age=60");
     });
 
     it("signup → key → token, and the token verifies against the JWKS with the relay's claims", async () => {
@@ -102,6 +112,7 @@ export function defineApiSuite(backend: Backend): void {
       const t = await call(base, "POST", "/v1/tokens", { key, body: { identity: "planner" } });
       expect(t.status).toBe(200);
       expect(t.body.relay).toBe(TEST_ENV.SKYTALE_RELAY_URL);
+      expect(t.body.relays).toEqual([TEST_ENV.SKYTALE_RELAY_URL, "iroh://testrelay2@127.0.0.1:7444"]);
       expect(t.body.identity).toBe("planner");
       const { payload, protectedHeader } = await verifyAgainstJwks(base, t.body.token);
       const jwks = (await call(base, "GET", "/.well-known/jwks.json")).body;

@@ -15,11 +15,10 @@
 
 mod client;
 mod error;
-mod invites;
 mod registry;
 mod tokens;
 
-pub use client::{ChannelEvent, Client, ClientConfig, ClientEvent};
+pub use client::{AcceptWelcomes, ChannelEvent, ChannelStats, Client, ClientConfig, ClientEvent, InviteInfo};
 pub use error::{ClientError, Result};
-pub use invites::InviteToken;
+pub use skytale_core::invite::InviteToken;
 pub use tokens::{Token, TokenSource};

@@ -22,6 +22,9 @@ pub struct Token {
     pub expires_at: u64,
     /// Relay address published by the API server, if any.
     pub relay: Option<String>,
+    /// Every relay address the API server published (a relay cluster: `relays`, and `relay`
+    /// for servers that publish one), deduplicated, in the server's order.
+    pub relays: Vec<String>,
 }
 
 impl std::fmt::Debug for Token {
@@ -57,6 +60,17 @@ struct TokenReply {
     #[serde(rename = "expiresAt")]
     expires_at: String,
     relay: Option<String>,
+    #[serde(default)]
+    relays: Vec<String>,
+}
+
+/// Splits comma-separated relay addresses and appends the new ones to `out`.
+pub(crate) fn push_relays<'a>(out: &mut Vec<String>, addrs: impl IntoIterator<Item = &'a str>) {
+    for a in addrs.into_iter().flat_map(|a| a.split(',')).map(str::trim).filter(|a| !a.is_empty()) {
+        if !out.iter().any(|x| x == a) {
+            out.push(a.to_string());
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -200,7 +214,9 @@ impl TokenSource {
         };
         let reply: TokenReply = self.request_json("/v1/tokens", Some(body), true).await?;
         let expires_at = parse_iso8601(&reply.expires_at).unwrap_or_else(|| now_secs() + 600);
-        Ok(Token { jwt: Zeroizing::new(reply.token), expires_at, relay: reply.relay.filter(|r| !r.is_empty()) })
+        let mut relays = Vec::new();
+        push_relays(&mut relays, reply.relays.iter().map(String::as_str).chain(reply.relay.as_deref()));
+        Ok(Token { jwt: Zeroizing::new(reply.token), expires_at, relay: reply.relay.filter(|r| !r.is_empty()), relays })
     }
 
     /// Drops the cached token (e.g. after the relay refused it).
@@ -211,7 +227,18 @@ impl TokenSource {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_iso8601;
+    use super::{parse_iso8601, push_relays, TokenReply};
+
+    #[test]
+    fn relay_lists() {
+        let r: TokenReply =
+            serde_json::from_str(r#"{"token":"t","expiresAt":"x","relay":"a","relays":["a","b, c",""]}"#).unwrap();
+        let mut out = Vec::new();
+        push_relays(&mut out, r.relays.iter().map(String::as_str).chain(r.relay.as_deref()));
+        assert_eq!(out, vec!["a", "b", "c"]);
+        let r: TokenReply = serde_json::from_str(r#"{"token":"t","expiresAt":"x","relay":"a"}"#).unwrap();
+        assert!(r.relays.is_empty());
+    }
 
     #[test]
     fn iso_dates() {

@@ -56,7 +56,13 @@ struct Inner {
 }
 
 mod batch;
+mod fork;
+mod policy;
+mod resync;
 mod trust;
+pub use fork::{commit_hash, failure_kind, Failure, AUTH_LEN};
+use policy::{build_commit, check_staged, leaf_capabilities, policy_after_removal, policy_extensions, CommitPlan};
+pub use resync::{resync_item_kind, ResyncItem, ResyncRequest};
 pub(crate) use trust::LeafVerifier;
 
 /// An agent: an identity with its encrypted keystore and MLS channels.
@@ -212,6 +218,7 @@ impl Agent {
             let mut out = Vec::with_capacity(count as usize);
             for _ in 0..count {
                 let bundle = KeyPackage::builder()
+                    .leaf_node_capabilities(leaf_capabilities())
                     .build(CIPHERSUITE, &provider, &inner.signer, inner.credential.clone())
                     .map_err(|e| Error::Internal(format!("key package: {e}")))?;
                 out.push(serialize(&MlsMessageOut::from(bundle.key_package().clone()))?);
@@ -220,8 +227,14 @@ impl Agent {
         })
     }
 
-    /// Creates a channel (a new MLS group with this agent as its only member).
+    /// Creates a channel (a new MLS group with this agent as its only member and first
+    /// admin) with the default rules: admins add, remove, invite and change the policy.
     pub fn create_channel(&self, name: &str) -> Result<()> {
+        self.create_channel_with_rules(name, crate::policy::Rules::default())
+    }
+
+    /// Creates a channel with `rules` (see [`crate::policy`]); this agent is its first admin.
+    pub fn create_channel_with_rules(&self, name: &str, rules: crate::policy::Rules) -> Result<()> {
         validate_channel_name(name)?;
         let mut inner = self.lock()?;
         if inner.channel_exists(name)? {
@@ -235,6 +248,11 @@ impl Agent {
                 .wire_format_policy(group_config().wire_format_policy())
                 .max_past_epochs(MAX_PAST_EPOCHS)
                 .sender_ratchet_configuration(*group_config().sender_ratchet_configuration())
+                .capabilities(leaf_capabilities())
+                .with_group_context_extensions(policy_extensions(&crate::policy::ChannelPolicy::for_creator(
+                    &inner.identity,
+                    rules,
+                ))?)
                 .build();
             let group = MlsGroup::new_with_group_id(
                 &provider,
@@ -340,6 +358,38 @@ impl Agent {
         group_info: &[u8],
         authenticated_data: &[u8],
     ) -> Result<(String, CommitOutput)> {
+        self.external_join(group_info, |_| Ok(authenticated_data.to_vec()), None)
+    }
+
+    /// Joins by an external commit with an invite: the commit carries the joiner's proof for
+    /// the epoch it joins from, and the join is refused up front (`SKYTALE_INVITE_*`) when the
+    /// channel's policy says the invite is revoked, expired, used up or was already used by
+    /// this agent — the verdict every member would reach.
+    pub fn join_with_invite(
+        &self,
+        group_info: &[u8],
+        invite: &crate::invite::InviteToken,
+    ) -> Result<(String, CommitOutput)> {
+        let me_id = self.identity.clone();
+        let aad = |from_epoch: u64| {
+            crate::policy::CommitProofs {
+                external: Some(crate::policy::ExternalProof {
+                    id: invite.id_hex(),
+                    sig: crate::policy::b64(&invite.sign_external_join(&me_id, from_epoch)),
+                }),
+                admit: vec![],
+            }
+            .to_aad()
+        };
+        self.external_join(group_info, aad, Some(invite))
+    }
+
+    fn external_join(
+        &self,
+        group_info: &[u8],
+        make_aad: impl FnOnce(u64) -> Result<Vec<u8>>,
+        invite: Option<&crate::invite::InviteToken>,
+    ) -> Result<(String, CommitOutput)> {
         let verifiable = match parse_message(group_info)?.extract() {
             MlsMessageBodyIn::GroupInfo(gi) => gi,
             _ => return Err(Error::InvalidMessage("not a GroupInfo".into())),
@@ -348,6 +398,7 @@ impl Agent {
             .map_err(|_| Error::InvalidMessage("channel name is not UTF-8".into()))?;
         validate_channel_name(&name)?;
         let from_epoch = verifiable.epoch().as_u64();
+        let authenticated_data = make_aad(from_epoch)?;
         let mut inner = self.lock()?;
         let mut result = None;
         inner.transaction(None, |inner| {
@@ -360,10 +411,11 @@ impl Agent {
             }
             let provider = Provider::new(&inner.crypto, inner.store.conn());
             let (group, bundle) = MlsGroup::external_commit_builder()
-                .with_aad(authenticated_data.to_vec())
+                .with_aad(authenticated_data.clone())
                 .with_config(group_config())
                 .build_group(&provider, verifiable, inner.credential.clone())
                 .map_err(|e| Error::InvalidMessage(format!("group info: {e}")))?
+                .leaf_node_parameters(LeafNodeParameters::builder().with_capabilities(leaf_capabilities()).build())
                 .load_psks(provider.storage())
                 .map_err(|e| Error::Storage(format!("psks: {e:?}")))?
                 .build(provider.rand(), provider.crypto(), &inner.signer, |_| true)
@@ -375,6 +427,9 @@ impl Agent {
                 for m in group.members() {
                     verifier.check(&m.credential, &m.signature_key, None, None)?;
                 }
+            }
+            if let (Some(invite), Some(p)) = (invite, policy::policy_of(group.extensions())?) {
+                p.usable_invite(&invite.id_hex(), &inner.identity, now() as u64)?;
             }
             let commit = serialize(bundle.commit())?;
             let epoch = group.epoch().as_u64();
@@ -451,6 +506,28 @@ impl Agent {
     ///
     /// Errors: `SKYTALE_KEY_PACKAGE_USED` when this agent already used one of the key packages.
     pub fn add_members(&self, name: &str, key_packages: &[Vec<u8>], mode: CommitMode) -> Result<CommitOutput> {
+        self.add_members_checked(name, key_packages, mode, true)
+    }
+
+    /// [`Agent::add_members`] without this agent's own policy check: what a hostile member can
+    /// always do with a modified client. Exists for tests that show the other members reject it.
+    #[doc(hidden)]
+    pub fn add_members_bypassing_policy(
+        &self,
+        name: &str,
+        key_packages: &[Vec<u8>],
+        mode: CommitMode,
+    ) -> Result<CommitOutput> {
+        self.add_members_checked(name, key_packages, mode, false)
+    }
+
+    fn add_members_checked(
+        &self,
+        name: &str,
+        key_packages: &[Vec<u8>],
+        mode: CommitMode,
+        check_policy: bool,
+    ) -> Result<CommitOutput> {
         if key_packages.is_empty() {
             return Err(Error::InvalidArgument("no key packages".into()));
         }
@@ -495,14 +572,18 @@ impl Agent {
             if let Some(dup) = added.iter().find(|a| current.contains(a)) {
                 return Err(Error::InvalidArgument(format!("'{dup}' is already a member")));
             }
+            if check_policy {
+                policy::require(group, &inner.identity, crate::policy::Action::Add)?;
+            }
             let provider = Provider::new(crypto, conn);
             let from_epoch = group.epoch().as_u64();
             // Add-only commit without an update path (RFC 9420 allows it; ~4x cheaper for large
             // groups). Post-compromise security is kept by the driver's scheduled self-update
             // (see skytale-client: a rotation follows adds once the last one is older than its
             // interval).
-            let (commit, welcome, _) =
-                group.add_members_without_update(&provider, signer, &kps).map_err(me::add_error)?;
+            let plan = CommitPlan { adds: kps, ..Default::default() };
+            let (commit, welcome) = build_commit(&provider, group, signer, plan, mode)?;
+            let welcome = welcome.ok_or_else(|| Error::Internal("an add produced no Welcome".into()))?;
             for r in &refs {
                 conn.execute("INSERT INTO skytale_used_key_packages (ref, used_at) VALUES (?1, ?2)", params![r, now()])?;
             }
@@ -515,7 +596,6 @@ impl Agent {
                     params![pending_kps_key(name), refs_json],
                 )?;
             }
-            finish_commit(&provider, group, mode)?;
             Ok(CommitOutput {
                 commit: serialize(&commit)?,
                 welcome: Some(serialize(&welcome)?),
@@ -552,10 +632,13 @@ impl Agent {
                 }
                 leaves.extend(found);
             }
+            policy::require(group, &own, crate::policy::Action::Remove)?;
             let provider = Provider::new(crypto, conn);
             let from_epoch = group.epoch().as_u64();
-            let (commit, welcome, _) = group.remove_members(&provider, signer, &leaves).map_err(me::remove_error)?;
-            finish_commit(&provider, group, mode)?;
+            // Removed members lose their roles in the same commit (a re-invited one starts over).
+            let plan =
+                CommitPlan { removes: leaves, policy: policy_after_removal(group, identities)?, ..Default::default() };
+            let (commit, welcome) = build_commit(&provider, group, signer, plan, mode)?;
             Ok(CommitOutput {
                 commit: serialize(&commit)?,
                 welcome: welcome.as_ref().map(serialize).transpose()?,
@@ -576,11 +659,9 @@ impl Agent {
             ensure_ready(name, group)?;
             let provider = Provider::new(crypto, conn);
             let from_epoch = group.epoch().as_u64();
-            let bundle = group
-                .self_update(&provider, signer, LeafNodeParameters::default())
-                .map_err(|e| Error::Internal(format!("self update: {e}")))?;
-            let commit = serialize(bundle.commit())?;
-            finish_commit(&provider, group, mode)?;
+            let plan = CommitPlan { force_self_update: true, ..Default::default() };
+            let (commit, _) = build_commit(&provider, group, signer, plan, mode)?;
+            let commit = serialize(&commit)?;
             Ok(CommitOutput {
                 commit,
                 welcome: None,
@@ -647,6 +728,7 @@ impl Agent {
             ensure_ready(name, group)?;
             let provider = Provider::new(crypto, conn);
             let padded = crate::envelope::pad(plaintext)?;
+            fork::tag_outgoing(conn, name, group)?;
             let msg =
                 group.create_message(&provider, signer, &padded).map_err(|e| me::create_message_error(name, e))?;
             serialize(&msg)
@@ -675,7 +757,10 @@ impl Agent {
     fn process_incoming_inner(&self, name: &str, wire: &[u8], delivery: Option<Delivery>) -> Result<Incoming> {
         let protocol = parse_protocol(wire)?;
         let mut inner = self.lock()?;
-        inner.transaction(Some(name), |inner| process_one(inner, name, protocol, delivery))
+        inner.transaction(Some(name), |inner| match delivery {
+            Some(d) => fork::process_delivered_one(inner, name, protocol, wire, d),
+            None => process_one(inner, name, protocol, None),
+        })
     }
 }
 
@@ -710,13 +795,22 @@ fn process_one(
         // A handshake message of a past epoch: a replayed or superseded commit/proposal.
         return Err(Error::WrongEpoch { message_epoch, current_epoch });
     }
+    fork::remember_epoch(conn, name, group)?;
+    let clear_aad = fork::clear_aad(&protocol);
     let provider = Provider::new(crypto, conn);
-    let processed = group
-        .process_message(&provider, protocol)
-        .map_err(|e| me::process_error(name, message_epoch, current_epoch, e))?;
+    let processed = group.process_message(&provider, protocol).map_err(|e| {
+        fork::evidence(
+            conn,
+            name,
+            group,
+            clear_aad.as_deref(),
+            me::process_error(name, message_epoch, current_epoch, e),
+        )
+    })?;
+    fork::check_processed(conn, name, group, &processed)?;
     let verifier = LeafVerifier::new(inner.anchors.as_ref(), &inner.revoked, channel_org(name)?);
     let at = delivery.map(|d| d.at_secs).unwrap_or(now() as u64);
-    let event = apply_processed(&provider, group, processed, &verifier, at)?;
+    let event = apply_processed(name, &provider, group, processed, &verifier, at)?;
     if let Some(d) = delivery {
         record_delivery(conn, name, d, &event)?;
     }
@@ -754,6 +848,7 @@ fn record_position(conn: &rusqlite::Connection, name: &str, d: Delivery) -> Resu
 }
 
 fn apply_processed(
+    name: &str,
     provider: &Provider<'_>,
     group: &mut MlsGroup,
     processed: ProcessedMessage,
@@ -785,6 +880,10 @@ fn apply_processed(
                 ProcessedMessageContent::StagedCommitMessage(staged) => {
                     let external = matches!(sender_kind, Sender::NewMemberCommit);
                     verifier.check_commit(group, &staged, &sender, external, at)?;
+                    // The channel policy: every member judges alike (see crate::policy).
+                    check_staged(name, group, &staged, &sender, external, &authenticated_data, at)?;
+                    // A member resyncing (issue #10) replaces its own old leaf: not a removal.
+                    let resync = fork::check_external_removes(group, &staged, &sender, external)?;
                     let added = staged
                         .add_proposals()
                         .map(|p| credential_identity(p.add_proposal().key_package().leaf_node().credential()))
@@ -792,6 +891,7 @@ fn apply_processed(
                     let removed = staged
                         .remove_proposals()
                         .filter_map(|p| group.member(p.remove_proposal().removed()).map(credential_identity))
+                        .filter(|id| !(resync && *id == sender))
                         .collect();
                     let self_removed = staged.self_removed();
                     group.merge_staged_commit(provider, *staged).map_err(|e| Error::Internal(format!("merge: {e}")))?;
@@ -802,6 +902,7 @@ fn apply_processed(
                         removed,
                         self_removed,
                         external,
+                        resync,
                         authenticated_data,
                     })
                 }
@@ -814,6 +915,7 @@ fn apply_processed(
                         removed: vec![],
                         self_removed: false,
                         external: false,
+                        resync: false,
                         authenticated_data,
                     })
                 }

@@ -73,12 +73,39 @@ pub enum Error {
     /// signature key, expired or revoked; or the issuer's keys cannot be trusted.
     #[error("credential refused: {0}")]
     CredentialInvalid(String),
+    /// Members disagree about the channel's history: an authenticated message or a commit
+    /// shows another state of an epoch this member holds (see `agent::fork`).
+    #[error("fork detected in {channel}: local epoch {local_epoch}, remote epoch {remote_epoch}: {reason}")]
+    Fork {
+        /// The channel.
+        channel: String,
+        /// This member's MLS epoch.
+        local_epoch: u64,
+        /// The epoch the other side claims.
+        remote_epoch: u64,
+        /// What was seen.
+        reason: String,
+    },
     /// Storage failed below MLS (disk full, I/O error).
     #[error("storage error: {0}")]
     Storage(String),
     /// An internal error in the MLS library or the core; a bug.
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// The channel's policy does not allow this (role or invite rules).
+    #[error("not allowed by the channel policy: {0}")]
+    PolicyDenied(String),
+
+    /// An invite problem, with its specific code (`SKYTALE_INVITE_*`).
+    #[error("{message}")]
+    Invite {
+        /// `SKYTALE_INVITE_INVALID`, `SKYTALE_INVITE_EXPIRED`, `SKYTALE_INVITE_USED_UP`,
+        /// `SKYTALE_INVITE_REVOKED` or `SKYTALE_INVITE_WRONG_CHANNEL`.
+        code: &'static str,
+        /// Detail.
+        message: String,
+    },
 }
 
 impl Error {
@@ -103,8 +130,11 @@ impl Error {
             Error::InvalidArgument(_) => "SKYTALE_INVALID_ARGUMENT",
             Error::InvalidState(_) => "SKYTALE_INVALID_STATE",
             Error::CredentialInvalid(_) => "SKYTALE_CREDENTIAL_INVALID",
+            Error::Fork { .. } => "SKYTALE_FORK_DETECTED",
             Error::Storage(_) => "SKYTALE_STORAGE",
             Error::Internal(_) => "SKYTALE_INTERNAL",
+            Error::PolicyDenied(_) => "SKYTALE_POLICY_DENIED",
+            Error::Invite { code, .. } => code,
         }
     }
 }

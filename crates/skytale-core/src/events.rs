@@ -26,6 +26,9 @@ pub enum Incoming {
         self_removed: bool,
         /// True for an external commit (a new member joining by itself from a GroupInfo).
         external: bool,
+        /// True for an external commit by which an existing member resynced: it replaced its
+        /// own old leaf (the membership is unchanged; see `Agent::rejoin_by_external_commit`).
+        resync: bool,
         /// The commit's authenticated data (e.g. an invite proof of an external joiner).
         authenticated_data: Vec<u8>,
     },

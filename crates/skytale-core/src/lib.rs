@@ -21,17 +21,23 @@
 //! ```
 
 mod agent;
+pub mod control;
 mod credential;
 pub mod envelope;
 mod error;
 mod events;
+pub mod invite;
 mod keystore;
 mod mls_errors;
 mod names;
+pub mod policy;
 mod provider;
 mod secret;
 
-pub use agent::{Agent, AgentOptions, Delivery, InboxItem, CIPHERSUITE};
+pub use agent::{
+    commit_hash, failure_kind, resync_item_kind, Agent, AgentOptions, Delivery, Failure, InboxItem, ResyncItem,
+    ResyncRequest, AUTH_LEN, CIPHERSUITE,
+};
 pub use credential::{
     credential_identity_unverified, fingerprint, rotate_anchors, verify_credential, Expected, IssuerKey, RevokedAgent,
     TrustAnchors, VerifiedCredential, CREDENTIAL_AUD, CREDENTIAL_TYP,

@@ -64,25 +64,6 @@ pub(crate) fn welcome_error<S: std::fmt::Debug + std::fmt::Display>(e: WelcomeEr
     }
 }
 
-/// Maps an error of `MlsGroup::add_members`.
-pub(crate) fn add_error<S: std::fmt::Debug + std::fmt::Display>(e: AddMembersError<S>) -> Error {
-    match e {
-        AddMembersError::GroupStateError(s) => state_error("", &s),
-        AddMembersError::StorageError(s) => Error::Storage(s.to_string()),
-        other => Error::InvalidArgument(format!("add members: {other}")),
-    }
-}
-
-/// Maps an error of `MlsGroup::remove_members`.
-pub(crate) fn remove_error<S: std::fmt::Debug + std::fmt::Display>(e: RemoveMembersError<S>) -> Error {
-    match e {
-        RemoveMembersError::GroupStateError(s) => state_error("", &s),
-        RemoveMembersError::StorageError(s) => Error::Storage(s.to_string()),
-        RemoveMembersError::UnknownMember => Error::MemberNotFound("unknown leaf".into()),
-        other => Error::InvalidArgument(format!("remove members: {other}")),
-    }
-}
-
 /// Maps an error of `MlsGroup::create_message`.
 pub(crate) fn create_message_error(channel: &str, e: CreateMessageError) -> Error {
     match e {

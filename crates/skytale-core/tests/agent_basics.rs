@@ -154,16 +154,19 @@ fn external_commit_join_from_group_info() {
     let (_da, _db, alice, bob) = pair();
     let ch = "acme/team/external";
     alice.create_channel(ch).unwrap();
+    let invite = skytale_core::invite::InviteToken::generate(ch, "");
+    alice.register_invite(ch, &invite, u64::MAX / 2, 1, CommitMode::Merge).unwrap();
     let gi = alice.export_group_info(ch).unwrap();
-    let (name, out) = bob.join_by_external_commit(&gi, b"proof-bytes").unwrap();
+    let (name, out) = bob.join_with_invite(&gi, &invite).unwrap();
     assert_eq!(name, ch);
-    assert_eq!((out.from_epoch, out.epoch), (0, 1));
+    assert_eq!((out.from_epoch, out.epoch), (1, 2));
     match alice.process_incoming(ch, &out.commit).unwrap() {
         Incoming::Commit { sender, external, authenticated_data, epoch, .. } => {
             assert_eq!(sender, "bob");
             assert!(external);
-            assert_eq!(authenticated_data, b"proof-bytes");
-            assert_eq!(epoch, 1);
+            let proofs = skytale_core::policy::CommitProofs::from_aad(&authenticated_data);
+            assert_eq!(proofs.external.map(|p| p.id), Some(invite.id_hex()));
+            assert_eq!(epoch, 2);
         }
         other => panic!("{other:?}"),
     }

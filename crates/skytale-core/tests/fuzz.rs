@@ -69,7 +69,7 @@ fn key(b: u8) -> KeystoreSecret {
 }
 
 #[test]
-fn process_incoming_survives_mutated_messages_and_changes_nothing() {
+fn fuzz_process_incoming_survives_mutated_messages_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let alice =
         Agent::open(AgentOptions { data_dir: &dir.path().join("a"), identity: "alice", secret: &key(1) }).unwrap();
@@ -113,7 +113,63 @@ fn process_incoming_survives_mutated_messages_and_changes_nothing() {
 }
 
 #[test]
-fn credential_verification_survives_garbage() {
+fn fuzz_policy_decoding_and_commit_checks_survive_garbage() {
+    use skytale_core::policy::*;
+    let mut policy = ChannelPolicy::for_creator("alice", Rules::default());
+    let invite = skytale_core::invite::InviteToken::generate("acme/a/b", "");
+    policy.invites.insert(
+        invite.id_hex(),
+        InviteEntry {
+            public_key: b64(&invite.public_key()),
+            expires_at: 10_000,
+            max_uses: 2,
+            created_by: "alice".into(),
+            revoked: false,
+            used: vec![],
+        },
+    );
+    let proofs = CommitProofs {
+        external: Some(ExternalProof { id: invite.id_hex(), sig: b64(&invite.sign_external_join("eve", 3)) }),
+        admit: vec![],
+    };
+    let corpus = vec![policy.encode().unwrap(), proofs.to_aad().unwrap(), br#"{"roles":{"a":"admin"}}"#.to_vec()];
+    let mut rng = rng();
+    for i in 0..iters(20_000) {
+        let input = mutate(&mut rng, &corpus[(i as usize) % corpus.len()], &corpus);
+        let decoded = ChannelPolicy::decode(&input);
+        if let Err(e) = &decoded {
+            assert_eq!(e.code(), "SKYTALE_INVALID_MESSAGE");
+        }
+        let facts = CommitFacts {
+            channel: "acme/a/b",
+            committer: "eve",
+            external: i % 2 == 0,
+            resync: false,
+            from_epoch: 3,
+            at: 1,
+            added: vec![("eve".into(), vec![1; 32])],
+            removed: vec![],
+            members_after: vec!["alice".into(), "eve".into()],
+            aad: &input,
+        };
+        // A mutated proof never admits; a mutated policy after the commit never passes for a
+        // member without roles.
+        if let Err(e) = check_commit(Some(&policy), Some(&policy), &facts) {
+            assert!(e.code().starts_with("SKYTALE_"));
+        } else {
+            assert!(facts.external && CommitProofs::from_aad(&input) == proofs, "a mutated proof was accepted");
+        }
+        if let Ok(p) = decoded {
+            let member = CommitFacts { external: false, added: vec![], aad: b"", ..facts };
+            if p.roles != policy.roles || p.rules != policy.rules {
+                assert!(check_commit(Some(&policy), Some(&p), &member).is_err(), "a member changed the policy");
+            }
+        }
+    }
+}
+
+#[test]
+fn fuzz_credential_verification_survives_garbage() {
     let anchors = TrustAnchors {
         org: "acme".into(),
         keys: vec![IssuerKey { kid: "k".into(), x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into() }],
@@ -133,7 +189,7 @@ fn credential_verification_survives_garbage() {
 }
 
 #[test]
-fn a_corrupted_keystore_gives_a_coded_error_never_a_panic() {
+fn fuzz_a_corrupted_keystore_gives_a_coded_error_never_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base");
     {

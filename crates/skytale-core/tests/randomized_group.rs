@@ -31,7 +31,7 @@ impl Sim {
             );
             dirs.push(dir);
         }
-        agents[0].create_channel(CHANNEL).unwrap();
+        agents[0].create_channel_with_rules(CHANNEL, skytale_core::policy::Rules::open()).unwrap();
         let mut sim = Sim { agents, members: vec![0], removed: vec![], _dirs: dirs };
         let initial = rng.gen_range(3..=6);
         while sim.members.len() < initial {

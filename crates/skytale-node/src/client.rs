@@ -22,8 +22,14 @@ pub struct ClientConnectOptions {
     pub api_url: String,
     /// API key (`sk_live_…`).
     pub api_key: String,
-    /// Relay address `iroh://<endpoint-id>@host:port`; default: the one the API server publishes.
+    /// Relay address `iroh://<endpoint-id>@host:port`, or several comma-separated (the nodes of a
+    /// relay cluster: the client moves to the next when one fails); default: the ones the API
+    /// server publishes.
     pub relay: Option<String>,
+    /// Which Welcomes to join on: `'org'` (default: invites this agent used, and certified
+    /// members of its org), `'none'` (only invites this agent used) or `'any'`.
+    #[napi(ts_type = "'any' | 'org' | 'none'")]
+    pub accept_welcomes: Option<String>,
 }
 
 /// A delivered channel message (or, with `kind: 'commit'`, a membership change).
@@ -74,7 +80,7 @@ fn to_js(ev: ChannelEvent) -> ChannelMessage {
 }
 
 /// Runs `fut` on the napi tokio runtime; rejects with an `Error` carrying the stable `code`.
-fn run<'env, T, V, F>(env: &'env Env, fut: F, convert: fn(T) -> V) -> napi::Result<PromiseRaw<'env, V>>
+pub(crate) fn run<'env, T, V, F>(env: &'env Env, fut: F, convert: fn(T) -> V) -> napi::Result<PromiseRaw<'env, V>>
 where
     T: Send + 'static,
     V: ToNapiValue + 'static,
@@ -118,7 +124,7 @@ impl Subscription {
 #[napi(object)]
 pub struct ClientEventInfo {
     /// What happened.
-    #[napi(ts_type = "'connected' | 'disconnected' | 'joined' | 'members' | 'error'")]
+    #[napi(ts_type = "'connected' | 'disconnected' | 'joined' | 'members' | 'fork' | 'healed' | 'error'")]
     pub kind: String,
     /// Identities added (`members`).
     pub added: Option<Vec<String>>,
@@ -128,8 +134,24 @@ pub struct ClientEventInfo {
     pub channel: Option<String>,
     /// Stable code (error, disconnected).
     pub code: Option<String>,
-    /// Detail (error) or who added this agent (joined).
+    /// Detail (error, fork) or who added this agent (joined).
     pub message: Option<String>,
+    /// This agent's epoch (`fork`) or the new epoch (`healed`).
+    pub local_epoch: Option<i64>,
+    /// The epoch the other side or the relay's order is at (`fork`).
+    pub remote_epoch: Option<i64>,
+}
+
+/// Counters of the fork machinery of one channel (see `ClientChannel.stats`).
+#[napi(object)]
+pub struct ChannelStatsInfo {
+    /// Items skipped as unprocessable (garbage, replays, another branch's messages, items
+    /// from before a resync); persisted.
+    pub skipped: i64,
+    /// Forks reported since this client connected.
+    pub forks: i64,
+    /// Resyncs completed since this client connected.
+    pub heals: i64,
 }
 
 fn event_to_js(ev: ClientEvent) -> ClientEventInfo {
@@ -141,6 +163,8 @@ fn event_to_js(ev: ClientEvent) -> ClientEventInfo {
             message: None,
             added: None,
             removed: None,
+            local_epoch: None,
+            remote_epoch: None,
         },
         ClientEvent::Disconnected { code } => ClientEventInfo {
             kind: "disconnected".into(),
@@ -149,6 +173,8 @@ fn event_to_js(ev: ClientEvent) -> ClientEventInfo {
             message: None,
             added: None,
             removed: None,
+            local_epoch: None,
+            remote_epoch: None,
         },
         ClientEvent::Joined { channel, by } => ClientEventInfo {
             kind: "joined".into(),
@@ -157,6 +183,8 @@ fn event_to_js(ev: ClientEvent) -> ClientEventInfo {
             message: Some(by),
             added: None,
             removed: None,
+            local_epoch: None,
+            remote_epoch: None,
         },
         ClientEvent::MembersChanged { channel, added, removed, by } => ClientEventInfo {
             kind: "members".into(),
@@ -165,6 +193,28 @@ fn event_to_js(ev: ClientEvent) -> ClientEventInfo {
             message: Some(by),
             added: Some(added),
             removed: Some(removed),
+            local_epoch: None,
+            remote_epoch: None,
+        },
+        ClientEvent::Fork { channel, local_epoch, remote_epoch, reason } => ClientEventInfo {
+            kind: "fork".into(),
+            channel: Some(channel),
+            code: Some("SKYTALE_FORK_DETECTED".into()),
+            message: Some(reason),
+            added: None,
+            removed: None,
+            local_epoch: Some(local_epoch as i64),
+            remote_epoch: Some(remote_epoch as i64),
+        },
+        ClientEvent::Healed { channel, epoch } => ClientEventInfo {
+            kind: "healed".into(),
+            channel: Some(channel),
+            code: None,
+            message: None,
+            added: None,
+            removed: None,
+            local_epoch: Some(epoch as i64),
+            remote_epoch: None,
         },
         ClientEvent::Error { channel, code, message } => ClientEventInfo {
             kind: "error".into(),
@@ -173,6 +223,8 @@ fn event_to_js(ev: ClientEvent) -> ClientEventInfo {
             message: Some(message),
             added: None,
             removed: None,
+            local_epoch: None,
+            remote_epoch: None,
         },
     }
 }
@@ -180,7 +232,7 @@ fn event_to_js(ev: ClientEvent) -> ClientEventInfo {
 /// An agent connected to a relay: tokens, reconnects and background processing are handled.
 #[napi]
 pub struct Client {
-    inner: CoreClient,
+    pub(crate) inner: CoreClient,
     events: Arc<tokio::sync::Mutex<tokio::sync::broadcast::Receiver<ClientEvent>>>,
 }
 
@@ -196,7 +248,11 @@ impl Client {
         options: ClientConnectOptions,
     ) -> napi::Result<PromiseRaw<'env, Client>> {
         let core = agent.core();
-        let config = ClientConfig::new(options.api_url, Zeroizing::new(options.api_key), options.relay);
+        let mut config = ClientConfig::new(options.api_url, Zeroizing::new(options.api_key), options.relay);
+        if let Some(mode) = options.accept_welcomes.as_deref() {
+            config.accept_welcomes = skytale_client::AcceptWelcomes::parse(mode)
+                .map_err(|e| crate::errors::js_error_code(env, e.code(), &e.to_string()))?;
+        }
         run(
             env,
             async move {
@@ -210,13 +266,24 @@ impl Client {
         )
     }
 
-    /// Creates a channel (`org/namespace/service`) on the relay and subscribes to it.
+    /// Creates a channel (`org/namespace/service`) on the relay and subscribes to it. This agent
+    /// is its first admin; `options.policy` sets the least role for each change (default: admin
+    /// for add, remove, invite and policy). Rejects with `SKYTALE_CHANNEL_EXISTS` if someone
+    /// else created that name first.
     #[napi(ts_return_type = "Promise<ClientChannel>")]
-    pub fn create_channel<'env>(&self, env: &'env Env, name: String) -> napi::Result<PromiseRaw<'env, ClientChannel>> {
+    pub fn create_channel<'env>(
+        &self,
+        env: &'env Env,
+        name: String,
+        options: Option<crate::policy::CreateChannelOptions>,
+    ) -> napi::Result<PromiseRaw<'env, ClientChannel>> {
+        let rules = crate::policy::rules_of(env, options)?;
         let inner = self.inner.clone();
-        run(env, async move { inner.create_channel(&name).await.map(|_| (inner, name)) }, |(inner, name)| {
-            ClientChannel { inner, name }
-        })
+        run(
+            env,
+            async move { inner.create_channel_with_rules(&name, rules).await.map(|_| (inner, name)) },
+            |(inner, name)| ClientChannel { inner, name },
+        )
     }
 
     /// A handle on a channel this agent is a member of. Throws `SKYTALE_CHANNEL_NOT_FOUND`.
@@ -358,8 +425,8 @@ impl Client {
         self.inner.member_channels()
     }
 
-    /// Pushes every client-wide event (connected, disconnected, joined, members, error) to
-    /// `onEvent` as it happens, until the returned subscription is closed. No polling.
+    /// Pushes every client-wide event (connected, disconnected, joined, members, fork, healed,
+    /// error) to `onEvent` as it happens, until the returned subscription is closed. No polling.
     #[napi(ts_args_type = "onEvent: (event: ClientEventInfo) => void")]
     pub fn on_event(&self, on_event: Function<ClientEventInfo, ()>) -> napi::Result<Subscription> {
         let tsfn = on_event.build_threadsafe_function().callee_handled::<false>().build()?;
@@ -577,6 +644,25 @@ impl ClientChannel {
     ) -> napi::Result<PromiseRaw<'env, std::collections::HashMap<String, String>>> {
         let (agent, name) = (self.inner.agent().clone(), self.name.clone());
         run(env, blocking(move || Ok(agent.member_fingerprints(&name)?)), |v| v.into_iter().collect())
+    }
+
+    /// The current epoch authenticator (RFC 9420): the same for every member in the same
+    /// state of the epoch, different across a fork. For comparison out of band.
+    #[napi(ts_return_type = "Promise<Uint8Array>")]
+    pub fn epoch_authenticator<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Uint8Array>> {
+        let (inner, name) = (self.inner.clone(), self.name.clone());
+        run(env, blocking(move || inner.epoch_authenticator(&name)), Uint8Array::from)
+    }
+
+    /// Counters of fork detection for this channel: skipped items, forks, resyncs.
+    #[napi(ts_return_type = "Promise<ChannelStatsInfo>")]
+    pub fn stats<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ChannelStatsInfo>> {
+        let (inner, name) = (self.inner.clone(), self.name.clone());
+        run(env, blocking(move || inner.channel_stats(&name)), |s| ChannelStatsInfo {
+            skipped: s.skipped as i64,
+            forks: s.forks as i64,
+            heals: s.heals as i64,
+        })
     }
 
     /// Derives `length` bytes from the current epoch's exporter secret (same for all members).

@@ -11,5 +11,6 @@ mod agent;
 mod channel;
 mod client;
 mod errors;
+mod policy;
 mod task;
 mod types;

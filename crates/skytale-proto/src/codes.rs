@@ -141,6 +141,12 @@ codes! {
     InviteExpired = "SKYTALE_INVITE_EXPIRED" : Channel,
     /// `SKYTALE_INVITE_USED_UP`.
     InviteUsedUp = "SKYTALE_INVITE_USED_UP" : Channel,
+    /// The invite was revoked by an admin.
+    InviteRevoked = "SKYTALE_INVITE_REVOKED" : Channel,
+    /// The channel's policy (roles, invite rules) does not allow the operation.
+    PolicyDenied = "SKYTALE_POLICY_DENIED" : Channel,
+    /// A Welcome this agent did not ask for was refused (see `acceptWelcomes`).
+    WelcomeRefused = "SKYTALE_WELCOME_REFUSED" : Channel,
     /// `SKYTALE_INVITE_WRONG_CHANNEL`.
     InviteWrongChannel = "SKYTALE_INVITE_WRONG_CHANNEL" : Channel,
     /// `SKYTALE_JOIN_TIMEOUT`.

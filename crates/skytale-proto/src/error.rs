@@ -56,11 +56,17 @@ pub enum ErrorCode {
     InviteUsedUp,
     /// The token's scope does not allow the request (`channels:r` cannot send, commit or invite).
     ScopeForbidden,
+    /// The caller is not in the channel's relay roster (only members touch a channel).
+    NotAMember,
+    /// `CreateChannel` of a name that another identity already created.
+    ChannelExists,
+    /// A per-org quota (channels, invites, key packages, archive bytes) is used up.
+    QuotaExceeded,
 }
 
 impl ErrorCode {
     /// All codes, for docs and tests.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::AuthRequired,
         ErrorCode::AuthInvalid,
         ErrorCode::AuthExpired,
@@ -85,6 +91,9 @@ impl ErrorCode {
         ErrorCode::InviteExpired,
         ErrorCode::InviteUsedUp,
         ErrorCode::ScopeForbidden,
+        ErrorCode::NotAMember,
+        ErrorCode::ChannelExists,
+        ErrorCode::QuotaExceeded,
     ];
 
     /// The stable code string.
@@ -114,6 +123,9 @@ impl ErrorCode {
             ErrorCode::InviteExpired => "SKYTALE_INVITE_EXPIRED",
             ErrorCode::InviteUsedUp => "SKYTALE_INVITE_USED_UP",
             ErrorCode::ScopeForbidden => "SKYTALE_SCOPE_FORBIDDEN",
+            ErrorCode::NotAMember => "SKYTALE_NOT_A_MEMBER",
+            ErrorCode::ChannelExists => "SKYTALE_CHANNEL_EXISTS",
+            ErrorCode::QuotaExceeded => "SKYTALE_QUOTA_EXCEEDED",
         }
     }
 

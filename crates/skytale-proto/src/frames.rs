@@ -32,7 +32,8 @@ pub enum Body {
     /// Liveness check; answered with [`Pong`].
     #[prost(message, tag = "11")]
     Ping(Ping),
-    /// Create a channel (idempotent); answered with [`ChannelInfo`].
+    /// Create a channel, the caller being its first member (idempotent for a member);
+    /// answered with [`ChannelInfo`].
     #[prost(message, tag = "12")]
     CreateChannel(CreateChannel),
     /// Subscribe to a channel with replay; answered with [`ChannelInfo`], then deliveries.
@@ -252,7 +253,7 @@ pub struct WelcomeOut {
 /// `Commit{channel, client_msg_id, epoch, payload, welcome?}`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Commit {
-    /// `org/namespace/service` (created if missing).
+    /// `org/namespace/service` (must exist: [`CreateChannel`] first).
     #[prost(string, tag = "1")]
     pub channel: String,
     /// Client-unique id (dedupe, as for [`Send`]).
@@ -264,9 +265,23 @@ pub struct Commit {
     /// Opaque MLS commit.
     #[prost(bytes = "vec", tag = "4")]
     pub payload: Vec<u8>,
-    /// Welcome for added members, queued only if the commit is accepted.
+    /// Welcome for added members (its recipients must be among `added`), stored once and queued
+    /// for each recipient only if the commit is accepted.
     #[prost(message, optional, tag = "5")]
     pub welcome: Option<WelcomeOut>,
+    /// Identities this commit adds to the group (the relay adds them to the channel's roster;
+    /// welcome recipients must be among them). Declared by the committer, who must be a member.
+    #[prost(string, repeated, tag = "6")]
+    pub added: Vec<String>,
+    /// Identities this commit removes from the group (the relay drops them from the roster and
+    /// ends their subscriptions once the commit is archived).
+    #[prost(string, repeated, tag = "7")]
+    pub removed: Vec<String>,
+    /// For an external commit by a non-member: the invite it joins with (the committer must
+    /// have used it through [`FetchInvite`] or a join request, and it must still be valid).
+    /// Empty for commits by members.
+    #[prost(string, tag = "8")]
+    pub invite_id: String,
 }
 
 /// Reply to [`Send`]/[`Commit`]: the item is durably archived.

@@ -27,22 +27,22 @@
 //! |---|---|---|
 //! | `Auth{jwt, identity}` | `AuthOk` / `Error` | first frame, within the auth timeout (5 s); repeat with a fresh token before `expires_at` (same org and identity) |
 //! | `Ping` | `Pong` | keeps the connection out of the idle timeout |
-//! | `CreateChannel{channel}` | `ChannelInfo` | idempotent; `created` tells whether it was new |
-//! | `ChannelState{channel}` | `ChannelInfo` | `SKYTALE_CHANNEL_NOT_FOUND` if missing |
-//! | `Subscribe{channel, after_seq}` | `ChannelInfo` | creates the channel if missing; then pushes archived items with `seq > after_seq`, then live ones |
+//! | `CreateChannel{channel}` | `ChannelInfo` | creates the channel with the caller as its first member (`created: true`); idempotent for a member; `SKYTALE_CHANNEL_EXISTS` for anyone else; `SKYTALE_QUOTA_EXCEEDED` at the org's channel quota |
+//! | `ChannelState{channel}` | `ChannelInfo` | members only; `SKYTALE_CHANNEL_NOT_FOUND` if missing |
+//! | `Subscribe{channel, after_seq}` | `ChannelInfo` | members only; `SKYTALE_CHANNEL_NOT_FOUND` if missing; then pushes archived items with `seq > max(after_seq, since_seq)`, then live ones |
 //! | `Unsubscribe{channel}` | `Done` | |
-//! | `Send{channel, client_msg_id, kind, epoch, payload}` | `Ack{seq, epoch}` / `Nack` | kind `Application` or `Proposal`; channel must exist; `epoch` must be current; `invite_id`/`invite_auth` must be empty |
+//! | `Send{channel, client_msg_id, kind, epoch, payload}` | `Ack{seq, epoch}` / `Nack` | kind `Application` or `Proposal`; members only; channel must exist; `epoch` must be current; `invite_id`/`invite_auth` must be empty |
 //! | `Send{kind: JoinRequest, channel, client_msg_id, invite_id, invite_auth, payload}` | `Ack{seq, epoch}` / `Error(SKYTALE_INVITE_*)` | for non-members holding an invite; no epoch check (the item gets the channel's current epoch) |
-//! | `Commit{channel, client_msg_id, epoch, payload, welcome?}` | `Ack{seq, epoch+1}` / `Nack{current_epoch}` | creates the channel (epoch 0) if missing |
-//! | `Fetch{channel, after_seq, limit}` | `Deliver`*, `Done{count, last_seq, more}` | catch-up without subscribing |
+//! | `Commit{channel, client_msg_id, epoch, payload, welcome?, added, removed, invite_id}` | `Ack{seq, epoch+1}` / `Nack{current_epoch}` | channel must exist; by a member, or an external join with a used invite (see *Membership*) |
+//! | `Fetch{channel, after_seq, limit}` | `Deliver`*, `Done{count, last_seq, more}` | catch-up without subscribing; members only; items `seq > max(after_seq, since_seq)`, at most `limit` items and the relay's byte cap per reply |
 //! | `PublishKeyPackages{key_packages}` | `Done{count}` | for the authenticated identity; count = now held |
 //! | `CountKeyPackages` | `Done{count}` | |
 //! | `ClaimKeyPackage{identity}` | `KeyPackage` / `Error(SKYTALE_KEY_PACKAGE_NOT_FOUND)` | each key package is handed out exactly once |
 //! | `FetchWelcomes` | `Welcome`*, `Done{count}` | |
 //! | `AckWelcome{welcome_id}` | `Done` | deletes the welcome |
-//! | `CreateInvite{channel, invite_id, invite_auth, max_uses, expires_at, group_info}` | `Done` | channel must exist (`SKYTALE_CHANNEL_NOT_FOUND`); duplicate or malformed fields → `SKYTALE_INVALID_REQUEST` |
-//! | `UpdateInvite{invite_id, group_info}` | `Done` | replaces the group info; unknown/revoked → `SKYTALE_INVITE_INVALID` |
-//! | `RevokeInvite{invite_id}` | `Done` | idempotent; afterwards every use → `SKYTALE_INVITE_INVALID` |
+//! | `CreateInvite{channel, invite_id, invite_auth, max_uses, expires_at, group_info}` | `Done` | members only; channel must exist (`SKYTALE_CHANNEL_NOT_FOUND`); duplicate or malformed fields → `SKYTALE_INVALID_REQUEST`; `SKYTALE_QUOTA_EXCEEDED` at the org's invite quota |
+//! | `UpdateInvite{invite_id, group_info}` | `Done` | members of the invite's channel only; replaces the group info; unknown/revoked → `SKYTALE_INVITE_INVALID` |
+//! | `RevokeInvite{invite_id}` | `Done` | members of the invite's channel only; idempotent; afterwards every use → `SKYTALE_INVITE_INVALID` |
 //! | `FetchInvite{channel, invite_id, invite_auth}` | `InviteInfo{channel, invite_id, group_info, expires_at, max_uses, uses, epoch, last_seq}` | validates and counts a use like a join request |
 //!
 //! Pushes (`request_id == 0`): `Deliver` (subscribed channels), `Welcome` (right after `AuthOk`
@@ -70,8 +70,14 @@
 //! - **Welcomes**: a `Commit` may carry `WelcomeOut{recipients, payload}`; only if the commit is
 //!   accepted the welcome is queued per recipient (same org), pushed to online recipients and
 //!   pushed again on each connect until `AckWelcome` (at-least-once; dedupe by `welcome_id`).
-//!   The welcome carries `commit_seq`: subscribe with `after_seq = commit_seq`.
-//! - **Key packages**: published per identity, claimed exactly once (claim deletes).
+//!   The payload is stored once for all recipients, which must be among the commit's `added`.
+//!   The welcome carries `commit_seq`: subscribe with `after_seq = commit_seq`. Unacknowledged
+//!   welcomes expire after the relay's welcome TTL (default 7 days).
+//! - **Key packages**: published per identity, claimed exactly once (claim deletes); they
+//!   expire after the relay's key-package TTL (default 30 days).
+//! - **Quotas**: per org, the relay caps channels, invites, key packages and archived payload
+//!   bytes (`SKYTALE_QUOTA_EXCEEDED`), and connections per IP, per org and unauthenticated
+//!   (`SKYTALE_TOO_MANY_CONNECTIONS`, fatal).
 //! - **Invites** (joining while nobody is online): a member registers an invite with
 //!   `CreateInvite`. The relay only sees the invite id, an authenticator (`invite_auth`, of which
 //!   it stores a SHA-256 and compares in constant time) and opaque `group_info` encrypted by the
@@ -95,8 +101,23 @@
 //!   sender, replayed on `Subscribe`/`Fetch` to members that were offline, and deduped by
 //!   `client_msg_id` (a retry of an accepted join request gets its original `Ack` even if the
 //!   invite has since expired, been used up or been revoked). A member answers by adding the
-//!   joiner (commit + welcome) or the joiner joins with an external commit: to the relay that is
-//!   an ordinary `Commit` (no membership is checked).
+//!   joiner (commit + welcome) or the joiner joins with an external commit (see *Membership*).
+//! - **Membership** (the relay roster): every channel has a roster of `(identity, since_seq)`,
+//!   identities being the authenticated token identities. `CreateChannel` makes the caller its
+//!   first member (since 0). Only members may `Send` (Application/Proposal), `Commit`,
+//!   `Subscribe`, `Fetch`, `ChannelState`, `CreateInvite`, `UpdateInvite`, `RevokeInvite`;
+//!   anyone else gets `SKYTALE_NOT_A_MEMBER` and nothing changes. A member's commit declares
+//!   `added` (they join the roster with `since_seq` = the commit's seq, so they read only what
+//!   comes after it) and `removed` (they leave it once the commit is archived: their
+//!   subscriptions end — they still get the removing commit, then a non-fatal
+//!   `Error{SKYTALE_NOT_A_MEMBER}` push — and later requests are refused). Welcome recipients
+//!   must be among `added` (`SKYTALE_INVALID_REQUEST`); `added`/`removed` are valid identities,
+//!   at most the relay's `max_commit_added` (default 1000) each. A **non-member** may commit
+//!   only an external join: `invite_id` names an invite of this channel that it used
+//!   (`FetchInvite` or a join request), `added == [itself]`, `removed` empty, no welcome; a
+//!   revoked invite → `SKYTALE_INVITE_INVALID`, an expired one → `SKYTALE_INVITE_EXPIRED`. The
+//!   relay cannot see MLS membership: the roster is what authenticated committers declared;
+//!   members still check every commit against the group's policy.
 //!
 //! ## Authorization
 //! - `Auth.jwt`: EdDSA (Ed25519) JWT from the API server; `aud` = `skytale-relay`, `iss`, `exp`,
@@ -109,8 +130,9 @@
 //! ## Errors
 //! `Error{code, message, fatal, retry_after_ms}` with a stable code from [`ErrorCode`]. Fatal
 //! codes close the connection ([`ErrorCode::is_fatal`]): auth failures, oversize/malformed frames,
-//! unsupported version, connection limit, idle timeout, slow consumer, shutdown. Others
-//! (`SKYTALE_FORBIDDEN_CHANNEL`, `SKYTALE_RATE_LIMITED`, `SKYTALE_WRONG_EPOCH`,
+//! unsupported version, connection limits (relay-wide, per IP, per org, unauthenticated), idle
+//! timeout, slow consumer, shutdown. Others (`SKYTALE_NOT_A_MEMBER`, `SKYTALE_CHANNEL_EXISTS`,
+//! `SKYTALE_QUOTA_EXCEEDED`, `SKYTALE_FORBIDDEN_CHANNEL`, `SKYTALE_RATE_LIMITED`, `SKYTALE_WRONG_EPOCH`,
 //! `SKYTALE_KEY_PACKAGE_NOT_FOUND`, `SKYTALE_INVITE_INVALID`, `SKYTALE_INVITE_EXPIRED`,
 //! `SKYTALE_INVITE_USED_UP`, …) fail only the request.
 //!

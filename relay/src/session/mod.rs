@@ -1,8 +1,11 @@
 //! One client connection: accept, authenticate within the auth timeout, then serve requests in
-//! order while forwarding pushes (deliveries, welcomes) from the hub. Enforces the frame cap,
-//! rate limit, idle timeout, token expiry and slow-consumer limit. Never logs tokens or payloads.
-//! Request handlers live in [`requests`]; channel ordering is delegated to the channel actors.
+//! order while forwarding pushes (deliveries, welcomes) from the hub. Enforces the connection
+//! caps (relay-wide, per IP, unauthenticated, per org: [`crate::limits`]), the frame cap, rate
+//! limit, idle timeout, token expiry and slow-consumer limit. Never logs tokens or payloads.
+//! Request handlers live in [`requests`]; channel ordering and membership are delegated to the
+//! channel actors, reads to the storage thread.
 
+mod reads;
 mod requests;
 
 use std::collections::HashSet;
@@ -11,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use iroh::endpoint::{Incoming, RecvStream, SendStream};
+use iroh::endpoint::{Incoming, IncomingAddr, RecvStream, SendStream};
 use skytale_proto::codec::{decode_frame, encode_frame, read_frame_bytes};
 use skytale_proto::frames::*;
 use skytale_proto::names::validate_identity;
@@ -21,7 +24,8 @@ use tokio::time::Instant;
 
 use crate::error::{RelayError, Result};
 use crate::hub::{SessionCtl, Subscriber};
-use crate::metrics::Metrics;
+use crate::limits::ConnSlot;
+use crate::metrics::{Metrics, Refusal};
 use crate::{now_ms, Relay};
 
 pub use crate::invites::{MAX_INVITE_AUTH_LEN, MAX_INVITE_ID_LEN};
@@ -60,6 +64,8 @@ struct Session {
     subscribed: HashSet<String>,
     /// Bounds the items in flight at channel actors (replies come through the push queue).
     in_flight: Arc<Semaphore>,
+    /// This connection's place in the per-IP / per-org / unauthenticated counts.
+    slot: Option<ConnSlot>,
 }
 
 impl Drop for Session {
@@ -79,6 +85,10 @@ fn wire(code: ErrorCode, msg: impl Into<String>) -> RelayError {
 
 /// Handles one incoming QUIC connection to completion.
 pub async fn handle_incoming(relay: Arc<Relay>, incoming: Incoming, shutdown: Arc<Notify>) {
+    let remote_ip = match incoming.remote_addr() {
+        IncomingAddr::Ip(addr) => Some(addr.ip()),
+        _ => None,
+    };
     let conn = match incoming.await {
         Ok(c) => c,
         Err(e) => {
@@ -92,17 +102,37 @@ pub async fn handle_incoming(relay: Arc<Relay>, incoming: Incoming, shutdown: Ar
     let _guard = Guard { relay: relay.clone() };
     Metrics::add(&relay.metrics.connections_total, 1);
     let auth_deadline = Instant::now() + Duration::from_millis(limits.auth_timeout_ms);
+    // Admission right after the handshake: the connection counts (per IP, unauthenticated)
+    // from now on, also while the client has not opened its stream yet.
+    let admitted = if open as usize >= limits.max_connections {
+        Err(Refusal::ConnectionsRelay)
+    } else {
+        relay.connections.open(remote_ip, &limits)
+    };
+    let slot = match admitted {
+        Ok(slot) => Some(slot),
+        Err(why) => {
+            Metrics::add(&relay.metrics.connections_refused, 1);
+            relay.metrics.count_refusal(why);
+            tracing::debug!(reason = why.reason(), "connection refused");
+            None
+        }
+    };
 
     let (send, recv) = match tokio::time::timeout_at(auth_deadline, conn.accept_bi()).await {
         Ok(Ok(s)) => s,
         Ok(Err(_)) => return,
         Err(_) => {
-            Metrics::add(&relay.metrics.auth_failures, 1);
-            conn.close(1u32.into(), ErrorCode::AuthTimeout.as_str().as_bytes());
+            let code = if slot.is_some() { ErrorCode::AuthTimeout } else { ErrorCode::TooManyConnections };
+            if slot.is_some() {
+                Metrics::add(&relay.metrics.auth_failures, 1);
+            }
+            conn.close(1u32.into(), code.as_str().as_bytes());
             return;
         }
     };
     let (push_tx, push_rx) = mpsc::channel(limits.outbound_queue);
+    let refused = slot.is_none();
     let mut s = Session {
         relay: relay.clone(),
         conn: conn.clone(),
@@ -113,10 +143,10 @@ pub async fn handle_incoming(relay: Arc<Relay>, incoming: Incoming, shutdown: Ar
         peer: None,
         subscribed: HashSet::new(),
         in_flight: Arc::new(Semaphore::new(requests::MAX_IN_FLIGHT)),
+        slot,
     };
-    if open as usize >= limits.max_connections {
-        Metrics::add(&relay.metrics.connections_refused, 1);
-        s.fatal(0, ErrorCode::TooManyConnections, "relay connection limit reached").await;
+    if refused {
+        s.fatal(0, ErrorCode::TooManyConnections, "connection limit reached").await;
         return;
     }
     let (in_tx, in_rx) = mpsc::channel(16);
@@ -209,7 +239,9 @@ impl Session {
             return self.fatal(rid, ErrorCode::AuthRequired, "first frame must be Auth").await;
         };
         if let Err(e) = self.authenticate(rid, auth).await {
-            Metrics::add(&self.relay.metrics.auth_failures, 1);
+            if e.code() != ErrorCode::TooManyConnections {
+                Metrics::add(&self.relay.metrics.auth_failures, 1);
+            }
             return self.fatal(rid, e.code(), &e.client_message()).await;
         }
         if let Err(e) = self.push_pending_welcomes(0).await {
@@ -296,6 +328,12 @@ impl Session {
                 return Err(wire(ErrorCode::AuthInvalid, "re-auth must keep the same org and identity"));
             }
         } else {
+            if let Some(slot) = self.slot.as_mut() {
+                slot.authenticate(&claims.org, &self.relay.config.limits).map_err(|why| {
+                    Metrics::add(&self.relay.metrics.connections_refused, 1);
+                    self.relay.metrics.refuse(why, format!("connection limit of the org reached ({})", why.reason()))
+                })?;
+            }
             tracing::info!(conn = self.conn_id, org = %claims.org, sub = %claims.sub, identity = %identity, read_only, "authenticated");
         }
         // (Re-)register for pushes with the current token's revocation handles.
@@ -344,6 +382,7 @@ impl Session {
         };
         if let Err(retry) = self.relay.rate_check(&org, &identity) {
             Metrics::add(&self.relay.metrics.rate_limited, 1);
+            self.relay.metrics.count_refusal(Refusal::RateLimited);
             return self.error(rid, ErrorCode::RateLimited, "too many frames per second".to_string(), retry).await;
         }
         let name = body.name();

@@ -1,5 +1,12 @@
 //! Request handlers of an authenticated session. Storage work goes to the storage thread,
-//! ordering (`Send`, `Commit`, join requests, `Subscribe`) to the channel's actor.
+//! ordering and membership (`CreateChannel`, `Send`, `Commit`, join requests, `Subscribe`) to
+//! the channel's actor. Reads (`Subscribe` replay, `Fetch`) are in [`super::reads`].
+//!
+//! Every request that touches a channel needs the caller to be in the channel's roster
+//! (`SKYTALE_NOT_A_MEMBER` otherwise, and nothing changes), except a join request and
+//! `FetchInvite` with a valid invite, and an external commit with a used invite.
+
+use std::collections::HashSet;
 
 use bytes::Bytes;
 use skytale_proto::codec::encode_frame;
@@ -9,18 +16,15 @@ use skytale_proto::{ErrorCode, RELAY_FRAME_ALLOWANCE};
 use tokio::sync::oneshot;
 
 use super::{wire, Session};
-use crate::channel::{Cmd, Item, Outcome};
+use crate::channel::{require_member, Cmd, Item, Outcome};
 use crate::error::{RelayError, Result};
-use crate::hub::Subscriber;
 use crate::invites::{auth_hash, use_invite, validate_invite_id, MAX_INVITE_AUTH_LEN};
-use crate::metrics::Metrics;
-use crate::now_ms;
-use crate::store::InviteRow;
+use crate::metrics::{Metrics, Refusal};
+use crate::store::{InviteRow, Store};
+use crate::{now_ms, Relay};
 
 /// Max recipients of one welcome.
 const MAX_WELCOME_RECIPIENTS: usize = 1000;
-/// Rows read per storage round during replay.
-const REPLAY_PAGE: usize = 256;
 /// Items (`Send`, `Commit`) one connection may have in flight at its channel actors.
 pub(super) const MAX_IN_FLIGHT: usize = 256;
 
@@ -33,8 +37,36 @@ fn done(count: u64) -> Body {
     Body::Done(Done { count, ..Default::default() })
 }
 
+/// Distinct, valid identities of a commit's `added`/`removed` list (at most `cap`).
+fn identity_list(list: Vec<String>, cap: usize, what: &str) -> Result<Vec<String>> {
+    if list.len() > cap {
+        return Err(wire(ErrorCode::InvalidRequest, format!("a commit may list at most {cap} {what} identities")));
+    }
+    let mut seen = HashSet::with_capacity(list.len());
+    let mut out = Vec::with_capacity(list.len());
+    for who in list {
+        validate_identity(&who)?;
+        if seen.insert(who.clone()) {
+            out.push(who);
+        }
+    }
+    Ok(out)
+}
+
+/// An invite by id, for `UpdateInvite`/`RevokeInvite`: it must exist
+/// (`SKYTALE_INVITE_INVALID`), belong to the caller's org (`SKYTALE_FORBIDDEN_CHANNEL`), and the
+/// caller must be a member of its channel (`SKYTALE_NOT_A_MEMBER`). Runs on the storage thread.
+fn invite_of_member(relay: &Relay, s: &dyn Store, org: &str, me: &str, id: &str) -> Result<InviteRow> {
+    let inv = s.invite(id)?.ok_or_else(|| wire(ErrorCode::InviteInvalid, "invalid invite"))?;
+    if channel_org(&inv.channel)? != org {
+        return Err(wire(ErrorCode::ForbiddenChannel, "channel belongs to another org than the token"));
+    }
+    require_member(relay, s, &inv.channel, me)?;
+    Ok(inv)
+}
+
 impl Session {
-    fn check_channel(&self, channel: &str) -> Result<()> {
+    pub(super) fn check_channel(&self, channel: &str) -> Result<()> {
         let org = channel_org(channel)?;
         match &self.peer {
             Some(p) if p.org == org => Ok(()),
@@ -42,7 +74,7 @@ impl Session {
         }
     }
 
-    fn me(&self) -> (String, String) {
+    pub(super) fn me(&self) -> (String, String) {
         self.peer.as_ref().map(|p| (p.org.clone(), p.identity.clone())).unwrap_or_default()
     }
 
@@ -58,21 +90,25 @@ impl Session {
             Body::Ping(_) => Ok(self.reply(rid, Body::Pong(Pong {})).await),
             Body::CreateChannel(c) => {
                 self.check_channel(&c.channel)?;
-                let name = c.channel.clone();
-                let (row, created) = storage.call(move |s| s.ensure_channel(&name, &org, now_ms())).await?;
-                if created {
-                    tracing::info!(channel = %c.channel, "channel created");
-                }
+                let (tx, rx) = oneshot::channel();
+                relay.channels.send(&relay, &c.channel, Cmd::Create { org, identity: me, reply: tx });
+                let (row, created) =
+                    rx.await.map_err(|_| RelayError::Storage("channel actor stopped".to_string()))??;
                 let info = ChannelInfo { channel: c.channel, epoch: row.epoch, last_seq: row.last_seq, created };
                 Ok(self.reply(rid, Body::ChannelInfo(info)).await)
             }
             Body::ChannelState(c) => {
                 self.check_channel(&c.channel)?;
                 let name = c.channel.clone();
+                let r = relay.clone();
                 let row = storage
-                    .call(move |s| s.channel(&name))
-                    .await?
-                    .ok_or_else(|| wire(ErrorCode::ChannelNotFound, "no such channel"))?;
+                    .call(move |s| {
+                        let row =
+                            s.channel(&name)?.ok_or_else(|| wire(ErrorCode::ChannelNotFound, "no such channel"))?;
+                        require_member(&r, s, &name, &me)?;
+                        Ok(row)
+                    })
+                    .await?;
                 let info = ChannelInfo { channel: c.channel, epoch: row.epoch, last_seq: row.last_seq, created: false };
                 Ok(self.reply(rid, Body::ChannelInfo(info)).await)
             }
@@ -92,16 +128,26 @@ impl Session {
                 if u.group_info.len() > relay.config.limits.max_frame_bytes {
                     return Err(wire(ErrorCode::InvalidRequest, "group_info exceeds the frame cap"));
                 }
-                let inv = self.own_invite(&u.invite_id).await?;
-                if inv.revoked {
-                    return Err(wire(ErrorCode::InviteInvalid, "invalid invite"));
-                }
-                storage.call(move |s| s.update_invite(&inv.id, &u.group_info)).await?;
+                let r = relay.clone();
+                storage
+                    .call(move |s| {
+                        let inv = invite_of_member(&r, s, &org, &me, &u.invite_id)?;
+                        if inv.revoked {
+                            return Err(wire(ErrorCode::InviteInvalid, "invalid invite"));
+                        }
+                        s.update_invite(&inv.id, &u.group_info)
+                    })
+                    .await?;
                 Ok(self.reply(rid, done(0)).await)
             }
-            Body::RevokeInvite(r) => {
-                let inv = self.own_invite(&r.invite_id).await?;
-                storage.call(move |s| s.revoke_invite(&inv.id)).await?;
+            Body::RevokeInvite(rv) => {
+                let r = relay.clone();
+                storage
+                    .call(move |s| {
+                        let inv = invite_of_member(&r, s, &org, &me, &rv.invite_id)?;
+                        s.revoke_invite(&inv.id)
+                    })
+                    .await?;
                 tracing::info!(conn = self.conn_id, "invite revoked");
                 Ok(self.reply(rid, done(0)).await)
             }
@@ -127,15 +173,25 @@ impl Session {
                 if p.key_packages.iter().any(|k| k.is_empty()) {
                     return Err(wire(ErrorCode::InvalidRequest, "empty key package"));
                 }
-                let max = relay.config.limits.max_key_packages;
+                let limits = relay.config.limits.clone();
+                let r = relay.clone();
                 let count = storage
                     .call(move |s| {
+                        let n = p.key_packages.len() as u64;
                         let have = s.count_key_packages(&org, &me)?;
-                        let total = have + p.key_packages.len() as u64;
+                        let total = have + n;
+                        let max = limits.max_key_packages;
                         if total > max {
                             return Err(wire(
                                 ErrorCode::KeyPackageLimit,
                                 format!("at most {max} key packages per identity"),
+                            ));
+                        }
+                        let org_max = limits.max_key_packages_per_org;
+                        if s.org_usage(&org)?.key_packages.saturating_add(n) > org_max {
+                            return Err(r.metrics.refuse(
+                                Refusal::QuotaKeyPackages,
+                                format!("the org's key-package quota ({org_max}) is used up"),
                             ));
                         }
                         s.add_key_packages(&org, &me, &p.key_packages, now_ms())?;
@@ -182,74 +238,6 @@ impl Session {
         Ok(n)
     }
 
-    async fn subscribe(&mut self, rid: u64, s: Subscribe) -> Result<bool> {
-        self.check_channel(&s.channel)?;
-        let (org, me) = self.me();
-        let relay = self.relay.clone();
-        // The actor registers us between batches and answers with the high-water mark: live
-        // items (> hw) queue up in the push queue while we replay (after_seq, hw] directly.
-        let sub = Subscriber {
-            identity: me.clone(),
-            tx: self.push_tx.clone(),
-            ctl: self.ctl.clone(),
-            akid: self.peer.as_ref().and_then(|p| p.akid.clone()),
-            iat: self.peer.as_ref().map(|p| p.iat).unwrap_or(0),
-        };
-        let (tx, rx) = oneshot::channel();
-        let cmd = Cmd::Subscribe { org, conn_id: self.conn_id, sub, reply: tx };
-        // Remembered first, so the subscription is dropped with the session even if the
-        // session ends while waiting for the actor.
-        self.subscribed.insert(s.channel.clone());
-        relay.channels.send(&relay, &s.channel, cmd);
-        let (row, created) = rx.await.map_err(|_| RelayError::Storage("channel actor stopped".to_string()))??;
-        let info = ChannelInfo { channel: s.channel.clone(), epoch: row.epoch, last_seq: row.last_seq, created };
-        if !self.reply(rid, Body::ChannelInfo(info)).await {
-            return Ok(false);
-        }
-        let mut after = s.after_seq;
-        while after < row.last_seq {
-            let (name, me, hw) = (s.channel.clone(), me.clone(), row.last_seq);
-            let page = relay.storage.call(move |st| st.read_range(&name, after, hw, &me, REPLAY_PAGE)).await?;
-            if page.is_empty() {
-                break;
-            }
-            for d in page {
-                after = d.seq;
-                if !self.reply(0, Body::Deliver(d)).await {
-                    return Ok(false);
-                }
-            }
-        }
-        Ok(true)
-    }
-
-    async fn fetch(&mut self, rid: u64, f: Fetch) -> Result<bool> {
-        self.check_channel(&f.channel)?;
-        let (_, me) = self.me();
-        let max = self.relay.config.limits.max_fetch;
-        let limit = if f.limit == 0 { max } else { f.limit.min(max) } as usize;
-        let (name, after) = (f.channel.clone(), f.after_seq);
-        let (mut items, row) = self
-            .relay
-            .storage
-            .call(move |s| {
-                let row = s.channel(&name)?.ok_or_else(|| wire(ErrorCode::ChannelNotFound, "no such channel"))?;
-                Ok((s.read_range(&name, after, u64::MAX >> 1, &me, limit + 1)?, row))
-            })
-            .await?;
-        let more = items.len() > limit;
-        items.truncate(limit);
-        let last_seq =
-            if more { items.last().map(|d| d.seq).unwrap_or(f.after_seq) } else { row.last_seq.max(f.after_seq) };
-        let count = items.len() as u64;
-        for d in items {
-            if !self.reply(rid, Body::Deliver(d)).await {
-                return Ok(false);
-            }
-        }
-        Ok(self.reply(rid, Body::Done(Done { count, last_seq, more })).await)
-    }
-
     fn check_item(&self, channel: &str, client_msg_id: &str) -> Result<()> {
         self.check_channel(channel)?;
         if client_msg_id.len() > MAX_CLIENT_MSG_ID_LEN {
@@ -258,24 +246,10 @@ impl Session {
         Ok(())
     }
 
-    /// An invite by id that belongs to the caller's org (`SKYTALE_INVITE_INVALID` if unknown,
-    /// `SKYTALE_FORBIDDEN_CHANNEL` if it belongs to another org).
-    async fn own_invite(&self, invite_id: &str) -> Result<InviteRow> {
-        let id = invite_id.to_string();
-        let inv = self
-            .relay
-            .storage
-            .call(move |s| s.invite(&id))
-            .await?
-            .ok_or_else(|| wire(ErrorCode::InviteInvalid, "invalid invite"))?;
-        self.check_channel(&inv.channel)?;
-        Ok(inv)
-    }
-
     async fn create_invite(&mut self, rid: u64, c: CreateInvite) -> Result<bool> {
         self.check_channel(&c.channel)?;
         validate_invite_id(&c.invite_id)?;
-        let limits = &self.relay.config.limits;
+        let limits = self.relay.config.limits.clone();
         if c.invite_auth.is_empty() || c.invite_auth.len() > MAX_INVITE_AUTH_LEN {
             return Err(wire(
                 ErrorCode::InvalidRequest,
@@ -304,11 +278,16 @@ impl Session {
             revoked: false,
         };
         let (channel, max_uses, expires_at) = (inv.channel.clone(), inv.max_uses, inv.expires_at);
+        let relay = self.relay.clone();
         self.relay
             .storage
             .call(move |s| {
-                if s.channel(&inv.channel)?.is_none() {
-                    return Err(wire(ErrorCode::ChannelNotFound, "no such channel"));
+                require_member(&relay, s, &inv.channel, &me)?;
+                let max = limits.max_invites_per_org;
+                if s.org_usage(&inv.org)?.invites >= max {
+                    return Err(relay
+                        .metrics
+                        .refuse(Refusal::QuotaInvites, format!("the org's invite quota ({max}) is used up")));
                 }
                 if !s.create_invite(&inv, &me, now_ms())? {
                     return Err(wire(ErrorCode::InvalidRequest, "invite id already exists"));
@@ -334,7 +313,7 @@ impl Session {
             .await
             .map_err(|_| RelayError::Storage("session closing".to_string()))?;
         let (tx, rx) = oneshot::channel();
-        relay.channels.send(&relay, channel, Cmd::Item(item, tx));
+        relay.channels.send(&relay, channel, Cmd::Item(Box::new(item), tx));
         let out = self.push_tx.clone();
         let max = relay.config.limits.max_frame_bytes + RELAY_FRAME_ALLOWANCE;
         tokio::spawn(async move {
@@ -345,6 +324,7 @@ impl Session {
                 Err(_) => error_body(&RelayError::Storage("channel actor stopped".to_string())),
             };
             if let Ok(bytes) = encode_frame(&Frame::new(rid, body), max) {
+                // The session may have ended meanwhile; then nobody waits for the reply.
                 let _ = out.send(bytes).await;
             }
             drop(permit);
@@ -352,7 +332,8 @@ impl Session {
         Ok(true)
     }
 
-    /// `Send`: Application/Proposal (epoch-checked) or JoinRequest (invite-checked).
+    /// `Send`: Application/Proposal (epoch-checked, members only) or JoinRequest
+    /// (invite-checked).
     async fn send_item(&mut self, rid: u64, m: Send) -> Result<bool> {
         let kind = Kind::try_from(m.kind).unwrap_or(Kind::Unspecified);
         self.check_item(&m.channel, &m.client_msg_id)?;
@@ -382,30 +363,45 @@ impl Session {
             epoch: m.epoch,
             payload: Bytes::from(m.payload),
             invite,
-            welcomes: Vec::new(),
+            welcome: None,
+            added: Vec::new(),
+            removed: Vec::new(),
+            invite_id: String::new(),
         };
         self.order(rid, &m.channel, item).await
     }
 
+    /// `Commit`: checks the declared roster changes (valid identities, at most
+    /// `max_commit_added` each, welcome recipients among `added`), then orders it.
     async fn commit(&mut self, rid: u64, c: Commit) -> Result<bool> {
         self.check_item(&c.channel, &c.client_msg_id)?;
-        let (org, me) = self.me();
-        let welcomes: Vec<(String, Vec<u8>)> = match &c.welcome {
+        let cap = self.relay.config.limits.max_commit_added;
+        let added = identity_list(c.added, cap, "added")?;
+        let removed = identity_list(c.removed, cap, "removed")?;
+        let welcome = match c.welcome {
             Some(w) => {
                 if w.recipients.is_empty() || w.recipients.len() > MAX_WELCOME_RECIPIENTS {
-                    return Err(wire(ErrorCode::InvalidRequest, "welcome needs 1..=1000 recipients"));
+                    return Err(wire(
+                        ErrorCode::InvalidRequest,
+                        format!("a welcome needs 1..={MAX_WELCOME_RECIPIENTS} recipients"),
+                    ));
                 }
-                let mut v = Vec::with_capacity(w.recipients.len());
-                for r in &w.recipients {
-                    validate_identity(r)?;
-                    if !v.iter().any(|(x, _): &(String, Vec<u8>)| x == r) {
-                        v.push((r.clone(), w.payload.clone()));
-                    }
+                let recipients = identity_list(w.recipients, MAX_WELCOME_RECIPIENTS, "welcome recipient")?;
+                let added_set: HashSet<&str> = added.iter().map(String::as_str).collect();
+                if let Some(r) = recipients.iter().find(|r| !added_set.contains(r.as_str())) {
+                    return Err(wire(
+                        ErrorCode::InvalidRequest,
+                        format!("welcome recipient {r} is not among the commit's added identities"),
+                    ));
                 }
-                v
+                Some((recipients, Bytes::from(w.payload)))
             }
-            None => Vec::new(),
+            None => None,
         };
+        if !c.invite_id.is_empty() {
+            validate_invite_id(&c.invite_id)?;
+        }
+        let (org, me) = self.me();
         let item = Item {
             org,
             sender: me,
@@ -414,7 +410,10 @@ impl Session {
             epoch: c.epoch,
             payload: Bytes::from(c.payload),
             invite: None,
-            welcomes,
+            welcome,
+            added,
+            removed,
+            invite_id: c.invite_id,
         };
         self.order(rid, &c.channel, item).await
     }

@@ -1,13 +1,24 @@
 //! The relay's storage interface: the [`Store`] trait and the rows it deals in.
 //!
-//! A store keeps channels (epoch, last seq), the archive of channel items, queued welcomes,
-//! key packages and invites. It holds ciphertext and routing metadata only. The relay calls it
-//! from one dedicated storage thread ([`crate::storage`]), never from the async workers, so
-//! implementations are synchronous and need not be `Sync`. [`SqliteStore`] is the embedded
-//! backend; a NATS JetStream backend can implement the same trait.
+//! A store keeps channels (epoch, last seq) and their rosters, the archive of channel items,
+//! queued welcomes (each payload once, with one pointer per recipient), key packages, invites and
+//! per-org usage counters (for quotas). It holds ciphertext and routing metadata only. The relay
+//! calls it from one dedicated storage thread ([`crate::storage`]), never from the async workers,
+//! so implementations are synchronous and need not be `Sync`. [`SqliteStore`] is the embedded
+//! backend; [`NatsStore`] keeps everything in a NATS JetStream cluster shared by several relay
+//! nodes (items archived by other nodes reach this one through [`Store::take_feed`]).
+//!
+//! ## Rosters
+//! A channel's roster is the relay's list of who may touch the channel: `(identity, since_seq)`.
+//! [`Store::create_channel`] puts the creator in (since 0); a commit's [`Append::added`] and
+//! [`Append::removed`] change it in the same transaction that archives the commit (added
+//! identities since the commit's seq, so they read only what comes after it). The relay cannot
+//! see MLS membership (it is encrypted); the roster is what authenticated committers declared.
 
+pub mod nats;
 mod sqlite;
 
+pub use nats::{NatsConfig, NatsStore};
 pub use sqlite::SqliteStore;
 
 use skytale_proto::frames::{Deliver, Welcome};
@@ -34,7 +45,32 @@ pub struct Dup {
     pub kind: i32,
 }
 
-/// One item to archive, with the channel state it moves to and the welcomes it queues.
+/// Per-org usage, for the per-org quotas.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OrgUsage {
+    /// Channels.
+    pub channels: u64,
+    /// Stored invites (revoked ones too, until pruned).
+    pub invites: u64,
+    /// Stored key packages.
+    pub key_packages: u64,
+    /// Payload bytes of archived items and queued welcomes (each welcome payload once).
+    pub archive_bytes: u64,
+}
+
+/// Cutoffs (unix ms) of one prune pass: rows created before them are deleted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PruneCutoffs {
+    /// Archived items; also invites that expired before it (with their uses).
+    pub archive_ms: u64,
+    /// Queued welcomes.
+    pub welcome_ms: u64,
+    /// Stored key packages.
+    pub key_package_ms: u64,
+}
+
+/// One item to archive, with the channel state it moves to, the welcome it queues and the
+/// roster changes it makes.
 #[derive(Clone, Debug)]
 pub struct Append {
     /// Channel.
@@ -57,8 +93,12 @@ pub struct Append {
     pub payload: bytes::Bytes,
     /// Archive time, unix ms.
     pub now_ms: u64,
-    /// Welcomes to queue: `(recipient, payload)`.
-    pub welcomes: Vec<(String, Vec<u8>)>,
+    /// Commits: a welcome to queue, stored once for all its recipients: `(recipients, payload)`.
+    pub welcome: Option<(Vec<String>, bytes::Bytes)>,
+    /// Commits: identities that join the roster (since this item's seq; members keep theirs).
+    pub added: Vec<String>,
+    /// Commits: identities that leave the roster (applied before `added`).
+    pub removed: Vec<String>,
 }
 
 /// A stored invite.
@@ -85,7 +125,7 @@ pub struct InviteRow {
 /// What pruning removed.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Pruned {
-    /// Rows deleted (archive items, welcomes, invites).
+    /// Rows deleted (archive items, welcomes, key packages, invites).
     pub rows: usize,
     /// Archive items deleted.
     pub items: u64,
@@ -93,18 +133,72 @@ pub struct Pruned {
     pub bytes: u64,
 }
 
+/// Items another relay node archived (cluster backends), for this node's subscribers.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    /// Channel.
+    pub channel: String,
+    /// Org of the channel.
+    pub org: String,
+    /// The channel's last sequence number after these items.
+    pub last_seq: u64,
+    /// The items, in sequence order (may be empty: a record that only created the channel).
+    pub items: Vec<Deliver>,
+    /// Welcomes queued by a commit among them: `(recipient, frame)`.
+    pub welcomes: Vec<(String, Welcome)>,
+    /// The channel's roster after these items, when they changed it (`None` also when the node
+    /// could not check the record: then `roster_changed` says to read it from the store).
+    pub roster: Option<Vec<(String, u64)>>,
+    /// These items changed the roster.
+    pub roster_changed: bool,
+}
+
+/// Result of one group of a group commit: welcome ids per item.
+pub type GroupResult = Result<Vec<Vec<u64>>>;
+
 /// The relay's persistent state. Every method is one atomic operation.
 pub trait Store: Send {
     /// A channel's state.
     fn channel(&self, name: &str) -> Result<Option<ChannelRow>>;
-    /// Creates a channel if missing; returns its state and whether it was created.
-    fn ensure_channel(&mut self, name: &str, org: &str, now_ms: u64) -> Result<(ChannelRow, bool)>;
+    /// Creates a channel (epoch 0) if missing and puts `creator` in its roster since seq 0;
+    /// returns whether the channel was created. On an existing channel only the roster entry
+    /// is added (the caller decides who may: see [`crate::channel`]).
+    fn create_channel(&mut self, name: &str, org: &str, creator: &str, now_ms: u64) -> Result<bool>;
+    /// A channel's whole roster: `(identity, since_seq)`.
+    fn roster(&self, channel: &str) -> Result<Vec<(String, u64)>>;
+    /// One roster entry: `Some(since_seq)` if `identity` is a member of `channel`.
+    fn member(&self, channel: &str, identity: &str) -> Result<Option<u64>>;
+    /// An org's usage (for quotas); zeros for an unknown org.
+    fn org_usage(&self, org: &str) -> Result<OrgUsage>;
     /// Looks up an archived item by its dedupe key (`client_msg_id` "" never matches).
     fn find_dup(&self, channel: &str, sender: &str, client_msg_id: &str) -> Result<Option<Dup>>;
-    /// Archives items in one transaction (group commit), advancing each item's channel and
-    /// queueing its welcomes; returns the welcome ids per item. All or nothing.
+    /// Archives items in one transaction (group commit), advancing each item's channel, queueing
+    /// its welcome (payload once, one id per recipient, in recipient order) and applying its
+    /// roster changes; returns the welcome ids per item. All or nothing.
     fn append_batch(&mut self, items: &[Append]) -> Result<Vec<Vec<u64>>>;
-    /// Archived items with `after < seq <= upto`, not sent by `exclude_sender`, at most `limit`.
+    /// Archives several independent groups (each one channel actor's batch) and answers each.
+    /// Default: all groups in one [`Store::append_batch`] transaction; if that fails, each group
+    /// on its own, so one bad group cannot fail its neighbours. A cluster backend may refuse a
+    /// group with [`crate::error::RelayError::Conflict`] when its channel moved on another node.
+    fn append_groups(&mut self, groups: &[&[Append]]) -> Vec<GroupResult> {
+        if let [one] = groups {
+            return vec![self.append_batch(one)];
+        }
+        let all: Vec<Append> = groups.iter().flat_map(|g| g.iter().cloned()).collect();
+        match self.append_batch(&all) {
+            Ok(ids) => {
+                let mut ids = ids.into_iter();
+                groups.iter().map(|g| Ok(ids.by_ref().take(g.len()).collect())).collect()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "group commit failed; retrying its appends one by one");
+                groups.iter().map(|g| self.append_batch(g)).collect()
+            }
+        }
+    }
+    /// Archived items with `after < seq <= upto`, not sent by `exclude_sender`, in order: at most
+    /// `limit` items and at most `max_bytes` of payload (the first item is returned even if it
+    /// alone is larger).
     fn read_range(
         &self,
         channel: &str,
@@ -112,12 +206,14 @@ pub trait Store: Send {
         upto: u64,
         exclude_sender: &str,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<Deliver>>;
     /// Number of queued welcomes for a recipient.
     fn pending_welcomes(&self, org: &str, recipient: &str) -> Result<u64>;
     /// Queued welcomes of a recipient, oldest first.
     fn welcomes_for(&self, org: &str, recipient: &str) -> Result<Vec<Welcome>>;
-    /// Deletes a welcome of this recipient; returns whether it existed.
+    /// Deletes a welcome of this recipient (and its payload once no recipient is left);
+    /// returns whether it existed.
     fn delete_welcome(&mut self, org: &str, recipient: &str, id: u64) -> Result<bool>;
     /// Number of stored key packages of an identity.
     fn count_key_packages(&self, org: &str, identity: &str) -> Result<u64>;
@@ -139,14 +235,19 @@ pub trait Store: Send {
     fn invite_used_by(&self, id: &str, identity: &str) -> Result<bool>;
     /// Records that `identity` used the invite.
     fn add_invite_use(&mut self, id: &str, identity: &str, now_ms: u64) -> Result<()>;
-    /// Deletes archived items and welcomes older than `cutoff_ms`, and invites (with their
-    /// uses) that expired before `cutoff_ms`.
-    fn prune(&mut self, cutoff_ms: u64) -> Result<Pruned>;
+    /// Deletes archived items, welcomes and key packages older than their cutoffs, and invites
+    /// (with their uses) that expired before the archive cutoff.
+    fn prune(&mut self, cutoffs: &PruneCutoffs) -> Result<Pruned>;
     /// Archive size: (items, payload bytes). May scan; called once at start.
     fn archive_stats(&self) -> Result<(u64, u64)>;
     /// Flushes what the backend buffers (SQLite: checkpoints the WAL into the database file) so
     /// a clean shutdown leaves one self-contained file.
     fn checkpoint(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// The feed of items archived by other relay nodes (cluster backends; taken once, before
+    /// the store moves to the storage thread). `None` for a single-node store.
+    fn take_feed(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Remote>> {
+        None
     }
 }

@@ -2,6 +2,9 @@
 //! and connects with `skytale_proto::conn`.
 #![allow(dead_code)]
 
+pub mod nats;
+pub use nats::*;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -88,6 +91,14 @@ pub struct RelayProc {
     pub log: PathBuf,
     key_x: String,
     env: Vec<(String, String)>,
+    /// The NATS server of a relay on the JetStream store (`SKYTALE_TEST_RELAY_STORE=nats`).
+    pub nats: Option<NatsCluster>,
+}
+
+/// The store the relay tests run against: `SKYTALE_TEST_RELAY_STORE` = `sqlite` (default) or
+/// `nats` (each relay gets its own JetStream server).
+pub fn test_store() -> String {
+    std::env::var("SKYTALE_TEST_RELAY_STORE").unwrap_or_else(|_| "sqlite".to_string())
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -108,7 +119,15 @@ impl RelayProc {
     /// `key_x` empty = no configured key (use a JWKS URL from `env`).
     pub fn start_with_key(name: &str, key_x: String, env: &[(&str, &str)]) -> RelayProc {
         let dir = temp_dir(name);
-        let env = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let mut env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let nats = if test_store() == "nats" && !env.iter().any(|(k, _)| k == "SKYTALE_RELAY_STORE") {
+            let n = NatsCluster::start(1);
+            env.push(("SKYTALE_RELAY_STORE".to_string(), "nats".to_string()));
+            env.push(("SKYTALE_RELAY_NATS_URL".to_string(), n.urls()));
+            Some(n)
+        } else {
+            None
+        };
         let mut r = RelayProc {
             child: None,
             addr: placeholder_addr(),
@@ -118,6 +137,7 @@ impl RelayProc {
             log: PathBuf::new(),
             key_x,
             env,
+            nats,
         };
         r.spawn();
         r
@@ -224,6 +244,15 @@ impl RelayProc {
     }
 }
 
+/// Connects to a relay address; returns the error (a dead node) instead of panicking.
+pub async fn try_connect(addr: &RelayAddr) -> Result<(RelayConnection, PushReceiver), skytale_proto::ProtoError> {
+    let ep = client_endpoint("127.0.0.1:0".parse().unwrap()).await?;
+    let r = RelayConnection::connect(&ep, addr).await;
+    // keep the endpoint alive as long as the test runs
+    std::mem::forget(ep);
+    r
+}
+
 fn placeholder_addr() -> RelayAddr {
     RelayAddr { endpoint_id: iroh::SecretKey::generate().public(), socket_addr: "127.0.0.1:1".parse().unwrap() }
 }
@@ -294,4 +323,42 @@ impl JwksServer {
     pub fn set(&self, keys: Vec<serde_json::Value>) {
         *self.doc.lock().unwrap() = serde_json::json!({ "keys": keys }).to_string();
     }
+}
+
+/// A commit (at `epoch`) that adds `members` to `channel`'s roster, without a welcome.
+pub fn add_commit(channel: &str, id: &str, epoch: u64, members: &[&str]) -> skytale_proto::frames::Commit {
+    skytale_proto::frames::Commit {
+        channel: channel.into(),
+        client_msg_id: id.into(),
+        epoch,
+        payload: format!("commit-{id}").into_bytes(),
+        added: members.iter().map(|m| m.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Creates `channel` (the caller is its first member) and, if `members` is not empty, adds them
+/// with one commit at epoch 0. Returns the channel's epoch afterwards (0 or 1).
+pub async fn create_with_members(c: &RelayConnection, channel: &str, members: &[&str]) -> u64 {
+    c.create_channel(channel).await.unwrap();
+    if members.is_empty() {
+        return 0;
+    }
+    c.commit(add_commit(channel, "setup-add", 0, members)).await.unwrap().epoch
+}
+
+/// A counter or labelled counter line of `/metrics` (`name` includes the labels, if any).
+pub fn metric(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap_or_else(|| panic!("{name} missing in {metrics}"))
+        .parse()
+        .unwrap()
+}
+
+/// `skytale_relay_refusals_total{code=…,reason=…}`.
+pub fn refusals(metrics: &str, code: &str, reason: &str) -> u64 {
+    metric(metrics, &format!("skytale_relay_refusals_total{{code=\"{code}\",reason=\"{reason}\"}}"))
 }

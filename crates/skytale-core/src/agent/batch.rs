@@ -1,18 +1,22 @@
 //! Batched hot paths: many delivered items processed, or many messages encrypted, in one
 //! keystore transaction (one fsync) instead of one each. Every item keeps its own guarantees:
 //! each processed item sits in a savepoint, so a failing one changes nothing of its own and the
-//! others still commit; its position (seq, relay epoch) is recorded as skipped in the same
-//! transaction, so a crash neither loses nor repeats anything.
+//! others still commit; what its failure means is recorded in the same transaction (see
+//! [`super::fork::after_failure`]: a consumed commit slot, fork evidence, garbage), so a crash
+//! neither loses nor repeats anything. An item built on an epoch this member does not have yet
+//! stops the batch: nothing after it is processed until the missing commit is.
 
-use super::{ensure_ready, me, parse_protocol, process_one, record_position, serialize, Agent, Delivery};
+use super::{ensure_ready, fork, me, parse_protocol, serialize, Agent, Delivery};
 use crate::error::{Error, Result};
 use crate::events::Incoming;
 use crate::provider::Provider;
 
 impl Agent {
     /// Processes delivered items of one channel, in order, in one transaction. Returns one
-    /// result per item; a failed item (e.g. a rejected commit) is recorded as skipped: its
-    /// seq and relay epoch advance, the MLS state does not.
+    /// result per processed item. A failed item changes no MLS state; a rejected commit still
+    /// consumes its slot (seq and relay epoch advance). An item that is behind (built on an
+    /// epoch this member does not have: [`crate::Failure::Behind`]) is returned as the last
+    /// result: the items after it are not processed and its position is not recorded.
     pub fn process_delivered_batch(&self, name: &str, items: &[(Vec<u8>, Delivery)]) -> Result<Vec<Result<Incoming>>> {
         if items.is_empty() {
             return Ok(Vec::new());
@@ -23,7 +27,9 @@ impl Agent {
             for (wire, delivery) in items {
                 inner.store.conn().execute_batch("SAVEPOINT skytale_item")?;
                 let res = match inner.group(name) {
-                    Ok(_) => parse_protocol(wire).and_then(|p| process_one(inner, name, p, Some(*delivery))),
+                    Ok(_) => {
+                        parse_protocol(wire).and_then(|p| fork::process_delivered_one(inner, name, p, wire, *delivery))
+                    }
                     Err(e) => Err(e),
                 };
                 match res {
@@ -36,8 +42,11 @@ impl Agent {
                         // The cached group may hold a half-applied change: reload it (inside this
                         // transaction it reads the state as of the savepoint).
                         inner.groups.remove(name);
-                        record_position(inner.store.conn(), name, *delivery)?;
+                        let after = fork::after_failure(inner.store.conn(), name, wire, delivery, &e)?;
                         out.push(Err(e));
+                        if after == fork::After::Stop {
+                            break;
+                        }
                     }
                 }
             }
@@ -56,6 +65,7 @@ impl Agent {
             let mut out = Vec::with_capacity(plaintexts.len());
             for p in plaintexts {
                 let padded = crate::envelope::pad(p)?;
+                fork::tag_outgoing(conn, name, group)?;
                 let msg =
                     group.create_message(&provider, signer, &padded).map_err(|e| me::create_message_error(name, e))?;
                 out.push(serialize(&msg)?);

@@ -3,81 +3,26 @@
 //! If the workspace enables SQLCipher for `libsqlite3-sys` (the core's keystore does), this
 //! database is simply opened without a key, i.e. unencrypted: payloads are MLS ciphertext.
 //! Every lookup on the send path is an index lookup (channel row by name, dedupe by the partial
-//! unique index, replay by the primary key), so its cost does not grow with the archive.
+//! unique index, replay by the primary key, usage by org), so its cost does not grow with the
+//! archive. The schema and its migrations are in [`schema`].
 
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use skytale_proto::frames::{Deliver, Welcome};
 
-use super::{Append, ChannelRow, Dup, InviteRow, Pruned, Store};
+use super::{Append, ChannelRow, Dup, InviteRow, OrgUsage, PruneCutoffs, Pruned, Store};
 use crate::error::Result;
 
 /// The SQLite store.
 pub struct SqliteStore {
     conn: Connection,
 }
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS channels (
-  name TEXT PRIMARY KEY,
-  org TEXT NOT NULL,
-  epoch INTEGER NOT NULL DEFAULT 0,
-  last_seq INTEGER NOT NULL DEFAULT 0,
-  created_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS messages (
-  channel TEXT NOT NULL,
-  seq INTEGER NOT NULL,
-  epoch INTEGER NOT NULL,
-  kind INTEGER NOT NULL,
-  sender TEXT NOT NULL,
-  client_msg_id TEXT NOT NULL,
-  payload BLOB NOT NULL,
-  created_ms INTEGER NOT NULL,
-  PRIMARY KEY (channel, seq)
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS messages_dedupe ON messages(channel, sender, client_msg_id) WHERE client_msg_id <> '';
-CREATE INDEX IF NOT EXISTS messages_created ON messages(created_ms);
-CREATE TABLE IF NOT EXISTS welcomes (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  org TEXT NOT NULL,
-  recipient TEXT NOT NULL,
-  channel TEXT NOT NULL,
-  sender TEXT NOT NULL,
-  commit_seq INTEGER NOT NULL,
-  payload BLOB NOT NULL,
-  created_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS welcomes_recipient ON welcomes(org, recipient);
-CREATE TABLE IF NOT EXISTS key_packages (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  org TEXT NOT NULL,
-  identity TEXT NOT NULL,
-  payload BLOB NOT NULL,
-  created_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS key_packages_identity ON key_packages(org, identity);
-CREATE TABLE IF NOT EXISTS invites (
-  id TEXT PRIMARY KEY,
-  org TEXT NOT NULL,
-  channel TEXT NOT NULL,
-  auth_hash BLOB NOT NULL,
-  max_uses INTEGER NOT NULL,
-  expires_at INTEGER NOT NULL,
-  group_info BLOB NOT NULL,
-  revoked INTEGER NOT NULL DEFAULT 0,
-  created_by TEXT NOT NULL,
-  created_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS invites_expires ON invites(expires_at);
-CREATE TABLE IF NOT EXISTS invite_uses (
-  invite_id TEXT NOT NULL,
-  identity TEXT NOT NULL,
-  used_ms INTEGER NOT NULL,
-  PRIMARY KEY (invite_id, identity)
-) WITHOUT ROWID;
-";
 
 fn u(v: i64) -> u64 {
     v.max(0) as u64
@@ -90,7 +35,7 @@ fn i(v: u64) -> i64 {
 impl SqliteStore {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // A page cache that holds the hot index pages of a large archive (dedupe lookups and
@@ -99,7 +44,7 @@ impl SqliteStore {
         conn.pragma_update(None, "cache_size", -32768i64)?;
         conn.pragma_update(None, "mmap_size", 268_435_456i64)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        schema::migrate(&mut conn)?;
         Ok(SqliteStore { conn })
     }
 }
@@ -114,16 +59,52 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
-    /// Creates a channel if missing; returns its state and whether it was created.
-    fn ensure_channel(&mut self, name: &str, org: &str, now_ms: u64) -> Result<(ChannelRow, bool)> {
-        if let Some(c) = self.channel(name)? {
-            return Ok((c, false));
-        }
-        self.conn.execute(
-            "INSERT INTO channels (name, org, epoch, last_seq, created_ms) VALUES (?1, ?2, 0, 0, ?3)",
+    /// Creates a channel if missing and puts `creator` in its roster.
+    fn create_channel(&mut self, name: &str, org: &str, creator: &str, now_ms: u64) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let created = tx.execute(
+            "INSERT OR IGNORE INTO channels (name, org, epoch, last_seq, created_ms) VALUES (?1, ?2, 0, 0, ?3)",
             params![name, org, i(now_ms)],
+        )? > 0;
+        tx.execute(
+            "INSERT OR IGNORE INTO roster (channel, identity, since_seq) VALUES (?1, ?2, 0)",
+            params![name, creator],
         )?;
-        Ok((ChannelRow::default(), true))
+        tx.commit()?;
+        Ok(created)
+    }
+
+    /// A channel's whole roster.
+    fn roster(&self, channel: &str) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT identity, since_seq FROM roster WHERE channel = ?1")?;
+        let rows = stmt.query_map(params![channel], |r| Ok((r.get(0)?, u(r.get(1)?))))?;
+        Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
+    /// One roster entry.
+    fn member(&self, channel: &str, identity: &str) -> Result<Option<u64>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT since_seq FROM roster WHERE channel = ?1 AND identity = ?2")?
+            .query_row(params![channel, identity], |r| Ok(u(r.get(0)?)))
+            .optional()?)
+    }
+
+    /// An org's usage.
+    fn org_usage(&self, org: &str) -> Result<OrgUsage> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT channels, invites, key_packages, archive_bytes FROM org_usage WHERE org = ?1")?
+            .query_row(params![org], |r| {
+                Ok(OrgUsage {
+                    channels: u(r.get(0)?),
+                    invites: u(r.get(1)?),
+                    key_packages: u(r.get(2)?),
+                    archive_bytes: u(r.get(3)?),
+                })
+            })
+            .optional()?
+            .unwrap_or_default())
     }
 
     /// Looks up an archived item by its dedupe key.
@@ -160,10 +141,8 @@ impl Store for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             let mut upd = tx.prepare_cached("UPDATE channels SET last_seq = ?2, epoch = ?3 WHERE name = ?1")?;
-            let mut wel = tx.prepare_cached(
-                "INSERT INTO welcomes (org, recipient, channel, sender, commit_seq, payload, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
+            // payload bytes per org, written once per batch (not once per row)
+            let mut bytes: HashMap<&str, u64> = HashMap::new();
             for item in items {
                 ins.execute(params![
                     item.channel,
@@ -176,27 +155,27 @@ impl Store for SqliteStore {
                     i(item.now_ms)
                 ])?;
                 upd.execute(params![item.channel, i(item.seq), i(item.new_epoch)])?;
-                let mut ids = Vec::with_capacity(item.welcomes.len());
-                for (recipient, payload) in &item.welcomes {
-                    wel.execute(params![
-                        item.org,
-                        recipient,
-                        item.channel,
-                        item.sender,
-                        i(item.seq),
-                        payload,
-                        i(item.now_ms)
-                    ])?;
-                    ids.push(u(tx.last_insert_rowid()));
-                }
-                out.push(ids);
+                *bytes.entry(item.org.as_str()).or_default() += item.payload.len() as u64;
+                out.push(if item.welcome.is_some() || !item.added.is_empty() || !item.removed.is_empty() {
+                    commit_extras(&tx, item)?
+                } else {
+                    Vec::new()
+                });
+            }
+            let mut usage = tx.prepare_cached(
+                "INSERT INTO org_usage (org, archive_bytes) VALUES (?1, ?2)
+                 ON CONFLICT(org) DO UPDATE SET archive_bytes = archive_bytes + excluded.archive_bytes",
+            )?;
+            for (org, n) in bytes {
+                usage.execute(params![org, i(n)])?;
             }
         }
         tx.commit()?;
         Ok(out)
     }
 
-    /// Archived items with `after < seq <= upto`, not sent by `exclude_sender`, at most `limit`.
+    /// Archived items with `after < seq <= upto`, not sent by `exclude_sender`, bounded by
+    /// `limit` items and `max_bytes` of payload. A payload is read only if it is returned.
     fn read_range(
         &self,
         channel: &str,
@@ -204,23 +183,32 @@ impl Store for SqliteStore {
         upto: u64,
         exclude_sender: &str,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<Deliver>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, epoch, kind, sender, payload, created_ms FROM messages
+            "SELECT seq, epoch, kind, sender, LENGTH(payload), created_ms, payload FROM messages
              WHERE channel = ?1 AND seq > ?2 AND seq <= ?3 AND sender <> ?4 ORDER BY seq LIMIT ?5",
         )?;
-        let rows = stmt.query_map(params![channel, i(after), i(upto), exclude_sender, i(limit as u64)], |r| {
-            Ok(Deliver {
+        let mut rows = stmt.query(params![channel, i(after), i(upto), exclude_sender, i(limit as u64)])?;
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        while let Some(r) = rows.next()? {
+            let len = u(r.get(4)?) as usize;
+            if !out.is_empty() && total.saturating_add(len) > max_bytes {
+                break;
+            }
+            total = total.saturating_add(len);
+            out.push(Deliver {
                 channel: channel.to_string(),
                 seq: u(r.get(0)?),
                 epoch: u(r.get(1)?),
                 kind: r.get(2)?,
                 sender: r.get(3)?,
-                payload: r.get(4)?,
+                payload: r.get(6)?,
                 timestamp_ms: u(r.get(5)?),
-            })
-        })?;
-        Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+            });
+        }
+        Ok(out)
     }
 
     /// Number of queued welcomes for a recipient.
@@ -235,9 +223,8 @@ impl Store for SqliteStore {
     /// Queued welcomes of a recipient, oldest first.
     fn welcomes_for(&self, org: &str, recipient: &str) -> Result<Vec<Welcome>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT w.id, w.channel, w.sender, w.payload, w.commit_seq,
-                    COALESCE((SELECT m.epoch + 1 FROM messages m WHERE m.channel = w.channel AND m.seq = w.commit_seq), 0)
-               FROM welcomes w
+            "SELECT w.id, p.channel, p.sender, p.payload, p.commit_seq, p.commit_epoch
+               FROM welcomes w JOIN welcome_payloads p ON p.id = w.payload_id
               WHERE w.org = ?1 AND w.recipient = ?2 ORDER BY w.id",
         )?;
         let rows = stmt.query_map(params![org, recipient], |r| {
@@ -253,12 +240,24 @@ impl Store for SqliteStore {
         Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
     }
 
-    /// Deletes a welcome of this recipient; returns whether it existed.
+    /// Deletes a welcome of this recipient, and its payload once no recipient is left.
     fn delete_welcome(&mut self, org: &str, recipient: &str, id: u64) -> Result<bool> {
-        Ok(self.conn.execute(
-            "DELETE FROM welcomes WHERE id = ?1 AND org = ?2 AND recipient = ?3",
-            params![i(id), org, recipient],
-        )? > 0)
+        let tx = self.conn.transaction()?;
+        let payload: Option<i64> = tx
+            .query_row(
+                "DELETE FROM welcomes WHERE id = ?1 AND org = ?2 AND recipient = ?3 RETURNING payload_id",
+                params![i(id), org, recipient],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(p) = payload {
+            tx.execute(
+                "DELETE FROM welcome_payloads WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM welcomes WHERE payload_id = ?1)",
+                params![p],
+            )?;
+        }
+        tx.commit()?;
+        Ok(payload.is_some())
     }
 
     /// Number of stored key packages of an identity.
@@ -387,24 +386,44 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn prune(&mut self, cutoff_ms: u64) -> Result<Pruned> {
+    fn prune(&mut self, cutoffs: &PruneCutoffs) -> Result<Pruned> {
         let tx = self.conn.transaction()?;
+        let archive = i(cutoffs.archive_ms);
         // Counted through the `messages_created` index: touches only the expiring rows.
-        let (items, bytes): (i64, i64) = tx.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages WHERE created_ms < ?1",
-            params![i(cutoff_ms)],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let a = tx.execute("DELETE FROM messages WHERE created_ms < ?1", params![i(cutoff_ms)])?;
-        let b = tx.execute("DELETE FROM welcomes WHERE created_ms < ?1", params![i(cutoff_ms)])?;
-        let cutoff_secs = i(cutoff_ms / 1000);
+        let mut per_org: Vec<(String, i64, i64)> = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached(
+                "SELECT c.org, COUNT(*), COALESCE(SUM(LENGTH(m.payload)), 0)
+                   FROM messages m JOIN channels c ON c.name = m.channel
+                  WHERE m.created_ms < ?1 GROUP BY c.org",
+            )?;
+            let rows = stmt.query_map(params![archive], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            for row in rows {
+                per_org.push(row?);
+            }
+        }
+        for (org, _, bytes) in &per_org {
+            tx.execute(
+                "UPDATE org_usage SET archive_bytes = MAX(archive_bytes - ?2, 0) WHERE org = ?1",
+                params![org, bytes],
+            )?;
+        }
+        let items: i64 = per_org.iter().map(|(_, n, _)| n).sum();
+        let bytes: i64 = per_org.iter().map(|(_, _, b)| b).sum();
+        let a = tx.execute("DELETE FROM messages WHERE created_ms < ?1", params![archive])?;
+        let welcome = i(cutoffs.welcome_ms);
+        let b = tx.execute("DELETE FROM welcomes WHERE created_ms < ?1", params![welcome])?;
+        // payloads go with their last pointer (same creation time), or when acknowledged
+        tx.execute("DELETE FROM welcome_payloads WHERE created_ms < ?1", params![welcome])?;
+        let k = tx.execute("DELETE FROM key_packages WHERE created_ms < ?1", params![i(cutoffs.key_package_ms)])?;
+        let cutoff_secs = i(cutoffs.archive_ms / 1000);
         tx.execute(
             "DELETE FROM invite_uses WHERE invite_id IN (SELECT id FROM invites WHERE expires_at < ?1)",
             params![cutoff_secs],
         )?;
         let c = tx.execute("DELETE FROM invites WHERE expires_at < ?1", params![cutoff_secs])?;
         tx.commit()?;
-        Ok(Pruned { rows: a + b + c, items: u(items), bytes: u(bytes) })
+        Ok(Pruned { rows: a + b + c + k, items: u(items), bytes: u(bytes) })
     }
 
     /// Archive size: (items, payload bytes).
@@ -413,4 +432,43 @@ impl Store for SqliteStore {
             Ok((u(r.get(0)?), u(r.get(1)?)))
         })?)
     }
+}
+
+/// Queues a commit's welcome (payload once, one pointer per recipient) and applies its roster
+/// changes (removals first); returns the welcome ids in recipient order.
+fn commit_extras(tx: &rusqlite::Transaction<'_>, item: &Append) -> Result<Vec<u64>> {
+    let mut del = tx.prepare_cached("DELETE FROM roster WHERE channel = ?1 AND identity = ?2")?;
+    for who in &item.removed {
+        del.execute(params![item.channel, who])?;
+    }
+    let mut add =
+        tx.prepare_cached("INSERT OR IGNORE INTO roster (channel, identity, since_seq) VALUES (?1, ?2, ?3)")?;
+    for who in &item.added {
+        add.execute(params![item.channel, who, i(item.seq)])?;
+    }
+    let Some((recipients, payload)) = &item.welcome else {
+        return Ok(Vec::new());
+    };
+    tx.prepare_cached(
+        "INSERT INTO welcome_payloads (org, channel, sender, commit_seq, commit_epoch, payload, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        item.org,
+        item.channel,
+        item.sender,
+        i(item.seq),
+        i(item.new_epoch),
+        &payload[..],
+        i(item.now_ms)
+    ])?;
+    let payload_id = tx.last_insert_rowid();
+    let mut wel =
+        tx.prepare_cached("INSERT INTO welcomes (org, recipient, payload_id, created_ms) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut ids = Vec::with_capacity(recipients.len());
+    for recipient in recipients {
+        wel.execute(params![item.org, recipient, payload_id, i(item.now_ms)])?;
+        ids.push(u(tx.last_insert_rowid()));
+    }
+    Ok(ids)
 }

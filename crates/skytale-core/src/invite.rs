@@ -7,27 +7,35 @@
 //!   channel and the joiner's identity, so the relay can neither read it nor replay it for
 //!   another identity) and the channel's GroupInfo kept on the relay for offline joins;
 //! - `relay_auth`: lets the relay refuse a wrong token at once (it proves nothing to members);
-//! - `proof` (HMAC-SHA256): the proof an external joiner puts in its commit's authenticated
-//!   data; every member checks it and removes a joiner without a valid one.
+//! - `admit-key` (an Ed25519 key pair): its public key is registered in the channel's policy
+//!   (group context, see [`crate::policy`]) by the commit that creates the invite; a joiner
+//!   proves it holds the token by signing its identity with it — in its join request (for the
+//!   member that admits it) or in its external commit's authenticated data. Members verify with
+//!   the registered public key only: no member needs the token to judge a join, and a member
+//!   that never saw the token still reaches the same verdict as every other member.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use hkdf::Hkdf;
-use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::error::{ClientError, Result};
+use crate::error::{Error, Result};
 
 /// Prefix of invite tokens.
 pub const TOKEN_PREFIX: &str = "skt_inv_";
 const VERSION: u8 = 1;
 const SALT: &[u8] = b"skytale-invite-v1";
-/// Prefix of an external joiner's authenticated data.
-pub const XJOIN_PREFIX: &[u8; 16] = b"skytale-xjoin-v1";
+/// Domain of an external joiner's signature.
+const XJOIN_DOMAIN: &[u8] = b"skytale-xjoin-v2";
+/// Domain of a join request's admission signature.
+const ADMIT_DOMAIN: &[u8] = b"skytale-admit-v1";
+/// Length of an Ed25519 signature.
+pub const SIGNATURE_LEN: usize = 64;
 
 /// A parsed invite token.
 #[derive(Clone)]
@@ -51,8 +59,53 @@ impl std::fmt::Debug for InviteToken {
     }
 }
 
-fn bad_token(why: &str) -> ClientError {
-    ClientError::Invite { code: "SKYTALE_INVITE_INVALID", message: format!("malformed invite token: {why}") }
+fn bad_token(why: &str) -> Error {
+    Error::Invite { code: "SKYTALE_INVITE_INVALID", message: format!("malformed invite token: {why}") }
+}
+
+/// What an external joiner signs: domain, invite id, channel, joiner, the epoch it joins from.
+fn xjoin_message(id: &[u8; 16], channel: &str, joiner: &str, from_epoch: u64) -> Vec<u8> {
+    [XJOIN_DOMAIN, id, channel.as_bytes(), &[0], joiner.as_bytes(), &[0], &from_epoch.to_be_bytes()].concat()
+}
+
+/// What a joiner signs in its join request: domain, invite id, channel, joiner, and the
+/// signature key of the leaf it asks to be added with (so the proof admits only that leaf).
+fn admit_message(id: &[u8; 16], channel: &str, joiner: &str, leaf_signature_key: &[u8]) -> Vec<u8> {
+    [ADMIT_DOMAIN, id, channel.as_bytes(), &[0], joiner.as_bytes(), &[0], leaf_signature_key].concat()
+}
+
+fn verify_with(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    let (Ok(pk), Ok(sig)) = (<[u8; 32]>::try_from(public_key), <[u8; SIGNATURE_LEN]>::try_from(signature)) else {
+        return false;
+    };
+    match VerifyingKey::from_bytes(&pk) {
+        Ok(vk) => vk.verify(message, &Signature::from_bytes(&sig)).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Checks an external joiner's signature against an invite's registered public key.
+pub fn verify_external_join(
+    public_key: &[u8],
+    id: &[u8; 16],
+    channel: &str,
+    joiner: &str,
+    from_epoch: u64,
+    signature: &[u8],
+) -> bool {
+    verify_with(public_key, &xjoin_message(id, channel, joiner, from_epoch), signature)
+}
+
+/// Checks a join request's admission signature against an invite's registered public key.
+pub fn verify_admission(
+    public_key: &[u8],
+    id: &[u8; 16],
+    channel: &str,
+    joiner: &str,
+    leaf_signature_key: &[u8],
+    signature: &[u8],
+) -> bool {
+    verify_with(public_key, &admit_message(id, channel, joiner, leaf_signature_key), signature)
 }
 
 impl InviteToken {
@@ -137,7 +190,7 @@ impl InviteToken {
         let ct = self
             .cipher()
             .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
-            .map_err(|_| ClientError::InvalidArgument("seal failed".into()))?;
+            .map_err(|_| Error::Internal("seal failed".into()))?;
         Ok([nonce.as_slice(), &ct].concat())
     }
 
@@ -152,9 +205,13 @@ impl InviteToken {
         [b"skytale-join-v1".as_slice(), &self.id, self.channel.as_bytes(), &[0], joiner.as_bytes()].concat()
     }
 
-    /// Seals a joiner's KeyPackage: `id ‖ nonce ‖ ciphertext`, bound to the joiner's identity.
-    pub fn seal_join_request(&self, joiner: &str, key_package: &[u8]) -> Result<Vec<u8>> {
-        Ok([self.id.as_slice(), &self.seal(&self.join_aad(joiner), key_package)?].concat())
+    /// Seals a joiner's KeyPackage with its admission signature: `id ‖ nonce ‖ ciphertext` of
+    /// `signature ‖ key package`, bound to the joiner's identity. `leaf_signature_key` is the
+    /// signature key of the key package's leaf.
+    pub fn seal_join_request(&self, joiner: &str, key_package: &[u8], leaf_signature_key: &[u8]) -> Result<Vec<u8>> {
+        let sig = self.sign_admission(joiner, leaf_signature_key);
+        let plain = Zeroizing::new([sig.as_slice(), key_package].concat());
+        Ok([self.id.as_slice(), &self.seal(&self.join_aad(joiner), &plain)?].concat())
     }
 
     /// The invite id a sealed join request names (first 16 bytes).
@@ -162,13 +219,17 @@ impl InviteToken {
         payload.get(..16).and_then(|s| s.try_into().ok())
     }
 
-    /// Opens a join request sent by `joiner`; `None` if it was not sealed for this invite and
-    /// this identity.
-    pub fn open_join_request(&self, joiner: &str, payload: &[u8]) -> Option<Vec<u8>> {
+    /// Opens a join request sent by `joiner`: `(key package, admission signature)`; `None` if it
+    /// was not sealed for this invite and this identity.
+    pub fn open_join_request(&self, joiner: &str, payload: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
         if payload.get(..16)? != self.id {
             return None;
         }
-        self.open(&self.join_aad(joiner), &payload[16..])
+        let plain = self.open(&self.join_aad(joiner), &payload[16..])?;
+        if plain.len() <= SIGNATURE_LEN {
+            return None;
+        }
+        Some((plain[SIGNATURE_LEN..].to_vec(), plain[..SIGNATURE_LEN].to_vec()))
     }
 
     fn gi_aad(&self) -> Vec<u8> {
@@ -185,39 +246,24 @@ impl InviteToken {
         self.open(&self.gi_aad(), sealed)
     }
 
-    fn proof_mac(&self, joiner: &str, from_epoch: u64) -> Option<Hmac<Sha256>> {
-        let key = self.derive(&[b"proof", &self.id, self.channel.as_bytes()]);
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref()).ok()?;
-        mac.update(joiner.as_bytes());
-        mac.update(&[0]);
-        mac.update(self.channel.as_bytes());
-        mac.update(&from_epoch.to_be_bytes());
-        Some(mac)
+    fn signing_key(&self) -> SigningKey {
+        let seed = self.derive(&[b"admit-key", &self.id, self.channel.as_bytes()]);
+        SigningKey::from_bytes(&seed)
     }
 
-    /// The authenticated data of an external join: `prefix ‖ id ‖ HMAC(proof, joiner ‖ channel ‖ epoch)`.
-    pub fn external_join_aad(&self, joiner: &str, from_epoch: u64) -> Result<Vec<u8>> {
-        let mac = self.proof_mac(joiner, from_epoch).ok_or_else(|| ClientError::InvalidArgument("proof key".into()))?;
-        let tag = mac.finalize().into_bytes();
-        Ok([XJOIN_PREFIX.as_slice(), &self.id, &tag].concat())
+    /// The invite's public key, registered in the channel policy when the invite is created.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.signing_key().verifying_key().to_bytes()
     }
 
-    /// The invite id named in an external join's authenticated data.
-    pub fn external_join_id(aad: &[u8]) -> Option<[u8; 16]> {
-        if aad.len() != 16 + 16 + 32 || &aad[..16] != XJOIN_PREFIX {
-            return None;
-        }
-        aad[16..32].try_into().ok()
+    /// The joiner's proof for an external commit from epoch `from_epoch`.
+    pub fn sign_external_join(&self, joiner: &str, from_epoch: u64) -> Vec<u8> {
+        self.signing_key().sign(&xjoin_message(&self.id, &self.channel, joiner, from_epoch)).to_bytes().to_vec()
     }
 
-    /// Checks an external joiner's proof (constant time).
-    pub fn verify_external_join(&self, joiner: &str, from_epoch: u64, aad: &[u8]) -> bool {
-        match Self::external_join_id(aad) {
-            Some(id) if id == self.id => {
-                self.proof_mac(joiner, from_epoch).map(|m| m.verify_slice(&aad[32..]).is_ok()).unwrap_or(false)
-            }
-            _ => false,
-        }
+    /// The joiner's admission proof for the leaf with `leaf_signature_key`.
+    pub fn sign_admission(&self, joiner: &str, leaf_signature_key: &[u8]) -> Vec<u8> {
+        self.signing_key().sign(&admit_message(&self.id, &self.channel, joiner, leaf_signature_key)).to_bytes().to_vec()
     }
 }
 
@@ -236,16 +282,21 @@ mod tests {
             (t.id, *t.secret, "acme/support/routing", "iroh://abc@127.0.0.1:1")
         );
         assert_eq!(p.relay_auth(), t.relay_auth());
-        let sealed = t.seal_join_request("bob", b"kp").unwrap();
-        assert_eq!(p.open_join_request("bob", &sealed).unwrap(), b"kp");
+        let sealed = t.seal_join_request("bob", b"kp", &[7; 32]).unwrap();
+        let (kp, sig) = p.open_join_request("bob", &sealed).unwrap();
+        assert_eq!(kp, b"kp");
+        let pk = t.public_key();
+        assert!(verify_admission(&pk, &t.id, &t.channel, "bob", &[7; 32], &sig));
+        assert!(!verify_admission(&pk, &t.id, &t.channel, "bob", &[8; 32], &sig), "bound to the leaf");
+        assert!(!verify_admission(&pk, &t.id, &t.channel, "eve", &[7; 32], &sig), "bound to the joiner");
         assert!(p.open_join_request("mallory", &sealed).is_none(), "bound to the joiner identity");
         let other = InviteToken::generate("acme/support/routing", "");
         assert!(other.open_join_request("bob", &sealed).is_none(), "wrong secret");
-        let aad = t.external_join_aad("bob", 4).unwrap();
-        assert!(p.verify_external_join("bob", 4, &aad));
-        assert!(!p.verify_external_join("bob", 5, &aad));
-        assert!(!p.verify_external_join("eve", 4, &aad));
-        assert!(!other.verify_external_join("bob", 4, &aad));
+        let sig = t.sign_external_join("bob", 4);
+        assert!(verify_external_join(&pk, &t.id, &t.channel, "bob", 4, &sig));
+        assert!(!verify_external_join(&pk, &t.id, &t.channel, "bob", 5, &sig));
+        assert!(!verify_external_join(&pk, &t.id, &t.channel, "eve", 4, &sig));
+        assert!(!verify_external_join(&other.public_key(), &t.id, &t.channel, "bob", 4, &sig));
         let gi = t.seal_group_info(b"group-info").unwrap();
         assert_eq!(p.open_group_info(&gi).unwrap(), b"group-info");
         assert!(InviteToken::parse("skt_inv_!!!").is_err());
@@ -265,7 +316,7 @@ mod fuzz {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x1d);
         let t = InviteToken::generate("acme/support/routing", "iroh://abc@127.0.0.1:1");
         let token = t.encode().to_string();
-        let sealed = t.seal_join_request("bob", b"key package bytes").unwrap_or_default();
+        let sealed = t.seal_join_request("bob", b"key package bytes", &[1; 32]).unwrap_or_default();
         for _ in 0..iters {
             let mut s: Vec<u8> = token.clone().into_bytes();
             let mut p = sealed.clone();
@@ -285,7 +336,6 @@ mod fuzz {
                 }
             }
             let _ = InviteToken::join_request_id(&p);
-            let _ = InviteToken::external_join_id(&p);
             assert!(t.open_join_request("bob", &p).is_none() || p == sealed);
             let _ = t.open_group_info(&p);
         }

@@ -1,0 +1,234 @@
+//! The connection loop: enroll with the API server, connect and authenticate to the relay,
+//! resubscribe, dispatch pushed frames, refresh the token, heartbeat, reconnect with backoff.
+
+use super::*;
+
+/// How long dialing one relay may take when there are others to try.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Dials the relays in turn, starting at `turn` (configured addresses first, else the ones the
+/// API server published, starting at a per-identity offset so agents spread over the nodes);
+/// leaves `turn` at the one that answered.
+async fn dial(
+    shared: &Arc<Shared>,
+    token: &crate::tokens::Token,
+    turn: &mut usize,
+) -> Result<(String, RelayConnection, PushReceiver)> {
+    let configured = shared.config.relay_list();
+    let (list, offset) = if configured.is_empty() {
+        let offset =
+            shared.agent.identity().bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
+        (token.relays.clone(), offset)
+    } else {
+        (configured, 0)
+    };
+    if list.is_empty() {
+        return Err(ClientError::NoRelay);
+    }
+    let mut last_err = None;
+    for i in 0..list.len() {
+        let at = turn.wrapping_add(i);
+        let addr_str = &list[offset.wrapping_add(at) % list.len()];
+        let addr: RelayAddr = addr_str.parse()?;
+        let dialed = if list.len() > 1 {
+            tokio::time::timeout(DIAL_TIMEOUT, RelayConnection::connect(&shared.endpoint, &addr))
+                .await
+                .unwrap_or(Err(skytale_proto::ProtoError::Timeout))
+        } else {
+            RelayConnection::connect(&shared.endpoint, &addr).await
+        };
+        match dialed {
+            Ok((conn, pushes)) => {
+                *turn = at;
+                return Ok((addr_str.clone(), conn, pushes));
+            }
+            Err(e) => {
+                tracing::debug!(relay = %addr_str, error = %e, "relay did not answer; trying the next");
+                last_err = Some(e);
+            }
+        }
+    }
+    Err(last_err.map(ClientError::from).unwrap_or(ClientError::NoRelay))
+}
+
+pub(super) async fn connect_once(
+    shared: &Arc<Shared>,
+    turn: &mut usize,
+) -> Result<(Arc<RelayConnection>, PushReceiver, u64)> {
+    // The API server vouches for this agent: register its key (renews the credential), pin the
+    // org's issuer keys, read revocations. Then a token bound to this identity.
+    if let Err(e) = shared.tokens.enroll(&shared.agent).await {
+        // An API server outage must not keep an enrolled agent off the relay: its credential and
+        // pinned issuer keys are in the keystore, and a cached token may still be valid.
+        let enrolled = shared.agent.credential()?.is_some() && shared.agent.trust_anchors()?.is_some();
+        if !(enrolled && e.code() == "SKYTALE_API_UNREACHABLE") {
+            return Err(e);
+        }
+        tracing::warn!(code = e.code(), "API server unreachable; reconnecting with the stored credential");
+    }
+    let token = shared.tokens.get().await?;
+    let (addr_str, conn, pushes) = dial(shared, &token, turn).await?;
+    if let Ok(mut r) = shared.relay_addr.lock() {
+        *r = addr_str;
+    }
+    let conn = Arc::new(conn);
+    let ok = conn.auth(&token.jwt, shared.agent.identity()).await?;
+    // Keep enough key packages on the relay for others to add this agent.
+    let held = conn.count_key_packages().await?;
+    if held < shared.config.key_package_low_water {
+        let kps = shared.agent.generate_key_packages(shared.config.key_package_batch)?;
+        conn.publish_key_packages(kps).await?;
+    }
+    for name in shared.agent.channel_names()? {
+        if shared.agent.has_pending_commit(&name).unwrap_or(false) {
+            match recover_pending_commit(shared, &conn, &name).await {
+                Err(e) if e.code() == "SKYTALE_NOT_A_MEMBER" => {
+                    shared.removed_at_relay(&name);
+                    continue;
+                }
+                other => other?,
+            }
+        }
+        shared.note_membership(&name);
+        if shared.agent.is_member(&name).unwrap_or(false) {
+            shared.slot(&name);
+            let after = shared.agent.last_seq(&name)?;
+            match conn.subscribe(&name, after).await {
+                Ok(_) => {}
+                // Removed while this agent was offline (the relay's roster says so): the other
+                // channels must still work; the removal commit itself is not readable any more.
+                Err(e) if e.code() == "SKYTALE_NOT_A_MEMBER" => shared.removed_at_relay(&name),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok((conn, pushes, ok.expires_at))
+}
+
+/// Pings the relay every [`HEARTBEAT_EVERY`]; a missing answer closes the connection so the
+/// client reconnects (a relay that died without closing is noticed within seconds).
+pub(super) async fn heartbeat(conn: Arc<RelayConnection>) {
+    loop {
+        tokio::time::sleep(HEARTBEAT_EVERY).await;
+        match tokio::time::timeout(HEARTBEAT_TIMEOUT, conn.ping()).await {
+            Ok(Ok(())) => {}
+            _ => {
+                conn.close();
+                return;
+            }
+        }
+    }
+}
+
+/// Interval of liveness pings.
+pub(super) const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
+/// How long a ping may take before the connection is considered dead.
+pub(super) const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub(super) fn backoff(attempt: u32) -> Duration {
+    let base = 100u64.saturating_mul(1u64 << attempt.min(6)).min(5_000);
+    let jitter = rand::thread_rng().gen_range(0..=base / 2);
+    Duration::from_millis(base / 2 + jitter)
+}
+
+pub(super) async fn connection_loop(shared: Arc<Shared>, first: oneshot::Sender<Result<()>>) {
+    let mut first = Some(first);
+    let mut attempt: u32 = 0;
+    // Which relay to dial first: moves on after every failure or lost connection, so a client
+    // of a relay cluster leaves a dead node at once.
+    let mut turn: usize = 0;
+    let mut closed = shared.closed.subscribe();
+    loop {
+        if *closed.borrow() {
+            break;
+        }
+        match connect_once(&shared, &mut turn).await {
+            Ok((conn, mut pushes, expires_at)) => {
+                attempt = 0;
+                let _ = shared.conn.send_replace(Some(conn.clone()));
+                shared.emit(ClientEvent::Connected);
+                if let Some(f) = first.take() {
+                    let _ = f.send(Ok(()));
+                }
+                let heartbeat = tokio::spawn(heartbeat(conn.clone()));
+                let refresh_in =
+                    Duration::from_secs(expires_at.saturating_sub(now_secs())).saturating_sub(REFRESH_MARGIN);
+                let mut refresh = Box::pin(tokio::time::sleep(refresh_in.max(Duration::from_secs(5))));
+                loop {
+                    tokio::select! {
+                        frame = pushes.recv() => match frame {
+                            Some(f) => match f.body {
+                                Some(Body::Deliver(d)) => {
+                                    // Take the rest of the burst: consecutive deliveries of the
+                                    // same channel are applied in one keystore transaction.
+                                    let channel = d.channel.clone();
+                                    let mut burst = vec![d];
+                                    let mut held = None;
+                                    while burst.len() < 256 {
+                                        match pushes.try_recv() {
+                                            Some(Frame { body: Some(Body::Deliver(n)), .. }) if n.channel == channel => burst.push(n),
+                                            Some(other) => { held = Some(other); break; }
+                                            None => break,
+                                        }
+                                    }
+                                    shared.handle_delivers(&channel, &burst).await;
+                                    if let Some(f) = held {
+                                        shared.handle_push(&conn, f).await;
+                                    }
+                                }
+                                Some(Body::Welcome(w)) => shared.handle_welcome(&conn, w).await,
+                                Some(Body::Error(e)) => shared.emit_error(None, &e.code, e.message),
+                                _ => {}
+                            },
+                            None => break,
+                        },
+                        _ = &mut refresh => {
+                            match shared.tokens.get().await {
+                                Ok(t) => match conn.auth(&t.jwt, shared.agent.identity()).await {
+                                    Ok(ok) => {
+                                        let next = Duration::from_secs(ok.expires_at.saturating_sub(now_secs())).saturating_sub(REFRESH_MARGIN);
+                                        refresh = Box::pin(tokio::time::sleep(next.max(Duration::from_secs(5))));
+                                    }
+                                    Err(e) => { shared.emit_error(None, e.code(), format!("token refresh: {e}")); break; }
+                                },
+                                Err(e) => {
+                                    shared.emit_error(None, e.code(), format!("token refresh: {e}"));
+                                    refresh = Box::pin(tokio::time::sleep(Duration::from_secs(10)));
+                                }
+                            }
+                        }
+                        _ = closed.changed() => { conn.close(); break; }
+                    }
+                }
+                heartbeat.abort();
+                turn = turn.wrapping_add(1);
+                let _ = shared.conn.send_replace(None);
+                let code = conn.close_code();
+                if *closed.borrow() {
+                    break;
+                }
+                shared.emit(ClientEvent::Disconnected { code });
+            }
+            Err(e) => {
+                if let Some(f) = first.take() {
+                    let _ = f.send(Err(e));
+                    return;
+                }
+                if e.is_permanent() {
+                    shared.emit_error(None, e.code(), format!("giving up reconnecting: {e}"));
+                    let _ = shared.closed.send_replace(true);
+                    break;
+                }
+                tracing::debug!(code = e.code(), attempt, "reconnect failed");
+                turn = turn.wrapping_add(1);
+            }
+        }
+        let wait = backoff(attempt);
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = closed.changed() => {}
+        }
+    }
+}
