@@ -37,6 +37,29 @@ async function archived(relay: Relay): Promise<number> {
 
 const texts = (xs: any[]) => xs.filter((x) => x.text !== undefined)
 
+/** `p`, or after `ms` an error that says where each agent stands (events, fork counters). */
+async function explained<T>(p: Promise<T>, ms: number, agents: Record<string, { p: Proc }>, channel: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(async () => {
+      const report: Record<string, unknown> = {}
+      for (const [name, a] of Object.entries(agents)) {
+        report[name] = {
+          connected: await a.p.call('connected').catch((e: Error) => e.message),
+          fork: await a.p.call('netForkState', { channel }).catch((e: Error) => e.message),
+          events: await a.p.call('events').catch((e: Error) => e.message),
+        }
+      }
+      reject(new Error(`still waiting after ${ms} ms: ${JSON.stringify(report).slice(0, 6000)}`))
+    }, ms)
+  })
+  try {
+    return await Promise.race([p, late])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 describe('relay cluster end to end', () => {
   let root: string
   let nats: any
@@ -146,9 +169,10 @@ describe('relay cluster end to end', () => {
     const [gus, hal, ida] = [await agent('gus', 1), await agent('hal', 1), await agent('ida', 2)]
     await group(ch, gus, [hal, ida])
     const before = await archived(relays[1])
-    const sending = gus.p.call('netSendMany', { channel: ch, prefix: 'm', count: 300 })
-    const atHal = hal.p.call('netReceive', { channel: ch, count: 300, timeoutMs: 120_000 })
-    const atIda = ida.p.call('netReceive', { channel: ch, count: 300, timeoutMs: 120_000 })
+    // Paced (≈ 300 × 10 ms), so the kill lands mid-stream however fast the machine is.
+    const sending = gus.p.call('netSendMany', { channel: ch, prefix: 'm', count: 300, intervalMs: 10 })
+    const atHal = hal.p.call('netReceive', { channel: ch, count: 300, timeoutMs: 100_000 })
+    const atIda = ida.p.call('netReceive', { channel: ch, count: 300, timeoutMs: 100_000 })
     // node 1 dies with SIGKILL once a third went through it
     await until('100 messages through node 1', async () => (await archived(relays[1])) >= before + 100)
     await relays[1].kill()
@@ -156,7 +180,7 @@ describe('relay cluster end to end', () => {
     const atNode2 = await archived(relays[2])
     await until('gus sending through node 2', async () => (await archived(relays[2])) >= atNode2 + 50)
     nats.nodes[0].child.kill('SIGKILL')
-    const [seqs, hals, idas] = await Promise.all([sending, atHal, atIda])
+    const [seqs, hals, idas] = await explained(Promise.all([sending, atHal, atIda]), 110_000, { gus, hal, ida }, ch)
     expect(new Set(seqs).size).toBe(300)
     const want = Array.from({ length: 300 }, (_, i) => `m${i}`)
     for (const got of [hals, idas]) {
@@ -169,7 +193,7 @@ describe('relay cluster end to end', () => {
     // and the cluster keeps serving with two NATS nodes: a new message reaches both
     await gus.p.call('netSend', { channel: ch, text: 'still here' })
     for (const m of [hal, ida]) {
-      expect(texts(await m.p.call('netReceive', { channel: ch, count: 1 })).map((x: any) => x.text)).toEqual(['still here'])
+      expect(texts(await m.p.call('netReceive', { channel: ch, count: 1, timeoutMs: 60_000 })).map((x: any) => x.text)).toEqual(['still here'])
     }
-  })
+  }, 240_000)
 })

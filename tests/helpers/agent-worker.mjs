@@ -65,10 +65,14 @@ const ops = {
   async waitForChannel({ channel, timeoutMs }) { await client.waitForChannel(channel, timeoutMs ?? 30000); return true },
   netSend: ({ channel, text }) => client.channel(channel).send(new TextEncoder().encode(text)),
   /** Sends `count` messages `${prefix}${i}` one after the other; returns their seqs. */
-  async netSendMany({ channel, prefix, count }) {
+  /** Sends `count` messages one after another (each acked first), `intervalMs` apart if given. */
+  async netSendMany({ channel, prefix, count, intervalMs = 0 }) {
     const ch = client.channel(channel)
     const seqs = []
-    for (let i = 0; i < count; i++) seqs.push(await ch.send(new TextEncoder().encode(`${prefix}${i}`)))
+    for (let i = 0; i < count; i++) {
+      seqs.push(await ch.send(new TextEncoder().encode(`${prefix}${i}`)))
+      if (intervalMs > 0) await new Promise((r) => setTimeout(r, intervalMs))
+    }
     return seqs
   },
   /** Sends `count` messages without waiting for each ack (they queue while disconnected). */

@@ -141,7 +141,10 @@ impl RawMember {
     }
 
     fn key_package(&self) -> KeyPackage {
+        // The capability Skytale channels require (their policy extension); raw groups ignore it.
+        let policy = ExtensionType::Unknown(skytale_core::policy::POLICY_EXTENSION_TYPE);
         KeyPackage::builder()
+            .leaf_node_capabilities(Capabilities::builder().extensions(vec![policy]).build())
             .build(CS, &self.provider, &self.signer, self.credential.clone())
             .unwrap()
             .key_package()

@@ -9,6 +9,7 @@ impl Shared {
         let slot = self.slot(&item.channel);
         let mut conn = self.live_conn().await?;
         let mut wrong_epochs = 0;
+        let mut relay_failures: u32 = 0;
         loop {
             // While the channel resyncs (issue #10) its sends wait, then go out in the new epoch.
             self.fork.wait_healed(&item.channel).await;
@@ -43,6 +44,14 @@ impl Shared {
                 Err(e) if is_transport(&e) => conn = self.next_conn(&conn).await?,
                 Err(ProtoError::Relay { ref code, retry_after_ms, .. }) if code == "SKYTALE_RATE_LIMITED" => {
                     tokio::time::sleep(Duration::from_millis(retry_after_ms.clamp(10, 5_000))).await;
+                }
+                // The relay could not store it this time (e.g. a cluster store electing a new
+                // leader): the same client_msg_id again, so a send that did land is not doubled.
+                Err(ProtoError::Relay { ref code, .. })
+                    if code == "SKYTALE_INTERNAL" && relay_failures < MAX_RELAY_FAILURES =>
+                {
+                    tokio::time::sleep(super::connection::backoff(relay_failures)).await;
+                    relay_failures += 1;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -108,6 +117,10 @@ impl Shared {
             .collect()
     }
 }
+
+/// Times one send is retried after the relay failed to store it (`SKYTALE_INTERNAL`), with
+/// backoff (8–15 s in all) before the error reaches the caller.
+const MAX_RELAY_FAILURES: u32 = 8;
 
 /// Most sends written to the relay before waiting for their acks.
 pub(super) const SEND_WINDOW: usize = 64;

@@ -24,6 +24,9 @@ use crate::store::Remote;
 /// its own new state at once while the loser must first read it.
 const YIELD: Duration = Duration::from_millis(4);
 
+/// How long the feed waits for a record before it checks that the stream has none it missed.
+const STALL_CHECK: Duration = Duration::from_secs(2);
+
 /// Records before the node's start that the feed re-reads to repair welcome queues.
 const REPAIR_WINDOW: u64 = 1000;
 
@@ -50,7 +53,18 @@ async fn follow(inner: &Inner, next: &mut u64, start: u64, tx: &mpsc::UnboundedS
     };
     let cons = inner.archive.create_consumer(cfg).await.map_err(|e| nats_err("feed consumer", e))?;
     let mut msgs = cons.messages().await.map_err(|e| nats_err("feed", e))?;
-    while let Some(m) = msgs.next().await {
+    loop {
+        let m = match tokio::time::timeout(STALL_CHECK, msgs.next()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(_) => {
+                if tx.is_closed() {
+                    return Ok(());
+                }
+                stalled(inner, *next).await?;
+                continue;
+            }
+        };
         if tx.is_closed() {
             return Ok(());
         }
@@ -136,6 +150,24 @@ async fn follow(inner: &Inner, next: &mut u64, start: u64, tx: &mpsc::UnboundedS
         }
     }
     Err(RelayError::Storage("archive feed ended".to_string()))
+}
+
+/// An error if the archive holds records from `next` on that the feed has not delivered (the
+/// ordered consumer lost its server: async-nats notices that only after two missed 15 s
+/// heartbeats, so without this check a node's cache and its subscribers would stall for a
+/// minute or more after a NATS node dies), or if the stream cannot be asked.
+async fn stalled(inner: &Inner, next: u64) -> Result<()> {
+    let mut archive = inner.archive.clone();
+    let last = tokio::time::timeout(Duration::from_secs(5), archive.info())
+        .await
+        .map_err(|_| RelayError::Storage("nats feed: stream info timed out".to_string()))?
+        .map_err(|e| nats_err("feed stream info", e))?
+        .state
+        .last_sequence;
+    if last >= next {
+        return Err(RelayError::Storage(format!("nats feed: stalled before record {next} (stream at {last})")));
+    }
+    Ok(())
 }
 
 /// Listens for other nodes' "lost a race" notices: this node's next append on that channel
