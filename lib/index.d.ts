@@ -30,8 +30,11 @@ declare module '../index' {
   interface ClientChannel {
     /**
      * Async iterator over the channel's messages and membership changes, in relay order.
-     * `break`, `return()` or the `signal` end it; each item is acknowledged when the next one
-     * is requested, so nothing is lost if the process dies while handling one.
+     * `break`, `return()` or the `signal` end it. An item is acknowledged once the next one is
+     * requested: in the background while a burst is queued (one keystore write for many items),
+     * and always before the iterator waits or ends. Nothing is lost if the process dies: the item
+     * being handled comes back after a restart, during a burst possibly with a few handled just
+     * before it (tell them apart by `seq`); nothing acknowledged comes back.
      */
     messages(options?: MessagesOptions): AsyncIterableIterator<ChannelMessage>
   }

@@ -7,9 +7,12 @@ const { ClientChannel } = native
 
 /**
  * Async iterator over the channel's messages (and membership changes), in relay order, pushed by
- * the native side as they arrive. Each item is acknowledged (deleted from the keystore inbox)
- * when the consumer asks for the next one or ends the loop, so an item being handled when the
- * process dies comes back after a restart, and none is returned twice once acknowledged.
+ * the native side as they arrive. An item is acknowledged (deleted from the keystore inbox) once
+ * the consumer asks for the next one: in the background while more items are queued (acks of a
+ * burst are coalesced into one keystore transaction), and always before the iterator waits for
+ * new items or ends. So a crash loses nothing: the item being handled comes back after a restart,
+ * and during a burst so may the few handled just before it whose acknowledgement had not been
+ * written yet (their `seq` tells them apart); nothing acknowledged comes back.
  * `options.signal` ends the iteration.
  */
 ClientChannel.prototype.messages = function messages(options = {}) {
@@ -17,27 +20,41 @@ ClientChannel.prototype.messages = function messages(options = {}) {
   const { signal } = options
   const queue = []
   let waiter = null
-  let pendingAck = 0
+  let current = 0 // seq of the item the consumer is handling
+  let handled = 0 // highest seq the consumer is done with
+  let acked = 0 // highest seq whose acknowledgement is written
+  let acking = null // the acknowledgement being written
+  let ackError = null
   let done = false
   let sub = null
   const wake = () => {
     if (waiter) { const w = waiter; waiter = null; w() }
   }
-  const ack = async () => {
-    if (pendingAck > 0) {
-      const seq = pendingAck
-      pendingAck = 0
-      await channel.ack(seq)
+  // Writes the acknowledgement of everything handled; one write at a time, the next covers
+  // whatever was handled meanwhile.
+  const flush = () => {
+    if (!acking && !ackError && handled > acked) {
+      const seq = handled
+      acking = channel.ack(seq).then(
+        () => { acked = Math.max(acked, seq) },
+        (e) => { ackError = e },
+      ).finally(() => { acking = null; flush() })
     }
+    return acking
+  }
+  const settle = async () => {
+    while (flush()) await acking
+    if (ackError) { const e = ackError; ackError = null; throw e }
   }
   const onAbort = () => { done = true; wake() }
   const finish = async () => {
+    if (current) { handled = Math.max(handled, current); current = 0 }
     done = true
     sub?.close()
     sub = null
     signal?.removeEventListener('abort', onAbort)
     wake()
-    await ack()
+    await settle()
     return { value: undefined, done: true }
   }
   const start = () => {
@@ -48,13 +65,16 @@ ClientChannel.prototype.messages = function messages(options = {}) {
   return {
     [Symbol.asyncIterator]() { return this },
     async next() {
-      await ack()
+      if (current) { handled = Math.max(handled, current); current = 0 }
+      if (ackError) { const e = ackError; ackError = null; throw e }
       if (signal?.aborted) return finish()
       start()
+      if (queue.length === 0 || done) await settle()
+      else flush()
       while (!done && queue.length === 0) await new Promise((resolve) => { waiter = resolve })
       if (done) return finish()
       const item = queue.shift()
-      pendingAck = item.seq
+      current = item.seq
       return { value: item, done: false }
     },
     async return() { return finish() },

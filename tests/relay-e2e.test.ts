@@ -125,6 +125,26 @@ describe('relay end to end', () => {
     expect(got.filter((x: any) => x.text !== undefined).map((x: any) => x.text)).toEqual(Array.from({ length: 500 }, (_, i) => `p-${i}`))
   })
 
+  it('messages(): the acks of a burst are coalesced, and everything read is acknowledged once the loop ends', async () => {
+    const ch = 'acme/e2e/acks'
+    const { alice, bob, bobId } = await pair(ch)
+    await bob.call('close')
+    await bob.stop()
+    await alice.call('netSendManyConcurrent', { channel: ch, prefix: 'k-', count: 500 })
+    const bob2 = await agent(bobId)
+    // 500 queued items: one keystore write per item before; far fewer now
+    const { texts, acks } = await bob2.call('netReceiveCountingAcks', { channel: ch, count: 500, timeoutMs: 60_000 })
+    expect(texts).toEqual(Array.from({ length: 500 }, (_, i) => `k-${i}`))
+    expect(acks).toBeGreaterThan(0)
+    expect(acks).toBeLessThan(250)
+    // the loop ended: every item read is acknowledged, in this process and after a restart
+    expect(await bob2.call('netReceive', { channel: ch, count: 1, timeoutMs: 1500 })).toEqual([])
+    await bob2.call('close')
+    await bob2.stop()
+    const bob3 = await agent(bobId)
+    expect(await bob3.call('netReceive', { channel: ch, count: 1, timeoutMs: 1500 })).toEqual([])
+  })
+
   it('two members commit at the same epoch: one wins, the other retries; no fork', async () => {
     const ch = 'acme/e2e/race'
     const { alice, bob } = await pair(ch)

@@ -92,6 +92,20 @@ const ops = {
     }
     return out
   },
+  /** Like `netReceive`, counting the native `ack` calls the iterator makes meanwhile. */
+  async netReceiveCountingAcks({ channel, count, timeoutMs = 60000 }) {
+    const ch = client.channel(channel)
+    const proto = Object.getPrototypeOf(ch)
+    const ack = proto.ack
+    let acks = 0
+    proto.ack = function countedAck(seq) { acks++; return ack.call(this, seq) }
+    try {
+      const out = await ops.netReceive({ channel, count, timeoutMs })
+      return { texts: out.filter((x) => x.text !== undefined).map((x) => x.text), acks }
+    } finally {
+      proto.ack = ack
+    }
+  },
   netEpoch: ({ channel }) => client.channel(channel).epoch(),
   /** Reads messages until every text of `expect` arrived or `timeoutMs` passed (whichever first). */
   async netReceiveUntil({ channel, expect, timeoutMs = 60000 }) {
