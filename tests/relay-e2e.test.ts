@@ -97,6 +97,42 @@ describe('relay end to end', () => {
     expect(await bob.call('netReceive', { channel: ch, count: 1, timeoutMs: 1500 })).toEqual([])
   })
 
+  it('enrolled agents reconnect with their stored credential while the API server rate-limits them', async () => {
+    // Its own API server allowing 2 agent registrations per IP per minute, and its own relay.
+    const api2 = await startApiServer({ dataDir: join(root, 'api-limited'), env: { SKYTALE_RATE_AGENTS_PER_IP: '2' } })
+    const listen = `127.0.0.1:${20000 + Math.floor(Math.random() * 20000)}`
+    const jwksUrl = `${api2.url}/.well-known/jwks.json`
+    let relay2 = await startRelay({ dataDir: join(root, 'relay-limited'), jwksUrl, listen })
+    try {
+      const key2 = await signup(api2.url, 'acme')
+      const open = async (name: string) => {
+        const p = startAgentProcess()
+        procs.push(p)
+        const identity = `${name}-${randomBytes(3).toString('hex')}`
+        await p.call('open', { dataDir: join(root, identity), identity, keystoreKey: new Uint8Array(randomBytes(32)) })
+        await p.call('connect', { apiUrl: api2.url, apiKey: key2, relay: relay2.address })
+        return { p, identity }
+      }
+      const [ann, ben] = [await open('ann'), await open('ben')] // the minute's 2 registrations
+      const ch = 'acme/e2e/limited'
+      await ann.p.call('netCreateChannel', { name: ch })
+      await ann.p.call('netAddMember', { channel: ch, identity: ben.identity })
+      await ben.p.call('waitForChannel', { channel: ch, timeoutMs: 30_000 })
+      // The relay dies; both reconnect, and re-registering now gets 429.
+      await relay2.kill()
+      relay2 = await startRelay({ dataDir: join(root, 'relay-limited'), jwksUrl, listen })
+      // Well within the limiter's 60 s window: only a reconnect that skips the refused
+      // registration gets it through in time.
+      await ann.p.call('netSendLater', { channel: ch, text: 'through the rate limit' })
+      const got = await ben.p.call('netReceive', { channel: ch, count: 1, timeoutMs: 20_000 })
+      expect(got.map((x: any) => x.text)).toEqual(['through the rate limit'])
+      expect(await ann.p.call('netSettled')).toEqual([{ ok: true, seq: expect.any(Number) }])
+    } finally {
+      await relay2.kill()
+      await api2.stop()
+    }
+  })
+
   it('a token of org B cannot touch an org-A channel; a bad API key fails fast', async () => {
     const keyB = await signup(api.url, 'other-org')
     const mallory = startAgentProcess()

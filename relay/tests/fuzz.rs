@@ -141,6 +141,31 @@ async fn fuzz_every_request_handler_answers_random_requests_and_the_relay_stays_
         .await
         .unwrap();
     bob.subscribe("acme/fuzz/honest", 0).await.unwrap();
+    // Bob reads his pushes as they come (a subscriber that stops reading is cut off by the
+    // relay's per-connection push bound, which long runs would otherwise hit).
+    // It also pings, as real clients do (a connection that sends nothing for the idle timeout,
+    // 120 s, is closed: long runs last longer).
+    let pinger = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            if bob.ping().await.is_err() {
+                return;
+            }
+        }
+    });
+    let honest_count = iters.div_ceil(97);
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(d) = next_deliver(&mut pb, Duration::from_secs(30)).await {
+            if d.channel == "acme/fuzz/honest" && d.sender == "alice" && d.kind == Kind::Application as i32 {
+                seen.push(String::from_utf8_lossy(&d.payload).into_owned());
+            }
+            if seen.len() as u64 == honest_count {
+                break;
+            }
+        }
+        seen
+    });
 
     let mut rng = Rng(seed | 1);
     let (mut fz, mut _pf) = relay.authed(&key, "acme", "fuzzer").await;
@@ -191,15 +216,8 @@ async fn fuzz_every_request_handler_answers_random_requests_and_the_relay_stays_
     // The relay is up and the honest channel kept its order.
     let (fresh, _p) = relay.authed(&key, "acme", "late").await;
     fresh.ping().await.unwrap();
-    let mut seen = Vec::new();
-    while let Some(d) = next_deliver(&mut pb, Duration::from_secs(3)).await {
-        if d.channel == "acme/fuzz/honest" && d.sender == "alice" && d.kind == Kind::Application as i32 {
-            seen.push(String::from_utf8_lossy(&d.payload).into_owned());
-        }
-        if seen.len() as u64 == iters.div_ceil(97) {
-            break;
-        }
-    }
+    let seen = tokio::time::timeout(Duration::from_secs(60), reader).await.expect("bob's pushes end").unwrap();
+    pinger.abort();
     let want: Vec<String> = (0..iters).step_by(97).map(|i| format!("honest {i}")).collect();
     assert_eq!(seen, want);
     println!(

@@ -58,13 +58,14 @@ pub(super) async fn connect_once(
     // The API server vouches for this agent: register its key (renews the credential), pin the
     // org's issuer keys, read revocations. Then a token bound to this identity.
     if let Err(e) = shared.tokens.enroll(&shared.agent).await {
-        // An API server outage must not keep an enrolled agent off the relay: its credential and
-        // pinned issuer keys are in the keystore, and a cached token may still be valid.
+        // An API server outage, or its rate limit (many agents reconnecting from one address at
+        // once), must not keep an enrolled agent off the relay: its credential and pinned issuer
+        // keys are in the keystore, and a cached token may still be valid.
         let enrolled = shared.agent.credential()?.is_some() && shared.agent.trust_anchors()?.is_some();
-        if !(enrolled && e.code() == "SKYTALE_API_UNREACHABLE") {
+        if !(enrolled && matches!(e.code(), "SKYTALE_API_UNREACHABLE" | "SKYTALE_RATE_LIMITED")) {
             return Err(e);
         }
-        tracing::warn!(code = e.code(), "API server unreachable; reconnecting with the stored credential");
+        tracing::warn!(code = e.code(), "API server unavailable; reconnecting with the stored credential");
     }
     let token = shared.tokens.get().await?;
     let (addr_str, conn, pushes) = dial(shared, &token, turn).await?;
