@@ -28,8 +28,13 @@ use crate::secret::KeystoreSecret;
 /// The one ciphersuite Skytale uses.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
-/// How many past epochs' secrets are kept to decrypt late application messages.
-const MAX_PAST_EPOCHS: usize = 3;
+/// How many past epochs' secrets are kept to decrypt late application messages. One: the relay
+/// refuses sends built on another epoch than the channel's, so a member processing in relay order
+/// never needs older secrets; the one kept is for `Agent` users who move messages themselves and
+/// may deliver one sent just before a commit after it. openmls persists every kept epoch (its
+/// secret tree and member list) with each message, so each one more costs every message, most in
+/// big groups; and fewer kept secrets is better forward secrecy.
+const MAX_PAST_EPOCHS: usize = 1;
 
 /// Options to open an agent.
 #[derive(Debug, Clone)]

@@ -243,3 +243,27 @@ fn ciphertext_sizes_reveal_a_bucket_not_a_length() {
     let big = alice.encrypt(ch, &[b'y'; 300]).unwrap();
     assert!(big.len() > *sizes.iter().next().unwrap());
 }
+
+/// One past epoch's secrets are kept (a message sent just before a commit still decrypts after
+/// it); older ones are deleted at the next commit (forward secrecy, and smaller per-message
+/// state writes: see `MAX_PAST_EPOCHS`).
+#[test]
+fn a_message_one_epoch_late_decrypts_and_one_two_epochs_late_does_not() {
+    let (_da, _db, alice, bob) = pair();
+    let ch = "acme/past/epochs";
+    alice.create_channel(ch).unwrap();
+    let out = alice.add_members(ch, &bob.generate_key_packages(1).unwrap(), CommitMode::Merge).unwrap();
+    bob.join_channel(out.welcome.as_ref().unwrap()).unwrap();
+    let one_late = bob.encrypt(ch, b"one epoch late").unwrap();
+    let two_late = bob.encrypt(ch, b"two epochs late").unwrap();
+    alice.rotate_key(ch, CommitMode::Merge).unwrap();
+    match alice.process_incoming(ch, &one_late).unwrap() {
+        Incoming::Message { data, .. } => assert_eq!(&data[..], b"one epoch late"),
+        other => panic!("expected a message, got {other:?}"),
+    }
+    alice.rotate_key(ch, CommitMode::Merge).unwrap();
+    let err = alice.process_incoming(ch, &two_late).unwrap_err();
+    assert!(err.code().starts_with("SKYTALE_"), "{err:?}");
+    // The refusal changed nothing.
+    assert_eq!(alice.epoch(ch).unwrap(), 3);
+}
