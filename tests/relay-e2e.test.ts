@@ -199,6 +199,28 @@ describe('relay end to end', () => {
     expect(await alice.call('netSecret', { channel: ch })).toEqual(await bob.call('netSecret', { channel: ch }))
   })
 
+  it('alice rotates again and again while bob sends: alice reads every message (her commits merge only after what the relay ordered before them; no past epochs kept)', async () => {
+    const ch = 'acme/e2e/commit-race'
+    const { alice, bob } = await pair(ch)
+    const count = 600
+    const expected = Array.from({ length: count }, (_, i) => `race-${i}`)
+    const reading = alice.call('netReceiveUntil', { channel: ch, expect: expected, timeoutMs: 60_000 })
+    let sent = false
+    const sending = bob.call('netSendMany', { channel: ch, prefix: 'race-', count, intervalMs: 1 }).finally(() => { sent = true })
+    let rotations = 0
+    while (!sent && rotations < 40) {
+      await alice.call('netRotateKey', { channel: ch })
+      rotations++
+    }
+    await sending
+    const got = await reading
+    expect(rotations).toBeGreaterThanOrEqual(5)
+    // Without the ordering rule, messages bob sent just before a commit of alice's would be
+    // undecryptable for her once she merged it (and missing here).
+    expect(got.map((x: any) => x.text)).toEqual(expected)
+    expect(await alice.call('netEpoch', { channel: ch })).toBe(1 + rotations)
+  })
+
   it('bob offline while alice sends 500 messages and rotates twice: bob reads all on reconnect', async () => {
     const ch = 'acme/e2e/offline'
     const { alice, bob, bobId } = await pair(ch)

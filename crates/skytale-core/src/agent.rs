@@ -28,13 +28,18 @@ use crate::secret::KeystoreSecret;
 /// The one ciphersuite Skytale uses.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
-/// How many past epochs' secrets are kept to decrypt late application messages. One: the relay
-/// refuses sends built on another epoch than the channel's, so a member processing in relay order
-/// never needs older secrets; the one kept is for `Agent` users who move messages themselves and
-/// may deliver one sent just before a commit after it. openmls persists every kept epoch (its
-/// secret tree and member list) with each message, so each one more costs every message, most in
-/// big groups; and fewer kept secrets is better forward secrecy.
-const MAX_PAST_EPOCHS: usize = 1;
+/// How many past epochs' secrets channels keep by default to decrypt late application messages.
+/// One: the relay refuses sends built on another epoch than the channel's, so a member
+/// processing in relay order never needs older secrets; the one kept is for `Agent` users who
+/// move messages themselves and may deliver one sent just before a commit after it. openmls
+/// persists every kept epoch (its secret tree and member list) with each message, so each one
+/// more costs every message, most in big groups; and fewer kept secrets is better forward
+/// secrecy. A client that processes everything in relay order keeps none
+/// ([`Agent::set_past_epochs`]).
+pub const DEFAULT_PAST_EPOCHS: usize = 1;
+
+/// Most past epochs a channel may keep.
+const MAX_PAST_EPOCHS: usize = 16;
 
 /// Options to open an agent.
 #[derive(Debug, Clone)]
@@ -58,6 +63,8 @@ struct Inner {
     anchors: Option<TrustAnchors>,
     /// Revoked agents (from the API server's revocation feed).
     revoked: Vec<RevokedAgent>,
+    /// Past epochs kept by channels created or joined from now on.
+    past_epochs: usize,
 }
 
 mod batch;
@@ -87,11 +94,11 @@ fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-fn group_config() -> MlsGroupJoinConfig {
+fn group_config(past_epochs: usize) -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder()
         .use_ratchet_tree_extension(true)
         .wire_format_policy(MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY)
-        .max_past_epochs(MAX_PAST_EPOCHS)
+        .max_past_epochs(past_epochs)
         .sender_ratchet_configuration(SenderRatchetConfiguration::new(32, 10_000))
         .build()
 }
@@ -148,7 +155,7 @@ impl Agent {
                     return Err(Error::IdentityMismatch { stored: name, requested: opts.identity.to_string() });
                 }
                 SignatureKeyPair::read(
-                    &openmls_sqlite_storage::SqliteStorageProvider::<crate::provider::JsonCodec, _>::new(store.conn()),
+                    &crate::provider::Storage::new(store.conn()),
                     &public,
                     CIPHERSUITE.signature_algorithm(),
                 )
@@ -192,6 +199,7 @@ impl Agent {
                 groups: HashMap::new(),
                 anchors,
                 revoked,
+                past_epochs: DEFAULT_PAST_EPOCHS,
             }),
             identity: opts.identity.to_string(),
             cipher_version,
@@ -206,6 +214,22 @@ impl Agent {
     /// The SQLCipher version of the keystore (proof that the store is encrypted).
     pub fn cipher_version(&self) -> &str {
         &self.cipher_version
+    }
+
+    /// Sets how many past epochs' secrets channels created or joined from now on keep (channels
+    /// already held keep theirs). Keep [`DEFAULT_PAST_EPOCHS`] when messages may be handed to
+    /// [`Agent::process_incoming`] in another order than the relay's; a client that processes
+    /// every item in relay order, and only merges its own commit after everything the relay
+    /// ordered before it, keeps none: an application message then only decrypts in its own
+    /// epoch (better forward secrecy, less state written with every message).
+    ///
+    /// Errors: `SKYTALE_INVALID_ARGUMENT` above 16.
+    pub fn set_past_epochs(&self, past_epochs: usize) -> Result<()> {
+        if past_epochs > MAX_PAST_EPOCHS {
+            return Err(Error::InvalidArgument(format!("past epochs must be 0..={MAX_PAST_EPOCHS}")));
+        }
+        self.lock()?.past_epochs = past_epochs;
+        Ok(())
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
@@ -250,9 +274,9 @@ impl Agent {
             let create_config = MlsGroupCreateConfig::builder()
                 .ciphersuite(CIPHERSUITE)
                 .use_ratchet_tree_extension(true)
-                .wire_format_policy(group_config().wire_format_policy())
-                .max_past_epochs(MAX_PAST_EPOCHS)
-                .sender_ratchet_configuration(*group_config().sender_ratchet_configuration())
+                .wire_format_policy(MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY)
+                .max_past_epochs(inner.past_epochs)
+                .sender_ratchet_configuration(*group_config(0).sender_ratchet_configuration())
                 .capabilities(leaf_capabilities())
                 .with_group_context_extensions(policy_extensions(&crate::policy::ChannelPolicy::for_creator(
                     &inner.identity,
@@ -296,7 +320,7 @@ impl Agent {
         let mut adder = String::new();
         inner.transaction(None, |inner| {
             let provider = Provider::new(&inner.crypto, inner.store.conn());
-            let staged = StagedWelcome::build_from_welcome(&provider, &group_config(), welcome)
+            let staged = StagedWelcome::build_from_welcome(&provider, &group_config(inner.past_epochs), welcome)
                 .map_err(me::welcome_error)?
                 .replace_old_group()
                 .build()
@@ -417,7 +441,7 @@ impl Agent {
             let provider = Provider::new(&inner.crypto, inner.store.conn());
             let (group, bundle) = MlsGroup::external_commit_builder()
                 .with_aad(authenticated_data.clone())
-                .with_config(group_config())
+                .with_config(group_config(inner.past_epochs))
                 .build_group(&provider, verifiable, inner.credential.clone())
                 .map_err(|e| Error::InvalidMessage(format!("group info: {e}")))?
                 .leaf_node_parameters(LeafNodeParameters::builder().with_capabilities(leaf_capabilities()).build())
@@ -700,7 +724,7 @@ impl Agent {
         inner.transaction(Some(name), |inner| {
             let conn = inner.store.conn();
             let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
-            let storage = openmls_sqlite_storage::SqliteStorageProvider::<crate::provider::JsonCodec, _>::new(conn);
+            let storage = crate::provider::Storage::new(conn);
             group.clear_pending_commit(&storage).map_err(|e| Error::Storage(format!("clear pending commit: {e}")))?;
             let pending: Option<Vec<u8>> = conn
                 .query_row("SELECT value FROM skytale_kv WHERE key = ?1", [pending_kps_key(name)], |r| r.get(0))
@@ -1104,8 +1128,7 @@ impl Inner {
             if !self.channel_exists(name)? {
                 return Err(Error::ChannelNotFound(name.to_string()));
             }
-            let storage =
-                openmls_sqlite_storage::SqliteStorageProvider::<crate::provider::JsonCodec, _>::new(self.store.conn());
+            let storage = crate::provider::Storage::new(self.store.conn());
             let group = MlsGroup::load(&storage, &GroupId::from_slice(name.as_bytes()))
                 .map_err(|e| Error::Storage(format!("load channel: {e}")))?
                 .ok_or_else(|| Error::KeystoreCorrupt(format!("channel {name} has no MLS state")))?;
@@ -1115,8 +1138,7 @@ impl Inner {
     }
 
     fn delete_channel_state(&mut self, name: &str) -> Result<()> {
-        let storage =
-            openmls_sqlite_storage::SqliteStorageProvider::<crate::provider::JsonCodec, _>::new(self.store.conn());
+        let storage = crate::provider::Storage::new(self.store.conn());
         if let Some(mut group) = MlsGroup::load(&storage, &GroupId::from_slice(name.as_bytes()))
             .map_err(|e| Error::Storage(format!("load channel: {e}")))?
         {

@@ -304,11 +304,9 @@ impl Keystore {
             )?;
             tx.commit()?;
         }
-        openmls_sqlite_storage::SqliteStorageProvider::<crate::provider::JsonCodec, &mut Connection>::new(
-            &mut self.conn,
-        )
-        .run_migrations()
-        .map_err(|e| Error::Storage(format!("openmls storage migration: {e}")))?;
+        crate::provider::Storage::<&mut Connection>::new(&mut self.conn)
+            .run_migrations()
+            .map_err(|e| Error::Storage(format!("openmls storage migration: {e}")))?;
         Ok(())
     }
 

@@ -36,7 +36,7 @@ mod secret;
 
 pub use agent::{
     commit_hash, failure_kind, resync_item_kind, Agent, AgentOptions, Delivery, Failure, InboxItem, ResyncItem,
-    ResyncRequest, AUTH_LEN, CIPHERSUITE,
+    ResyncRequest, AUTH_LEN, CIPHERSUITE, DEFAULT_PAST_EPOCHS,
 };
 pub use credential::{
     credential_identity_unverified, fingerprint, rotate_anchors, verify_credential, Expected, IssuerKey, RevokedAgent,

@@ -246,7 +246,7 @@ fn ciphertext_sizes_reveal_a_bucket_not_a_length() {
 
 /// One past epoch's secrets are kept (a message sent just before a commit still decrypts after
 /// it); older ones are deleted at the next commit (forward secrecy, and smaller per-message
-/// state writes: see `MAX_PAST_EPOCHS`).
+/// state writes: see `DEFAULT_PAST_EPOCHS`).
 #[test]
 fn a_message_one_epoch_late_decrypts_and_one_two_epochs_late_does_not() {
     let (_da, _db, alice, bob) = pair();
@@ -266,4 +266,24 @@ fn a_message_one_epoch_late_decrypts_and_one_two_epochs_late_does_not() {
     assert!(err.code().starts_with("SKYTALE_"), "{err:?}");
     // The refusal changed nothing.
     assert_eq!(alice.epoch(ch).unwrap(), 3);
+}
+
+/// An agent that keeps no past epochs (what a relay-ordered client sets) decrypts a message only
+/// in its own epoch; a refused one changes nothing, and the setting is bounded.
+#[test]
+fn an_agent_keeping_no_past_epochs_refuses_a_message_one_epoch_late() {
+    let (_da, _db, alice, bob) = pair();
+    alice.set_past_epochs(0).unwrap();
+    assert_eq!(alice.set_past_epochs(17).unwrap_err().code(), "SKYTALE_INVALID_ARGUMENT");
+    let ch = "acme/past/none";
+    alice.create_channel(ch).unwrap();
+    let out = alice.add_members(ch, &bob.generate_key_packages(1).unwrap(), CommitMode::Merge).unwrap();
+    bob.join_channel(out.welcome.as_ref().unwrap()).unwrap();
+    let on_time = bob.encrypt(ch, b"on time").unwrap();
+    let late = bob.encrypt(ch, b"one epoch late").unwrap();
+    assert!(matches!(alice.process_incoming(ch, &on_time).unwrap(), Incoming::Message { .. }));
+    alice.rotate_key(ch, CommitMode::Merge).unwrap();
+    let err = alice.process_incoming(ch, &late).unwrap_err();
+    assert!(err.code().starts_with("SKYTALE_"), "{err:?}");
+    assert_eq!(alice.epoch(ch).unwrap(), 2);
 }

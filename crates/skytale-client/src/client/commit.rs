@@ -44,6 +44,7 @@ impl Shared {
             loop {
                 match conn.commit(msg.clone()).await {
                     Ok(ack) => {
+                        self.apply_before_own_commit(&conn, channel, ack.seq).await;
                         self.agent.merge_pending_commit(channel)?;
                         self.agent.set_relay_epoch(channel, ack.epoch)?;
                         self.fork.note_own(channel, ack.seq);
@@ -111,6 +112,7 @@ pub(super) async fn recover_pending_commit(shared: &Arc<Shared>, conn: &RelayCon
     match record {
         Some(commit) => match conn.commit(commit.clone()).await {
             Ok(ack) => {
+                shared.apply_before_own_commit(conn, channel, ack.seq).await;
                 shared.agent.merge_pending_commit(channel)?;
                 shared.agent.set_relay_epoch(channel, ack.epoch)?;
                 shared.fork.note_own(channel, ack.seq);

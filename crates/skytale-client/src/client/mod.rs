@@ -325,6 +325,10 @@ impl Client {
     /// every channel is subscribed; fails fast on a bad API key or an unreachable relay.
     /// Afterwards the client reconnects by itself.
     pub async fn connect(agent: Arc<Agent>, config: ClientConfig) -> Result<Client> {
+        // Everything is processed in relay order and an own commit is merged only after what
+        // the relay ordered before it (`sync::apply_before_own_commit`): channels this client
+        // creates or joins keep no past epochs' secrets.
+        agent.set_past_epochs(0)?;
         let tokens = TokenSource::for_identity(&config.api_url, config.api_key.clone(), agent.identity())?;
         let bind = "0.0.0.0:0".parse().map_err(|_| ClientError::InvalidArgument("bind address".into()))?;
         let endpoint = client_endpoint(bind).await?;

@@ -239,6 +239,47 @@ impl Shared {
         }
     }
 
+    /// Before this agent merges its own commit, which the relay archived at `commit_seq`:
+    /// applies what the relay ordered before it that this agent has not processed yet (other
+    /// members' messages sent in the epoch the commit ends, archived between this agent's last
+    /// catch-up and its commit). After the merge they would not decrypt: channels keep no past
+    /// epochs' secrets. The channel lock must be held. Best effort: whatever the relay does not
+    /// give now is found by the hole checks afterwards (and is then undecryptable, as anything
+    /// a relay holds back past a commit).
+    pub(super) async fn apply_before_own_commit(&self, conn: &RelayConnection, channel: &str, commit_seq: u64) {
+        let mut short = 0;
+        loop {
+            let Ok(after) = self.agent.last_seq(channel) else { return };
+            let own = self.fork.own_after(channel, after);
+            if (after + 1..commit_seq).all(|s| own.contains(&s)) {
+                return; // nothing of another member's before the commit
+            }
+            let limit = u32::try_from(commit_seq.saturating_sub(after + 1)).unwrap_or(u32::MAX).max(1);
+            let (mut items, done) = match conn.fetch(channel, after, limit).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(channel, code = e.code(), "fetch before merging an own commit failed");
+                    return;
+                }
+            };
+            let complete = (items.len() as u64) >= done.count;
+            if !complete && short < MAX_SHORT_FETCHES {
+                short += 1;
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(short))).await;
+                continue;
+            }
+            items.retain(|d| d.seq < commit_seq);
+            items.sort_by_key(|d| d.seq);
+            items.dedup_by_key(|d| d.seq);
+            if items.is_empty() || self.apply_run_locked(channel, &items) == Applied::Behind {
+                return;
+            }
+            if self.agent.last_seq(channel).ok() == Some(after) {
+                return; // no progress
+            }
+        }
+    }
+
     /// A `Nack` said the relay's epoch is `current` while this agent sent at `sent`: an epoch
     /// lower than one the relay acked to this agent means the relay's archive does not have a
     /// commit this agent merged (acked but never archived): the agent resyncs.

@@ -302,8 +302,7 @@ impl Agent {
             return Err(Error::ChannelNotFound(name.to_string()));
         }
         inner.transaction(None, |inner| {
-            let storage =
-                openmls_sqlite_storage::SqliteStorageProvider::<crate::provider::JsonCodec, _>::new(inner.store.conn());
+            let storage = crate::provider::Storage::new(inner.store.conn());
             if let Some(mut old) = MlsGroup::load(&storage, &GroupId::from_slice(name.as_bytes()))
                 .map_err(|e| Error::Storage(format!("load channel: {e}")))?
             {
@@ -312,7 +311,7 @@ impl Agent {
             inner.groups.remove(name);
             let provider = Provider::new(&inner.crypto, inner.store.conn());
             let (group, bundle) = MlsGroup::external_commit_builder()
-                .with_config(group_config())
+                .with_config(group_config(inner.past_epochs))
                 .build_group(&provider, verifiable, inner.credential.clone())
                 .map_err(|e| Error::InvalidMessage(format!("group info: {e}")))?
                 .leaf_node_parameters(LeafNodeParameters::builder().with_capabilities(leaf_capabilities()).build())
