@@ -307,6 +307,21 @@ impl Keystore {
         crate::provider::Storage::<&mut Connection>::new(&mut self.conn)
             .run_migrations()
             .map_err(|e| Error::Storage(format!("openmls storage migration: {e}")))?;
+        // openmls' storage writes group state with `INSERT OR REPLACE`, which deletes the old row
+        // and inserts one with a new rowid: with every message that touches the old and the new
+        // table page and the primary-key index (each page written is encrypted and
+        // authenticated by SQLCipher). Turn a write of an existing (group, type) into an update
+        // in place: one page. Same result, so keystores with or without it are interchangeable.
+        self.conn.execute_batch(
+            "CREATE TRIGGER IF NOT EXISTS skytale_group_data_in_place
+             BEFORE INSERT ON openmls_group_data
+             WHEN EXISTS (SELECT 1 FROM openmls_group_data WHERE group_id = NEW.group_id AND data_type = NEW.data_type)
+             BEGIN
+                 UPDATE openmls_group_data SET group_data = NEW.group_data, provider_version = NEW.provider_version
+                 WHERE group_id = NEW.group_id AND data_type = NEW.data_type;
+                 SELECT RAISE(IGNORE);
+             END;",
+        )?;
         Ok(())
     }
 
@@ -360,6 +375,38 @@ mod tests {
         }
         let ks = Keystore::open(dir.path(), &key(1)).unwrap();
         assert_eq!(ks.kv_get("a").unwrap().unwrap(), b"hello");
+    }
+
+    /// openmls' `INSERT OR REPLACE` of group state updates the row in place (same rowid, so
+    /// the table's other pages and the key index are not rewritten); a new row is still added.
+    #[test]
+    fn group_state_writes_update_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = Keystore::open(dir.path(), &key(1)).unwrap();
+        let write = |v: &[u8]| {
+            ks.conn()
+                .execute(
+                    "INSERT OR REPLACE INTO openmls_group_data (group_id, data_type, group_data, provider_version)
+                     VALUES (?1, 'message_secrets', ?2, 1)",
+                    rusqlite::params![b"g".to_vec(), v.to_vec()],
+                )
+                .unwrap();
+        };
+        let row = || -> (i64, Vec<u8>) {
+            ks.conn()
+                .query_row(
+                    "SELECT rowid, group_data FROM openmls_group_data WHERE group_id = ?1 AND data_type = 'message_secrets'",
+                    [b"g".to_vec()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap()
+        };
+        write(b"one");
+        let (rowid, _) = row();
+        write(b"two, longer");
+        assert_eq!(row(), (rowid, b"two, longer".to_vec()));
+        let count: i64 = ks.conn().query_row("SELECT count(*) FROM openmls_group_data", [], |r| r.get(0)).unwrap();
+        assert_eq!(count, 1);
     }
 
     #[test]
