@@ -133,6 +133,43 @@ describe('relay end to end', () => {
     }
   })
 
+  it('a sender flooding past the relay rate limit: every message arrives once, in call order', async () => {
+    // Its own relay with a small per-identity budget: 600 concurrent sends run into it again and
+    // again; sends refused with SKYTALE_RATE_LIMITED are retried, and none may overtake another.
+    const listen = `127.0.0.1:${20000 + Math.floor(Math.random() * 20000)}`
+    const relay3 = await startRelay({
+      dataDir: join(root, 'relay-rate'),
+      jwksUrl: `${api.url}/.well-known/jwks.json`,
+      listen,
+      env: { SKYTALE_RELAY_FRAMES_PER_SECOND: '1000', SKYTALE_RELAY_BURST: '20' },
+    })
+    try {
+      const open = async (name: string) => {
+        const p = startAgentProcess()
+        procs.push(p)
+        const identity = `${name}-${randomBytes(3).toString('hex')}`
+        await p.call('open', { dataDir: join(root, identity), identity, keystoreKey: new Uint8Array(randomBytes(32)) })
+        await p.call('connect', { apiUrl: api.url, apiKey, relay: relay3.address })
+        return { p, identity }
+      }
+      const [ann, ben] = [await open('ann'), await open('ben')]
+      const ch = 'acme/e2e/rate'
+      await ann.p.call('netCreateChannel', { name: ch })
+      await ann.p.call('netAddMember', { channel: ch, identity: ben.identity })
+      await ben.p.call('waitForChannel', { channel: ch, timeoutMs: 30_000 })
+      const count = 600
+      const [seqs, got] = await Promise.all([
+        ann.p.call('netSendManyConcurrent', { channel: ch, prefix: 'r', count }),
+        ben.p.call('netReceive', { channel: ch, count, timeoutMs: 90_000 }),
+      ])
+      // Relay order is call order: the acked seqs grow with the call index.
+      expect([...seqs].sort((a: number, b: number) => a - b)).toEqual(seqs)
+      expect(got.map((x: any) => x.text)).toEqual(Array.from({ length: count }, (_, i) => `r${i}`))
+    } finally {
+      await relay3.kill()
+    }
+  })
+
   it('a token of org B cannot touch an org-A channel; a bad API key fails fast', async () => {
     const keyB = await signup(api.url, 'other-org')
     const mallory = startAgentProcess()

@@ -7,6 +7,7 @@
 
 mod reads;
 mod requests;
+mod send_order;
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -66,6 +67,8 @@ struct Session {
     in_flight: Arc<Semaphore>,
     /// This connection's place in the per-IP / per-org / unauthenticated counts.
     slot: Option<ConnSlot>,
+    /// Sends held back behind a rate-limited one of the same channel (order of a pipeline).
+    send_order: send_order::SendOrder,
 }
 
 impl Drop for Session {
@@ -144,6 +147,7 @@ pub async fn handle_incoming(relay: Arc<Relay>, incoming: Incoming, shutdown: Ar
         subscribed: HashSet::new(),
         in_flight: Arc::new(Semaphore::new(requests::MAX_IN_FLIGHT)),
         slot,
+        send_order: send_order::SendOrder::default(),
     };
     if refused {
         s.fatal(0, ErrorCode::TooManyConnections, "connection limit reached").await;
@@ -380,7 +384,15 @@ impl Session {
             Some(p) => (p.org.clone(), p.identity.clone()),
             None => return false,
         };
-        if let Err(retry) = self.relay.rate_check(&org, &identity) {
+        let now = Instant::now();
+        let held = match &body {
+            Body::Send(s) => self.send_order.admit(&s.channel, &s.client_msg_id, now),
+            _ => Ok(()),
+        };
+        if let Err(retry) = held.and_then(|()| self.relay.rate_check(&org, &identity)) {
+            if let Body::Send(s) = &body {
+                self.send_order.refused(&s.channel, &s.client_msg_id, now);
+            }
             Metrics::add(&self.relay.metrics.rate_limited, 1);
             self.relay.metrics.count_refusal(Refusal::RateLimited);
             return self.error(rid, ErrorCode::RateLimited, "too many frames per second".to_string(), retry).await;
