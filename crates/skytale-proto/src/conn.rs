@@ -151,6 +151,37 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Reads the frames of one request until its terminal reply.
+async fn collect_reply(conn: &RelayConnection, rx: &mut mpsc::UnboundedReceiver<Frame>) -> Result<Reply, ProtoError> {
+    let mut reply = Reply::default();
+    loop {
+        let Some(f) = rx.recv().await else {
+            return Err(ProtoError::Closed { code: conn.close_code() });
+        };
+        match f.body {
+            Some(Body::Error(e)) => {
+                return Err(ProtoError::Relay { code: e.code, message: e.message, retry_after_ms: e.retry_after_ms })
+            }
+            Some(Body::Nack(n)) => {
+                return Err(ProtoError::WrongEpoch {
+                    channel: n.channel,
+                    current_epoch: n.current_epoch,
+                    last_seq: n.last_seq,
+                })
+            }
+            Some(b) if b.is_intermediate() => reply.items.push(b),
+            Some(b) => {
+                reply.last = Some(b);
+                return Ok(reply);
+            }
+            None => return Err(ProtoError::Malformed("frame without body".to_string())),
+        }
+    }
+}
+
+mod pipeline;
+pub use pipeline::PendingReply;
+
 fn close_code_of(err: &ConnectionError) -> Option<String> {
     match err {
         ConnectionError::ApplicationClosed(c) => {
@@ -245,34 +276,7 @@ impl RelayConnection {
                 let mut s = self.inner.send.lock().await;
                 s.write_all(&bytes).await.map_err(|e| ProtoError::Transport(e.to_string()))?;
             }
-            let mut reply = Reply::default();
-            loop {
-                let Some(f) = rx.recv().await else {
-                    return Err(ProtoError::Closed { code: self.close_code() });
-                };
-                match f.body {
-                    Some(Body::Error(e)) => {
-                        return Err(ProtoError::Relay {
-                            code: e.code,
-                            message: e.message,
-                            retry_after_ms: e.retry_after_ms,
-                        })
-                    }
-                    Some(Body::Nack(n)) => {
-                        return Err(ProtoError::WrongEpoch {
-                            channel: n.channel,
-                            current_epoch: n.current_epoch,
-                            last_seq: n.last_seq,
-                        })
-                    }
-                    Some(b) if b.is_intermediate() => reply.items.push(b),
-                    Some(b) => {
-                        reply.last = Some(b);
-                        return Ok(reply);
-                    }
-                    None => return Err(ProtoError::Malformed("frame without body".to_string())),
-                }
-            }
+            collect_reply(self, &mut rx).await
         };
         let out = match tokio::time::timeout(self.inner.timeout, res).await {
             Ok(r) => r,

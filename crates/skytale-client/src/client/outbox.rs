@@ -1,7 +1,11 @@
-//! The outbox: sends in call order, pipelined (encrypt a run in one keystore transaction,
-//! write all frames, then collect the Acks), with a careful one-by-one path for the rest.
+//! The outbox: sends in call order, pipelined (encrypt a batch, each run of one channel in one
+//! keystore transaction, write its frames in one stream write, and keep up to
+//! `BATCHES_IN_FLIGHT` batches awaiting their Acks while the next is encrypted), settled in
+//! order, with a careful one-by-one path for whatever the fast path could not send.
 
 use super::*;
+use skytale_proto::conn::PendingReply;
+use skytale_proto::frames::Send as SendFrame;
 
 impl Shared {
     /// Encrypts and sends one outbox item until the relay acks it.
@@ -58,14 +62,10 @@ impl Shared {
         }
     }
 
-    /// Fast path: encrypts the items in order, writes all their Sends, then collects the Acks
-    /// (frames go out in order: the writes are polled in order and the stream lock is FIFO).
-    /// Returns `Some(result)` for items settled here, `None` for those to retry one by one.
-    pub(super) async fn send_pipelined(&self, batch: &[OutItem]) -> Vec<Option<Result<u64>>> {
-        let Some(conn) = self.conn.borrow().clone() else {
-            return batch.iter().map(|_| None).collect();
-        };
-        // Encrypt each run of same-channel items in one keystore transaction.
+    /// Fast path, first half: encrypts the items in order, each run of same-channel items in
+    /// one keystore transaction. `None` for items to send one by one (the careful path reports
+    /// each item's own error).
+    async fn encrypt_batch(&self, batch: &[OutItem]) -> Vec<Option<(u64, Vec<u8>)>> {
         let mut prepared: Vec<Option<(u64, Vec<u8>)>> = Vec::with_capacity(batch.len());
         let mut start = 0;
         while start < batch.len() {
@@ -76,45 +76,114 @@ impl Shared {
             let plaintexts: Vec<&[u8]> = batch[start..end].iter().map(|i| i.data.as_slice()).collect();
             let encrypted = if self.fork.is_healing(channel) {
                 Err(CoreError::InvalidState("the channel is resyncing".into()).into())
-            // careful path waits
             } else {
                 self.send_epoch(channel).and_then(|epoch| Ok((epoch, self.agent.encrypt_batch(channel, &plaintexts)?)))
             };
             match encrypted {
                 Ok((epoch, wires)) => prepared.extend(wires.into_iter().map(|w| Some((epoch, w)))),
-                // Settle these one by one: the careful path reports each item's own error.
                 Err(_) => prepared.extend((start..end).map(|_| None)),
             }
             start = end;
         }
-        let sends = batch.iter().zip(prepared.iter()).map(|(item, enc)| {
-            let conn = conn.clone();
-            async move {
-                match enc {
-                    Some((epoch, payload)) => {
-                        self.fork.begin_send(&item.channel);
-                        let r = conn
-                            .send(&item.channel, &item.client_msg_id, Kind::Application, *epoch, payload.clone())
-                            .await;
-                        self.fork.end_send(&item.channel, r.as_ref().ok().map(|a| a.seq));
-                        Some(r)
-                    }
-                    None => None,
+        prepared
+    }
+
+    /// Fast path, second half: writes the Sends of the encrypted items in one stream write
+    /// (in order) and returns the batch with its pending acks.
+    async fn write_batch(&self, items: Vec<OutItem>, prepared: Vec<Option<(u64, Vec<u8>)>>) -> InFlight {
+        let epochs: Vec<Option<u64>> = prepared.iter().map(|p| p.as_ref().map(|(e, _)| *e)).collect();
+        let conn = self.conn.borrow().clone();
+        let mut replies: Vec<Option<PendingReply>> = items.iter().map(|_| None).collect();
+        let Some(conn) = conn else { return InFlight { items, epochs, replies, conn: None } };
+        let mut bodies = Vec::new();
+        let mut positions = Vec::new();
+        for (i, (item, p)) in items.iter().zip(prepared).enumerate() {
+            if let Some((epoch, payload)) = p {
+                bodies.push(Body::Send(SendFrame {
+                    channel: item.channel.clone(),
+                    client_msg_id: item.client_msg_id.clone(),
+                    kind: Kind::Application as i32,
+                    epoch,
+                    payload,
+                    invite_id: String::new(),
+                    invite_auth: Vec::new(),
+                }));
+                positions.push(i);
+            }
+        }
+        if bodies.is_empty() {
+            return InFlight { items, epochs, replies, conn: Some(conn) };
+        }
+        for &i in &positions {
+            self.fork.begin_send(&items[i].channel);
+        }
+        match conn.start_requests(bodies).await {
+            Ok(pending) => {
+                for (i, p) in positions.into_iter().zip(pending) {
+                    replies[i] = Some(p);
                 }
             }
-        });
-        let replies = futures::future::join_all(sends).await;
-        replies
-            .into_iter()
-            .zip(batch)
-            .map(|(reply, item)| match reply {
-                Some(Ok(ack)) => {
-                    self.fork.note_sent(&item.channel, ack.epoch, &item.data);
-                    Some(Ok(ack.seq))
+            Err(e) => {
+                tracing::debug!(code = e.code(), "writing a batch of sends failed; sending one by one");
+                for &i in &positions {
+                    self.fork.end_send(&items[i].channel, None);
                 }
-                _ => None,
-            })
-            .collect()
+            }
+        }
+        InFlight { items, epochs, replies, conn: Some(conn) }
+    }
+
+    /// Settles a batch in order: an acked item resolves; anything else goes through the
+    /// careful one-by-one path (same client_msg_id: the relay drops duplicates). Returns
+    /// whether any item needed that path.
+    async fn settle(&self, batch: InFlight) -> bool {
+        let InFlight { items, replies, .. } = batch;
+        let mut careful = false;
+        for (item, reply) in items.into_iter().zip(replies) {
+            careful |= !matches!(&reply, Some(_));
+            let res = match reply {
+                Some(pending) => match pending.ack().await {
+                    Ok(ack) => {
+                        self.fork.end_send(&item.channel, Some(ack.seq));
+                        self.fork.note_sent(&item.channel, ack.epoch, &item.data);
+                        Ok(ack.seq)
+                    }
+                    Err(_) => {
+                        careful = true;
+                        self.fork.end_send(&item.channel, None);
+                        self.deliver_one(&item).await
+                    }
+                },
+                None => self.deliver_one(&item).await,
+            };
+            let _ = item.done.send(res);
+        }
+        careful
+    }
+}
+
+/// A batch of sends written to the relay whose acks are awaited.
+struct InFlight {
+    items: Vec<OutItem>,
+    /// The relay epoch each item was encrypted at (`None`: not sent on the fast path).
+    epochs: Vec<Option<u64>>,
+    replies: Vec<Option<PendingReply>>,
+    /// The connection its sends were written on.
+    conn: Option<Arc<RelayConnection>>,
+}
+
+impl InFlight {
+    /// Whether its sends were written on `conn`.
+    fn on(&self, conn: &Option<Arc<RelayConnection>>) -> bool {
+        match (&self.conn, conn) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) && !b.is_closed(),
+            _ => false,
+        }
+    }
+
+    /// Whether this batch sent an item of `channel` at another epoch than `epoch`.
+    fn other_epoch(&self, channel: &str, epoch: u64) -> bool {
+        self.items.iter().zip(&self.epochs).any(|(i, e)| i.channel == channel && e.is_some_and(|e| e != epoch))
     }
 }
 
@@ -125,36 +194,66 @@ const MAX_RELAY_FAILURES: u32 = 8;
 /// Most sends written to the relay before waiting for their acks.
 pub(super) const SEND_WINDOW: usize = 64;
 
+/// Most batches whose acks are awaited while the next one is encrypted and written.
+const BATCHES_IN_FLIGHT: usize = 4;
+
 pub(super) async fn outbox_loop(shared: Arc<Shared>) {
     let mut closed = shared.closed.subscribe();
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     loop {
         if *closed.borrow() {
+            // Settle what was written (acks that came resolve their sends; the rest fail with
+            // the closed client's error).
+            while let Some(f) = in_flight.pop_front() {
+                let _ = shared.settle(f).await;
+            }
             return;
         }
-        let batch: Vec<OutItem> = match shared.outbox.lock() {
-            Ok(mut o) => {
-                let n = o.len().min(SEND_WINDOW);
-                o.drain(..n).collect()
+        if in_flight.len() < BATCHES_IN_FLIGHT {
+            let batch: Vec<OutItem> = match shared.outbox.lock() {
+                Ok(mut o) => {
+                    let n = o.len().min(SEND_WINDOW);
+                    o.drain(..n).collect()
+                }
+                Err(_) => Vec::new(),
+            };
+            if !batch.is_empty() {
+                let prepared = shared.encrypt_batch(&batch).await;
+                // Sends of one channel at two epochs must not be in flight together: if the
+                // older ones are refused (a commit came first), the newer could be archived
+                // before their retries. Settle what is in flight first.
+                let moved_on = batch.iter().zip(&prepared).any(|(item, p)| {
+                    p.as_ref().is_some_and(|(epoch, _)| in_flight.iter().any(|f| f.other_epoch(&item.channel, *epoch)))
+                });
+                // A batch written on another connection than the one in flight (a reconnect
+                // in between) could overtake their refused items the same way.
+                let current = shared.conn.borrow().clone();
+                let moved_on = moved_on || in_flight.iter().any(|f| !f.on(&current));
+                if moved_on {
+                    while let Some(f) = in_flight.pop_front() {
+                        let _ = shared.settle(f).await;
+                    }
+                }
+                in_flight.push_back(shared.write_batch(batch, prepared).await);
+                continue;
             }
-            Err(_) => Vec::new(),
-        };
-        if batch.is_empty() {
-            tokio::select! {
-                _ = shared.outbox_notify.notified() => {}
-                _ = closed.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        if let Some(f) = in_flight.pop_front() {
+            if shared.settle(f).await {
+                // An item was refused (rate limit, epoch, transport) and sent again one by one:
+                // the batches written after it may hold refused items too. They are settled
+                // (and their refused items resent, in order) before anything new is written,
+                // so no later message overtakes them.
+                while let Some(f) = in_flight.pop_front() {
+                    shared.settle(f).await;
+                }
             }
             continue;
         }
-        let results = shared.send_pipelined(&batch).await;
-        for (item, res) in batch.into_iter().zip(results) {
-            // Anything the fast path could not settle goes through the careful one-by-one path
-            // (same client_msg_id: the relay drops duplicates), in order.
-            let res = match res {
-                Some(r) => r,
-                None => shared.deliver_one(&item).await,
-            };
-            let _ = item.done.send(res);
+        tokio::select! {
+            _ = shared.outbox_notify.notified() => {}
+            _ = closed.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
 }

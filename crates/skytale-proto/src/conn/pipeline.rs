@@ -1,0 +1,67 @@
+//! Pipelined requests: several frames written to the relay in one stream write, their replies
+//! awaited later. The client's outbox keeps a few batches of sends in flight this way while it
+//! encrypts the next one.
+
+use super::*;
+
+/// A request written to the relay whose reply has not been read yet. Dropping it forgets the
+/// reply.
+pub struct PendingReply {
+    conn: RelayConnection,
+    id: u64,
+    rx: mpsc::UnboundedReceiver<Frame>,
+    deadline: tokio::time::Instant,
+}
+
+impl Drop for PendingReply {
+    fn drop(&mut self) {
+        lock(&self.conn.inner.pending).remove(&self.id);
+    }
+}
+
+impl RelayConnection {
+    /// Writes `bodies` as requests, in this order, in one stream write, and returns a pending
+    /// reply for each. When this returns the frames are written, so requests started later
+    /// reach the relay after them. Fails as a whole if the write fails.
+    pub async fn start_requests(&self, bodies: Vec<Body>) -> Result<Vec<PendingReply>, ProtoError> {
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        let mut bytes = Vec::new();
+        let mut pending = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = mpsc::unbounded_channel();
+            lock(&self.inner.pending).insert(id, tx);
+            pending.push(PendingReply { conn: self.clone(), id, rx, deadline });
+            bytes.extend_from_slice(&encode_frame(&Frame::new(id, body), self.inner.max_frame)?);
+        }
+        let write = async {
+            let mut s = self.inner.send.lock().await;
+            s.write_all(&bytes).await.map_err(|e| ProtoError::Transport(e.to_string()))
+        };
+        match tokio::time::timeout_at(deadline, write).await {
+            Ok(Ok(())) => Ok(pending),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ProtoError::Timeout),
+        }
+    }
+}
+
+impl PendingReply {
+    /// Waits for the reply, within the connection's request timeout counted from the write.
+    /// An `Error` reply becomes [`ProtoError::Relay`], a `Nack` [`ProtoError::WrongEpoch`].
+    pub async fn reply(mut self) -> Result<Reply, ProtoError> {
+        let conn = self.conn.clone();
+        match tokio::time::timeout_at(self.deadline, collect_reply(&conn, &mut self.rx)).await {
+            Ok(r) => r,
+            Err(_) => Err(ProtoError::Timeout),
+        }
+    }
+
+    /// Waits for the `Ack` of a `Send` (see [`PendingReply::reply`]).
+    pub async fn ack(self) -> Result<Ack, ProtoError> {
+        match self.reply().await?.last {
+            Some(Body::Ack(a)) => Ok(a),
+            _ => Err(ProtoError::Unexpected("expected Ack")),
+        }
+    }
+}
