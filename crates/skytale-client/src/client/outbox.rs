@@ -140,7 +140,7 @@ impl Shared {
         let InFlight { items, replies, .. } = batch;
         let mut careful = false;
         for (item, reply) in items.into_iter().zip(replies) {
-            careful |= !matches!(&reply, Some(_));
+            careful |= reply.is_none();
             let res = match reply {
                 Some(pending) => match pending.ack().await {
                     Ok(ack) => {
