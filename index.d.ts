@@ -85,6 +85,19 @@ export declare class Channel {
    */
   processIncoming(wire: Uint8Array): Promise<IncomingEvent>
   /**
+   * Encrypts several messages for the channel's members in one call and one keystore
+   * transaction; returns their MLS messages, in order. All or nothing: when it rejects
+   * (`err.index` names the message that failed, if one did) no message was encrypted.
+   */
+  encryptBatch(data: Array<Uint8Array>): Promise<Uint8Array[]>
+  /**
+   * Processes several incoming MLS messages, in order, in one call and one keystore
+   * transaction; returns one event per message. All or nothing: when one fails the promise
+   * rejects with its error (`err.index` says which) and nothing changed — not even for the
+   * messages before it; call `processIncoming` from there to get past it.
+   */
+  processIncomingBatch(wires: Array<Uint8Array>): Promise<IncomingEvent[]>
+  /**
    * A signed GroupInfo of the current epoch with the ratchet tree (MLS message bytes), from
    * which a new member can join by an external commit.
    */

@@ -83,6 +83,7 @@ function toSkytaleError(err) {
   const message = typeof e?.message === 'string' ? e.message : String(err)
   const Cls = errorClassFor(code)
   const out = new Cls(message, code, { cause: err })
+  if (typeof e?.index === 'number') Object.defineProperty(out, 'index', { value: e.index, enumerable: true })
   if (e instanceof Error && typeof e.stack === 'string') out.stack = `${out.name}: ${message}\n${e.stack.split('\n').slice(1).join('\n')}`
   return out
 }

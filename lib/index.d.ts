@@ -43,6 +43,8 @@ declare module '../index' {
 /** Base class of every Skytale error; `code` is stable (`SKYTALE_…`, see {@link SkytaleErrorCode}). */
 export declare class SkytaleError extends Error {
   readonly code: SkytaleErrorCode | (string & {})
+  /** Set by the batch calls (`encryptBatch`, `processIncomingBatch`): the item that failed. */
+  readonly index?: number
   constructor(message: string, code?: SkytaleErrorCode | (string & {}), options?: { cause?: unknown })
 }
 /** API key, relay token, agent registration or credential refused; a channel of another org. */

@@ -11,6 +11,7 @@ import { startAgentProcess } from './helpers/agent-process.mjs'
 
 const require = createRequire(import.meta.url)
 const sdk = require('../index.js') as typeof import('../index.js')
+const pub = require('../lib/index.js') as typeof import('../lib/index.js')
 
 const CH = 'acme/research/summarizer'
 type Proc = ReturnType<typeof startAgentProcess>
@@ -191,6 +192,49 @@ describe('native core, in-process API', () => {
         .rejects.toMatchObject({ code: 'SKYTALE_INVALID_ARGUMENT' })
     } finally {
       rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('batch calls: one keystore transaction for many messages, all or nothing, the failing index named', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'skytale-batch-'))
+    try {
+      const alice = await pub.Agent.open({ dataDir: join(root, 'a'), identity: 'alice', keystoreKey: new Uint8Array(32).fill(1) })
+      const bob = await pub.Agent.open({ dataDir: join(root, 'b'), identity: 'bob', keystoreKey: new Uint8Array(32).fill(2) })
+      const [kp] = await bob.generateKeyPackages(1)
+      const chA = await alice.createChannel('acme/batch/x')
+      const { welcome } = await chA.addMembers([kp])
+      const chB = await bob.joinChannel(welcome!)
+      const enc = new TextEncoder()
+      const texts = ['one', 'two', 'three', 'four']
+      const wires = await chA.encryptBatch(texts.map((t) => enc.encode(t)))
+      expect(wires).toHaveLength(4)
+
+      // A tampered third message: the batch is refused with its index, and nothing changed —
+      // the two before it are not consumed (processing them again is not a replay).
+      const bad = new Uint8Array(wires[2])
+      bad[bad.length - 3] ^= 0x40
+      const err = await chB.processIncomingBatch([wires[0], wires[1], bad, wires[3]]).catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(pub.SkytaleError)
+      expect(err).toMatchObject({ code: 'SKYTALE_DECRYPT_FAILED', index: 2 })
+      const events = await chB.processIncomingBatch(wires)
+      expect(events.map((e) => e.kind)).toEqual(['message', 'message', 'message', 'message'])
+      expect(events.map((e) => new TextDecoder().decode(e.data!))).toEqual(texts)
+      expect(events.every((e) => e.sender === 'alice')).toBe(true)
+
+      // Replayed: the first item already fails.
+      await expect(chB.processIncomingBatch(wires)).rejects.toMatchObject({ code: 'SKYTALE_REPLAY', index: 0 })
+      // Nothing in the batch: nothing to do.
+      expect(await chB.processIncomingBatch([])).toEqual([])
+      // The channel goes on, both ways, one by one and batched.
+      const back = await chB.encryptBatch([enc.encode('back')])
+      expect(new TextDecoder().decode((await chA.processIncoming(back[0])).data!)).toBe('back')
+      alice.close()
+      const closed = await chA.encryptBatch([enc.encode('closed')]).catch((e: unknown) => e)
+      expect(closed).toMatchObject({ code: 'SKYTALE_INVALID_STATE' })
+      expect(closed).not.toHaveProperty('index')
+      bob.close()
+    } finally {
+      rmSync(root, { recursive: true, force: true })
     }
   })
 })

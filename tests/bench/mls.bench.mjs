@@ -9,6 +9,8 @@
 //
 // Cases (the same as crates/skytale-core/benches/mls.rs):
 //   msg/<size>   one application message: A encrypts, B decrypts (group of 2)
+//   batch64/64B  the same per message, 64 at a time: encryptBatch + processIncomingBatch (one
+//                napi call and one keystore transaction each per 64; raw openmls loops)
 //   add1/<n>     add one member to a group of n: commit + Welcome, commit merged; the member is
 //                removed again outside the timed part, so every iteration starts from n members
 //   create/<n>   create a group and add n-1 members in one commit (merged)
@@ -59,6 +61,7 @@ const scale = quick ? 0.25 : 1;
 const SIZES = [64, 1024, 16 * 1024];
 const ADD_GROUPS = [10, 100, 1000].filter((n) => n <= maxMembers);
 const CREATE_GROUPS = [100, 1000].filter((n) => n <= maxMembers);
+const MSG_BATCH = 64;
 const sizeName = (s) => (s >= 1024 ? `${s / 1024}KiB` : `${s}B`);
 // Iterations of the slow cases (fixed counts keep the run bounded).
 const addIters = (n, slowImpl) => Math.max(2, Math.round((n >= 1000 ? (slowImpl ? 5 : 10) : n >= 100 ? 30 : 100) * scale));
@@ -133,6 +136,19 @@ async function runNapi() {
         const ev = await chB.processIncoming(wire);
         if (ev.kind !== 'message' || ev.data.length !== size) throw new Error(`unexpected ${ev.kind}`);
       }, { time: MSG_TIME_MS, iters: 20 });
+    }
+
+    {
+      const data = new Uint8Array(64).fill(0x5a);
+      const batch = Array.from({ length: MSG_BATCH }, () => data);
+      await measure('napi', `batch${MSG_BATCH}/64B`, async () => {
+        const t0 = performance.now();
+        const wires = await chA.encryptBatch(batch);
+        const evs = await chB.processIncomingBatch(wires);
+        const overriddenDuration = (performance.now() - t0) / MSG_BATCH;
+        if (evs.length !== MSG_BATCH || evs.some((ev) => ev.kind !== 'message' || ev.data.length !== 64)) throw new Error('unexpected batch');
+        return { overriddenDuration };
+      }, { time: MSG_TIME_MS, iters: 5 });
     }
 
     // Members: one agent (own keystore) per identity. Each generates all the key packages it
@@ -269,7 +285,7 @@ async function runTsMls() {
 // ---------------------------------------------------------------------------------------------
 
 function table() {
-  const cases = [...SIZES.map((s) => `msg/${sizeName(s)}`), ...ADD_GROUPS.map((n) => `add1/${n}`), ...CREATE_GROUPS.map((n) => `create/${n}`)];
+  const cases = [...SIZES.map((s) => `msg/${sizeName(s)}`), `batch${MSG_BATCH}/64B`, ...ADD_GROUPS.map((n) => `add1/${n}`), ...CREATE_GROUPS.map((n) => `create/${n}`)];
   const get = (impl, c) => results.find((r) => r.impl === impl && r.case === c)?.median_ms;
   const ms = (v) => (v === undefined ? '–' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v >= 1 ? v.toFixed(2) : v.toFixed(3));
   const ratio = (a, b) => (a === undefined || b === undefined ? '–' : `${(a / b).toFixed(2)}×`);

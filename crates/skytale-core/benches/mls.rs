@@ -14,6 +14,8 @@
 //!
 //! Cases (the same in tests/bench/mls.bench.mjs):
 //! - `msg/<size>`: one application message, encrypt by A + decrypt by B (group of 2).
+//! - `batch64/<size>`: the same per message, for 64 messages at a time (the core's batch calls:
+//!   one keystore transaction for the 64 on each side; raw openmls simply loops).
 //! - `add1/<n>`: add one member to a group of n (commit + Welcome serialized, commit merged).
 //!   After each timed add the new member is removed again (not timed), so every iteration
 //!   starts from a group of n.
@@ -224,6 +226,43 @@ fn raw_msg(size: usize, budget: Budget) -> Sample {
     })
 }
 
+/// Messages per iteration of the `batch64` cases.
+const BATCH: usize = 64;
+
+fn raw_batch(size: usize, budget: Budget) -> Sample {
+    let alice = RawMember::new("alice");
+    let bob = RawMember::new("bob");
+    let mut ga = raw_group(&alice, "bench/raw/batch");
+    let (_, welcome) = raw_add(&mut ga, &alice, &[bob.key_package()]);
+    let welcome = match MlsMessageIn::tls_deserialize_exact_bytes(&welcome).unwrap().extract() {
+        MlsMessageBodyIn::Welcome(w) => w,
+        _ => unreachable!(),
+    };
+    let mut gb = StagedWelcome::new_from_welcome(&bob.provider, &join_config(), welcome, None)
+        .unwrap()
+        .into_group(&bob.provider)
+        .unwrap();
+    let data = vec![0x5a; size];
+    run("openmls", format!("batch{BATCH}/{}", size_name(size)), budget, || {
+        let t = timed(|| {
+            let wires: Vec<Vec<u8>> = (0..BATCH)
+                .map(|_| {
+                    ga.create_message(&alice.provider, &alice.signer, &data).unwrap().tls_serialize_detached().unwrap()
+                })
+                .collect();
+            for wire in wires {
+                let pm = MlsMessageIn::tls_deserialize_exact_bytes(&wire).unwrap().try_into_protocol_message().unwrap();
+                match gb.process_message(&bob.provider, pm).unwrap().into_content() {
+                    ProcessedMessageContent::ApplicationMessage(app) => assert_eq!(app.into_bytes().len(), size),
+                    _ => unreachable!(),
+                }
+            }
+        })
+        .1;
+        t / BATCH as u32
+    })
+}
+
 fn raw_add1(n: usize, iters: usize, budget: Budget, path: bool) -> Sample {
     let alice = RawMember::new("alice");
     let mut g = raw_group(&alice, "bench/raw/add1");
@@ -293,6 +332,32 @@ fn core_msg(size: usize, budget: Budget) -> Sample {
             }
         })
         .1
+    })
+}
+
+fn core_batch(size: usize, budget: Budget) -> Sample {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let alice = open_agent(da.path(), "alice");
+    let bob = open_agent(db.path(), "bob");
+    let ch = "bench/core/batch";
+    alice.create_channel(ch).unwrap();
+    let out = alice.add_members(ch, &bob.generate_key_packages(1).unwrap(), CommitMode::Merge).unwrap();
+    bob.join_channel(out.welcome.as_deref().unwrap()).unwrap();
+    let data = vec![0x5a; size];
+    let plaintexts: Vec<&[u8]> = (0..BATCH).map(|_| data.as_slice()).collect();
+    run("core", format!("batch{BATCH}/{}", size_name(size)), budget, || {
+        let t = timed(|| {
+            let wires = alice.encrypt_all(ch, &plaintexts).unwrap();
+            let wires: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
+            for ev in bob.process_incoming_all(ch, &wires).unwrap() {
+                match ev {
+                    Incoming::Message { data, .. } => assert_eq!(data.len(), size),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        })
+        .1;
+        t / BATCH as u32
     })
 }
 
@@ -393,6 +458,9 @@ fn main() {
         for &s in sizes.iter().filter(|s| case(format!("msg/{}", size_name(**s)))) {
             samples.push(raw_msg(s, msg_budget));
         }
+        if case(format!("batch{BATCH}/64B")) {
+            samples.push(raw_batch(64, msg_budget));
+        }
         for &n in groups.iter().filter(|n| case(format!("add1/{n}"))) {
             samples.push(raw_add1(n, add_iters(n), slow(add_iters(n)), true));
         }
@@ -411,6 +479,9 @@ fn main() {
     if want("core") {
         for &s in sizes.iter().filter(|s| case(format!("msg/{}", size_name(**s)))) {
             samples.push(core_msg(s, msg_budget));
+        }
+        if case(format!("batch{BATCH}/64B")) {
+            samples.push(core_batch(64, msg_budget));
         }
         for &n in groups.iter().filter(|n| case(format!("add1/{n}"))) {
             samples.push(core_add1(n, add_iters(n), slow(add_iters(n))));

@@ -68,6 +68,7 @@ struct Inner {
 }
 
 mod batch;
+pub use batch::BatchError;
 mod fork;
 mod policy;
 mod resync;

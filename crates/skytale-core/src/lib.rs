@@ -35,8 +35,8 @@ mod provider;
 mod secret;
 
 pub use agent::{
-    commit_hash, failure_kind, resync_item_kind, Agent, AgentOptions, Delivery, Failure, InboxItem, ResyncItem,
-    ResyncRequest, AUTH_LEN, CIPHERSUITE, DEFAULT_PAST_EPOCHS,
+    commit_hash, failure_kind, resync_item_kind, Agent, AgentOptions, BatchError, Delivery, Failure, InboxItem,
+    ResyncItem, ResyncRequest, AUTH_LEN, CIPHERSUITE, DEFAULT_PAST_EPOCHS,
 };
 pub use credential::{
     credential_identity_unverified, fingerprint, rotate_anchors, verify_credential, Expected, IssuerKey, RevokedAgent,

@@ -97,6 +97,42 @@ impl Channel {
         CoreTask::spawn(move || handle.get()?.process_incoming(&name, &wire), |_, ev| Ok(ev.into()))
     }
 
+    /// Encrypts several messages for the channel's members in one call and one keystore
+    /// transaction; returns their MLS messages, in order. All or nothing: when it rejects
+    /// (`err.index` names the message that failed, if one did) no message was encrypted.
+    #[napi(ts_return_type = "Promise<Uint8Array[]>")]
+    pub fn encrypt_batch(&self, data: Vec<Uint8Array>) -> AsyncTask<CoreTask<Vec<Vec<u8>>, Vec<Uint8Array>>> {
+        let (handle, name) = (self.handle.clone(), self.name.clone());
+        let data: Vec<Vec<u8>> = data.iter().map(|d| d.to_vec()).collect();
+        CoreTask::spawn_batch(
+            move || {
+                let plaintexts: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+                handle.get()?.encrypt_all(&name, &plaintexts)
+            },
+            |_, v| Ok(v.into_iter().map(Uint8Array::from).collect()),
+        )
+    }
+
+    /// Processes several incoming MLS messages, in order, in one call and one keystore
+    /// transaction; returns one event per message. All or nothing: when one fails the promise
+    /// rejects with its error (`err.index` says which) and nothing changed — not even for the
+    /// messages before it; call `processIncoming` from there to get past it.
+    #[napi(ts_return_type = "Promise<IncomingEvent[]>")]
+    pub fn process_incoming_batch(
+        &self,
+        wires: Vec<Uint8Array>,
+    ) -> AsyncTask<CoreTask<Vec<skytale_core::Incoming>, Vec<IncomingEvent>>> {
+        let (handle, name) = (self.handle.clone(), self.name.clone());
+        let wires: Vec<Vec<u8>> = wires.iter().map(|w| w.to_vec()).collect();
+        CoreTask::spawn_batch(
+            move || {
+                let wires: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
+                handle.get()?.process_incoming_all(&name, &wires)
+            },
+            |_, evs| Ok(evs.into_iter().map(IncomingEvent::from).collect()),
+        )
+    }
+
     /// A signed GroupInfo of the current epoch with the ratchet tree (MLS message bytes), from
     /// which a new member can join by an external commit.
     #[napi(ts_return_type = "Promise<Uint8Array>")]

@@ -31,6 +31,17 @@ pub fn js_error(env: &Env, e: &CoreError) -> napi::Error {
     js_error_code(env, e.code(), &e.to_string())
 }
 
+/// Builds a JS `Error` with `code` set and `index`: the batch item that failed.
+pub fn js_error_at(env: &Env, e: &CoreError, index: usize) -> napi::Error {
+    let build = || -> napi::Result<napi::Error> {
+        let mut obj = env.create_error(napi::Error::from_reason(format!("item {index}: {e}")))?;
+        obj.set_named_property("code", e.code())?;
+        obj.set_named_property("index", index as u32)?;
+        Ok(napi::Error::from(obj.to_unknown()))
+    };
+    build().unwrap_or_else(|err| err)
+}
+
 /// Builds a JS `Error` with the given `code` and message.
 pub fn js_error_code(env: &Env, code: &str, message: &str) -> napi::Error {
     let build = || -> napi::Result<napi::Error> {

@@ -5,6 +5,9 @@
 //! [`super::fork::after_failure`]: a consumed commit slot, fork evidence, garbage), so a crash
 //! neither loses nor repeats anything. An item built on an epoch this member does not have yet
 //! stops the batch: nothing after it is processed until the missing commit is.
+//!
+//! The `*_all` calls of the offline API are all or nothing instead: one transaction, rolled
+//! back as a whole when an item fails, with the failing item's index in [`BatchError`].
 
 use super::{ensure_ready, fork, me, parse_protocol, serialize, Agent, Delivery};
 use crate::error::{Error, Result};
@@ -55,22 +58,88 @@ impl Agent {
     }
 
     /// Encrypts several application messages for the channel, in order, in one transaction.
+    /// All or nothing: on an error no message is produced and nothing changes.
     pub fn encrypt_batch(&self, name: &str, plaintexts: &[&[u8]]) -> Result<Vec<Vec<u8>>> {
+        self.encrypt_all(name, plaintexts).map_err(|f| f.error)
+    }
+
+    /// [`Agent::encrypt_batch`], saying which message an error belongs to (a message too large
+    /// to pad, say).
+    pub fn encrypt_all(&self, name: &str, plaintexts: &[&[u8]]) -> std::result::Result<Vec<Vec<u8>>, BatchError> {
+        let mut failed = None;
         let mut inner = self.lock()?;
-        inner.transaction(Some(name), |inner| {
-            let (crypto, conn, signer) = (&inner.crypto, inner.store.conn(), &inner.signer);
-            let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
-            ensure_ready(name, group)?;
-            let provider = Provider::new(crypto, conn);
-            let mut out = Vec::with_capacity(plaintexts.len());
-            for p in plaintexts {
-                let padded = crate::envelope::pad(p)?;
-                fork::tag_outgoing(conn, name, group)?;
-                let msg =
-                    group.create_message(&provider, signer, &padded).map_err(|e| me::create_message_error(name, e))?;
-                out.push(serialize(&msg)?);
-            }
-            Ok(out)
-        })
+        inner
+            .transaction(Some(name), |inner| {
+                let (crypto, conn, signer) = (&inner.crypto, inner.store.conn(), &inner.signer);
+                let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
+                ensure_ready(name, group)?;
+                let provider = Provider::new(crypto, conn);
+                let mut out = Vec::with_capacity(plaintexts.len());
+                for (i, p) in plaintexts.iter().enumerate() {
+                    failed = Some(i);
+                    let padded = crate::envelope::pad(p)?;
+                    fork::tag_outgoing(conn, name, group)?;
+                    let msg = group
+                        .create_message(&provider, signer, &padded)
+                        .map_err(|e| me::create_message_error(name, e))?;
+                    out.push(serialize(&msg)?);
+                }
+                failed = None;
+                Ok(out)
+            })
+            .map_err(|error| BatchError { item: failed, error })
+    }
+
+    /// Processes several incoming MLS messages of the channel, in order, in one transaction
+    /// (what [`Agent::process_incoming`] does for one). All or nothing: when one fails the
+    /// error says which, and nothing changes (the ones before it are not processed either);
+    /// process from there one by one to get past it.
+    pub fn process_incoming_all(&self, name: &str, wires: &[&[u8]]) -> std::result::Result<Vec<Incoming>, BatchError> {
+        let mut failed = None;
+        let mut inner = self.lock()?;
+        inner
+            .transaction(Some(name), |inner| {
+                let mut out = Vec::with_capacity(wires.len());
+                for (i, wire) in wires.iter().enumerate() {
+                    failed = Some(i);
+                    let protocol = parse_protocol(wire)?;
+                    out.push(super::process_one(inner, name, protocol, None)?);
+                }
+                failed = None;
+                Ok(out)
+            })
+            .map_err(|error| BatchError { item: failed, error })
+    }
+}
+
+/// A refused batch: the error and, when one item caused it, that item's index. Nothing of the
+/// batch was applied.
+#[derive(Debug)]
+pub struct BatchError {
+    /// Index of the item that failed; `None` when the batch failed as a whole (a closed agent,
+    /// an unknown channel, a storage failure).
+    pub item: Option<usize>,
+    /// What went wrong.
+    pub error: Error,
+}
+
+impl From<Error> for BatchError {
+    fn from(error: Error) -> Self {
+        BatchError { item: None, error }
+    }
+}
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.item {
+            Some(i) => write!(f, "item {i}: {}", self.error),
+            None => self.error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for BatchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
     }
 }
