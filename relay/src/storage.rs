@@ -17,10 +17,15 @@ use crate::store::{Append, Store};
 const MAX_ROUND: usize = 1024;
 
 type Call = Box<dyn FnOnce(&mut dyn Store) + Send>;
+/// What is done with the result of a group commit (answers the append's caller).
+type Done = Box<dyn FnOnce(Result<Vec<Vec<u64>>>) + Send>;
+/// A lookup that decides what to append in the same round.
+type Plan = Box<dyn FnOnce(&mut dyn Store) -> Option<(Vec<Append>, Done)> + Send>;
 
 enum Job {
     Call(Call),
-    Append(Vec<Append>, oneshot::Sender<Result<Vec<Vec<u64>>>>),
+    Append(Vec<Append>, Done),
+    Plan(Plan),
 }
 
 /// Handle of the storage thread (cheap to clone).
@@ -59,12 +64,47 @@ impl Storage {
     /// per item once the transaction committed.
     pub async fn append(&self, items: Vec<Append>) -> Result<Vec<Vec<u64>>> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Job::Append(items, tx)).map_err(|_| gone())?;
+        let done: Done = Box::new(move |res| {
+            let _ = tx.send(res);
+        });
+        self.tx.send(Job::Append(items, done)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Runs `plan` on the storage thread (after every job queued before it, like
+    /// [`Storage::call`]) and archives the appends it returns in the same round, group-committed
+    /// with whatever else is queued: one hand-off to this thread and one answer, instead of a
+    /// lookup round and an append round. Returns the plan's answer with the append's result
+    /// (the welcome ids per item once committed; empty when the plan appended nothing). An
+    /// error of the plan itself is returned as is, and nothing is appended.
+    pub async fn plan_append<R, F>(&self, plan: F) -> Result<(R, Result<Vec<Vec<u64>>>)>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Store) -> Result<(R, Vec<Append>)> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<(R, Result<Vec<Vec<u64>>>)>>();
+        let job = Job::Plan(Box::new(move |s: &mut dyn Store| match plan(s) {
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                None
+            }
+            Ok((r, appends)) if appends.is_empty() => {
+                let _ = tx.send(Ok((r, Ok(Vec::new()))));
+                None
+            }
+            Ok((r, appends)) => {
+                let done: Done = Box::new(move |res| {
+                    let _ = tx.send(Ok((r, res)));
+                });
+                Some((appends, done))
+            }
+        }));
+        self.tx.send(job).map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 }
 
-type Pending = Vec<(Vec<Append>, oneshot::Sender<Result<Vec<Vec<u64>>>>)>;
+type Pending = Vec<(Vec<Append>, Done)>;
 
 fn run(mut store: Box<dyn Store>, rx: std_mpsc::Receiver<Job>) {
     let mut pending: Pending = Vec::new();
@@ -77,6 +117,12 @@ fn run(mut store: Box<dyn Store>, rx: std_mpsc::Receiver<Job>) {
                 Job::Call(f) => {
                     flush(store.as_mut(), &mut pending);
                     f(store.as_mut());
+                }
+                Job::Plan(f) => {
+                    flush(store.as_mut(), &mut pending);
+                    if let Some(planned) = f(store.as_mut()) {
+                        pending.push(planned);
+                    }
                 }
             }
             taken += 1;
@@ -99,8 +145,8 @@ fn flush(store: &mut dyn Store, pending: &mut Pending) {
         store.append_groups(&groups)
     };
     let mut results = results.into_iter();
-    for (_, tx) in pending.drain(..) {
+    for (_, done) in pending.drain(..) {
         let res = results.next().unwrap_or_else(|| Err(RelayError::Storage("group commit lost an answer".to_string())));
-        let _ = tx.send(res);
+        done(res);
     }
 }

@@ -618,7 +618,9 @@ impl ClientChannel {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn ack<'env>(&self, env: &'env Env, seq: i64) -> napi::Result<PromiseRaw<'env, ()>> {
         let (inner, name) = (self.inner.clone(), self.name.clone());
-        run(env, blocking(move || inner.ack_events(&name, seq.max(0) as u64)), |v| v)
+        // One small keystore write, done on the runtime's worker (no second hop to the
+        // blocking pool).
+        run(env, async move { inner.ack_events(&name, seq.max(0) as u64) }, |v| v)
     }
 
     /// The channel's current MLS epoch.

@@ -152,10 +152,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Reads the frames of one request until its terminal reply.
-async fn collect_reply(conn: &RelayConnection, rx: &mut mpsc::UnboundedReceiver<Frame>) -> Result<Reply, ProtoError> {
+/// `first`: a frame of it already taken from `rx`.
+async fn collect_reply(
+    conn: &RelayConnection,
+    mut first: Option<Frame>,
+    rx: &mut mpsc::UnboundedReceiver<Frame>,
+) -> Result<Reply, ProtoError> {
     let mut reply = Reply::default();
     loop {
-        let Some(f) = rx.recv().await else {
+        let next = match first.take() {
+            Some(f) => Some(f),
+            None => rx.recv().await,
+        };
+        let Some(f) = next else {
             return Err(ProtoError::Closed { code: conn.close_code() });
         };
         match f.body {
@@ -276,7 +285,7 @@ impl RelayConnection {
                 let mut s = self.inner.send.lock().await;
                 s.write_all(&bytes).await.map_err(|e| ProtoError::Transport(e.to_string()))?;
             }
-            collect_reply(self, &mut rx).await
+            collect_reply(self, None, &mut rx).await
         };
         let out = match tokio::time::timeout(self.inner.timeout, res).await {
             Ok(r) => r,

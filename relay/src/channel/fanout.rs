@@ -30,6 +30,13 @@ impl Actor {
                 return Err(e);
             }
         };
+        self.archived(first, appends).await;
+        Ok(ids)
+    }
+
+    /// After `appends` (first seq `first`) were archived: counts them and pushes them to the
+    /// subscribers, after anything before them not pushed yet.
+    pub(super) async fn archived(&mut self, first: u64, appends: Vec<Append>) {
         if self.delivered.is_some_and(|d| d + 1 < first) {
             self.catch_up(first - 1).await;
         }
@@ -52,7 +59,6 @@ impl Actor {
                 self.delivered = Some(seq);
             }
         }
-        Ok(ids)
     }
 
     /// Pushes one item to every subscriber except connections of its sender.

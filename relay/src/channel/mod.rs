@@ -235,6 +235,66 @@ enum Plan {
     SameAs(Dup),
 }
 
+/// Decides a batch of `Send`s of `channel` (on the storage thread, against the channel's row
+/// `row`): a duplicate of an archived item is answered with its ack, one of an item earlier in
+/// the batch with that one's, a wrong epoch with a `Nack`, an item over the org's archive
+/// quota with `SKYTALE_QUOTA_EXCEEDED`; the rest get the next sequence numbers. Returns the
+/// answer plan per item and the appends (`templates` with seq and epoch filled in).
+fn plan_sends(
+    s: &mut dyn Store,
+    relay: &Relay,
+    channel: &str,
+    org: &str,
+    mut row: ChannelRow,
+    templates: Vec<Append>,
+) -> Result<(Vec<Plan>, Vec<Append>)> {
+    let mut used = s.org_usage(org)?.archive_bytes;
+    let quota = relay.config.limits.max_archive_bytes_per_org;
+    let mut plans = Vec::with_capacity(templates.len());
+    let mut appends = Vec::new();
+    // in-batch dedupe: (sender, client_msg_id) → the staged item
+    let mut fresh: HashMap<(String, String), Dup> = HashMap::new();
+    for mut a in templates {
+        if let Some(d) = s.find_dup(channel, &a.sender, &a.client_msg_id)? {
+            plans.push(Plan::Ready(Ok(dup_ack(channel, d))));
+            continue;
+        }
+        let key = (a.sender.clone(), a.client_msg_id.clone());
+        if let Some(d) = fresh.get(&key) {
+            plans.push(Plan::SameAs(*d));
+            continue;
+        }
+        if a.epoch != row.epoch {
+            let nack = Nack { channel: channel.to_string(), current_epoch: row.epoch, last_seq: row.last_seq };
+            plans.push(Plan::Ready(Ok(Outcome::Nack(nack))));
+            continue;
+        }
+        let size = a.payload.len() as u64;
+        if used.saturating_add(size) > quota {
+            let e = relay
+                .metrics
+                .refuse(Refusal::QuotaArchiveBytes, format!("the org's archive quota ({quota} bytes) is used up"));
+            plans.push(Plan::Ready(Err(e)));
+            continue;
+        }
+        used += size;
+        row.last_seq += 1;
+        if !a.client_msg_id.is_empty() {
+            fresh.insert(key, Dup { seq: row.last_seq, epoch: row.epoch, kind: a.kind });
+        }
+        plans.push(Plan::Staged(Ack {
+            channel: channel.to_string(),
+            seq: row.last_seq,
+            epoch: row.epoch,
+            duplicate: false,
+        }));
+        a.seq = row.last_seq;
+        a.new_epoch = row.epoch;
+        appends.push(a);
+    }
+    Ok((plans, appends))
+}
+
 fn busy(channel: &str) -> RelayError {
     wire(ErrorCode::RateLimited, format!("channel {channel} is busy on other relay nodes; retry"))
 }
@@ -482,73 +542,40 @@ impl Actor {
     async fn order_sends(&mut self, items: &[Item]) -> Vec<Result<Outcome>> {
         let all = |e: &dyn Fn() -> RelayError| items.iter().map(|_| Err(e())).collect();
         for _ in 0..MAX_CONFLICTS {
-            let name = self.name.clone();
+            // One storage round: the lookups, the plan and the append (group-committed).
+            let now = now_ms();
+            let templates: Vec<Append> = items.iter().map(|i| append_of(&self.name, i, 0, 0, now)).collect();
+            let (name, relay) = (self.name.clone(), self.relay.clone());
             let org = items.first().map(|i| i.org.clone()).unwrap_or_default();
-            let keys: Vec<(String, String)> =
-                items.iter().map(|i| (i.sender.clone(), i.client_msg_id.clone())).collect();
-            let looked = self
+            let planned = self
                 .relay
                 .storage
-                .call(move |s| {
-                    let row = s.channel(&name)?;
-                    let used = s.org_usage(&org)?.archive_bytes;
-                    let mut dups = Vec::with_capacity(keys.len());
-                    for (sender, id) in &keys {
-                        dups.push(if row.is_some() { s.find_dup(&name, sender, id)? } else { None });
-                    }
-                    Ok((row, used, dups))
+                .plan_append(move |s| {
+                    let Some(row) = s.channel(&name)? else { return Ok((None, Vec::new())) };
+                    let (plans, appends) = plan_sends(s, &relay, &name, &org, row, templates)?;
+                    let copy = appends.clone();
+                    Ok((Some((plans, copy)), appends))
                 })
                 .await;
-            let (row, mut used, dups) = match looked {
+            let (planned, archived) = match planned {
                 Ok(x) => x,
                 Err(e) => return all(&|| RelayError::Storage(e.to_string())),
             };
-            let Some(mut row) = row else {
+            let Some((plans, appended)) = planned else {
                 return all(&|| wire(ErrorCode::ChannelNotFound, "no such channel"));
             };
-            let quota = self.relay.config.limits.max_archive_bytes_per_org;
-            let mut plans = Vec::with_capacity(items.len());
-            let mut appends = Vec::new();
-            // in-batch dedupe: (sender, client_msg_id) → the staged item
-            let mut fresh: HashMap<(&str, &str), Dup> = HashMap::new();
-            let now = now_ms();
-            for (item, dup) in items.iter().zip(dups) {
-                let key = (item.sender.as_str(), item.client_msg_id.as_str());
-                if let Some(d) = dup {
-                    plans.push(Plan::Ready(Ok(dup_ack(&self.name, d))));
-                    continue;
+            let archived = match archived {
+                Ok(_) => {
+                    if let Some(first) = appended.first().map(|a| a.seq) {
+                        self.archived(first, appended).await;
+                    }
+                    Ok(())
                 }
-                if let Some(d) = fresh.get(&key) {
-                    plans.push(Plan::SameAs(*d));
-                    continue;
-                }
-                if item.epoch != row.epoch {
-                    let nack = Nack { channel: self.name.clone(), current_epoch: row.epoch, last_seq: row.last_seq };
-                    plans.push(Plan::Ready(Ok(Outcome::Nack(nack))));
-                    continue;
-                }
-                let size = item.payload.len() as u64;
-                if used.saturating_add(size) > quota {
-                    let e = self.relay.metrics.refuse(
-                        Refusal::QuotaArchiveBytes,
-                        format!("the org's archive quota ({quota} bytes) is used up"),
-                    );
-                    plans.push(Plan::Ready(Err(e)));
-                    continue;
-                }
-                used += size;
-                row.last_seq += 1;
-                if !item.client_msg_id.is_empty() {
-                    fresh.insert(key, Dup { seq: row.last_seq, epoch: row.epoch, kind: item.kind as i32 });
-                }
-                let ack = Ack { channel: self.name.clone(), seq: row.last_seq, epoch: row.epoch, duplicate: false };
-                plans.push(Plan::Staged(ack));
-                appends.push(self.append_of(item, row.last_seq, row.epoch, now));
-            }
-            let archived = match self.archive(appends).await {
-                Ok(_) => Ok(()),
                 Err(RelayError::Conflict(_)) => continue,
-                Err(e) => Err(e.to_string()),
+                Err(e) => {
+                    tracing::error!(channel = %self.name, error = %e, "archive failed");
+                    Err(e.to_string())
+                }
             };
             return plans
                 .into_iter()
@@ -564,20 +591,25 @@ impl Actor {
     }
 
     fn append_of(&self, item: &Item, seq: u64, new_epoch: u64, now: u64) -> Append {
-        Append {
-            channel: self.name.clone(),
-            org: item.org.clone(),
-            seq,
-            epoch: item.epoch,
-            new_epoch,
-            kind: item.kind as i32,
-            sender: item.sender.clone(),
-            client_msg_id: item.client_msg_id.clone(),
-            payload: item.payload.clone(),
-            now_ms: now,
-            welcome: item.welcome.clone(),
-            added: item.added.clone(),
-            removed: item.removed.clone(),
-        }
+        append_of(&self.name, item, seq, new_epoch, now)
+    }
+}
+
+/// The archive row of `item` in `channel` at `seq`.
+fn append_of(channel: &str, item: &Item, seq: u64, new_epoch: u64, now: u64) -> Append {
+    Append {
+        channel: channel.to_string(),
+        org: item.org.clone(),
+        seq,
+        epoch: item.epoch,
+        new_epoch,
+        kind: item.kind as i32,
+        sender: item.sender.clone(),
+        client_msg_id: item.client_msg_id.clone(),
+        payload: item.payload.clone(),
+        now_ms: now,
+        welcome: item.welcome.clone(),
+        added: item.added.clone(),
+        removed: item.removed.clone(),
     }
 }

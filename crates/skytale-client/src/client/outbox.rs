@@ -181,6 +181,18 @@ impl InFlight {
         }
     }
 
+    /// Waits until every reply of the batch is in (or will not come in time). Cancel-safe.
+    async fn arrived(&mut self) {
+        for reply in self.replies.iter_mut().flatten() {
+            reply.arrived().await;
+        }
+    }
+
+    /// Without waiting: whether a reply that came so far refuses its send.
+    fn refused_so_far(&mut self) -> bool {
+        self.replies.iter_mut().flatten().any(|r| r.refused_so_far())
+    }
+
     /// Whether this batch sent an item of `channel` at another epoch than `epoch`.
     fn other_epoch(&self, channel: &str, epoch: u64) -> bool {
         self.items.iter().zip(&self.epochs).any(|(i, e)| i.channel == channel && e.is_some_and(|e| e != epoch))
@@ -218,7 +230,7 @@ pub(super) async fn outbox_loop(shared: Arc<Shared>) {
                 Err(_) => Vec::new(),
             };
             if !batch.is_empty() {
-                let prepared = shared.encrypt_batch(&batch).await;
+                let mut prepared = shared.encrypt_batch(&batch).await;
                 // Sends of one channel at two epochs must not be in flight together: if the
                 // older ones are refused (a commit came first), the newer could be archived
                 // before their retries. Settle what is in flight first.
@@ -229,13 +241,32 @@ pub(super) async fn outbox_loop(shared: Arc<Shared>) {
                 // in between) could overtake their refused items the same way.
                 let current = shared.conn.borrow().clone();
                 let moved_on = moved_on || in_flight.iter().any(|f| !f.on(&current));
+                // A send already refused is sent again before anything new goes out.
+                let moved_on = moved_on || in_flight.iter_mut().any(|f| f.refused_so_far());
                 if moved_on {
                     while let Some(f) = in_flight.pop_front() {
                         let _ = shared.settle(f).await;
                     }
+                    // The refused sends just went again, encrypted anew after this batch was:
+                    // encrypt it again too, so that the channel's order stays its encryption
+                    // order (a receiver keeps only a few past generations' keys; the
+                    // generations skipped here are in the tolerated forward gap).
+                    prepared = shared.encrypt_batch(&batch).await;
                 }
                 in_flight.push_back(shared.write_batch(batch, prepared).await);
                 continue;
+            }
+        }
+        if in_flight.len() < BATCHES_IN_FLIGHT {
+            if let Some(front) = in_flight.front_mut() {
+                // Nothing to write now: wait for the oldest batch's acks, but write sends queued
+                // meanwhile at once (at a steady rate a send would otherwise wait for the acks
+                // of the one before it).
+                tokio::select! {
+                    _ = front.arrived() => {}
+                    _ = shared.outbox_notify.notified() => continue,
+                    _ = closed.changed() => continue,
+                }
             }
         }
         if let Some(f) = in_flight.pop_front() {

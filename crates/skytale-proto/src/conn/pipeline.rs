@@ -11,6 +11,10 @@ pub struct PendingReply {
     id: u64,
     rx: mpsc::UnboundedReceiver<Frame>,
     deadline: tokio::time::Instant,
+    /// The reply's first frame, once [`PendingReply::arrived`] saw it.
+    first: Option<Frame>,
+    /// [`PendingReply::arrived`] has returned: a frame is in, or none will come in time.
+    waited: bool,
 }
 
 impl Drop for PendingReply {
@@ -31,7 +35,7 @@ impl RelayConnection {
             let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = mpsc::unbounded_channel();
             lock(&self.inner.pending).insert(id, tx);
-            pending.push(PendingReply { conn: self.clone(), id, rx, deadline });
+            pending.push(PendingReply { conn: self.clone(), id, rx, deadline, first: None, waited: false });
             bytes.extend_from_slice(&encode_frame(&Frame::new(id, body), self.inner.max_frame)?);
         }
         let write = async {
@@ -51,9 +55,42 @@ impl PendingReply {
     /// An `Error` reply becomes [`ProtoError::Relay`], a `Nack` [`ProtoError::WrongEpoch`].
     pub async fn reply(mut self) -> Result<Reply, ProtoError> {
         let conn = self.conn.clone();
-        match tokio::time::timeout_at(self.deadline, collect_reply(&conn, &mut self.rx)).await {
+        let first = self.first.take();
+        match tokio::time::timeout_at(self.deadline, collect_reply(&conn, first, &mut self.rx)).await {
             Ok(r) => r,
             Err(_) => Err(ProtoError::Timeout),
+        }
+    }
+
+    /// Waits until the reply's first frame is in (for a `Send`, its whole reply), the
+    /// connection is gone or the request timed out; [`PendingReply::reply`] then returns at
+    /// once. Cancel-safe: call it again to go on waiting.
+    pub async fn arrived(&mut self) {
+        if self.waited {
+            return;
+        }
+        if let Ok(frame) = tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+            self.first = frame;
+        }
+        self.waited = true;
+    }
+
+    /// Without waiting: whether what came so far says the request failed (an `Error` or a
+    /// `Nack`, or the connection is gone). `false` while nothing came.
+    pub fn refused_so_far(&mut self) -> bool {
+        if !self.waited {
+            match self.rx.try_recv() {
+                Ok(frame) => {
+                    self.first = Some(frame);
+                    self.waited = true;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return false,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.waited = true,
+            }
+        }
+        match &self.first {
+            Some(f) => matches!(f.body, Some(Body::Error(_)) | Some(Body::Nack(_)) | None),
+            None => true, // gone, or timed out while waited for
         }
     }
 
