@@ -31,10 +31,11 @@ declare module '../index' {
     /**
      * Async iterator over the channel's messages and membership changes, in relay order.
      * `break`, `return()` or the `signal` end it. An item is acknowledged once the next one is
-     * requested: in the background while a burst is queued (one keystore write for many items),
-     * and always before the iterator waits or ends. Nothing is lost if the process dies: the item
-     * being handled comes back after a restart, during a burst possibly with a few handled just
-     * before it (tell them apart by `seq`); nothing acknowledged comes back.
+     * requested, in the background (one keystore write for many items; the next item does not
+     * wait for it), and always before the iterator ends. Nothing is lost if the process dies: the
+     * item being handled comes back after a restart, possibly with a few handled just before it
+     * whose acknowledgement was still being written (tell them apart by `seq`); nothing
+     * acknowledged comes back.
      */
     messages(options?: MessagesOptions): AsyncIterableIterator<ChannelMessage>
   }

@@ -8,11 +8,11 @@ const { ClientChannel } = native
 /**
  * Async iterator over the channel's messages (and membership changes), in relay order, pushed by
  * the native side as they arrive. An item is acknowledged (deleted from the keystore inbox) once
- * the consumer asks for the next one: in the background while more items are queued (acks of a
- * burst are coalesced into one keystore transaction), and always before the iterator waits for
- * new items or ends. So a crash loses nothing: the item being handled comes back after a restart,
- * and during a burst so may the few handled just before it whose acknowledgement had not been
- * written yet (their `seq` tells them apart); nothing acknowledged comes back.
+ * the consumer asks for the next one, in the background (acks of a burst are coalesced into one
+ * keystore transaction; the next item is handed over without waiting for the write), and always
+ * before the iterator ends. So a crash loses nothing: the item being handled comes back after a
+ * restart, and so may the few handled just before it whose acknowledgement was still being
+ * written (their `seq` tells them apart); nothing acknowledged comes back.
  * `options.signal` ends the iteration.
  */
 ClientChannel.prototype.messages = function messages(options = {}) {
@@ -37,7 +37,7 @@ ClientChannel.prototype.messages = function messages(options = {}) {
       const seq = handled
       acking = channel.ack(seq).then(
         () => { acked = Math.max(acked, seq) },
-        (e) => { ackError = e },
+        (e) => { ackError = e; wake() },
       ).finally(() => { acking = null; flush() })
     }
     return acking
@@ -69,9 +69,10 @@ ClientChannel.prototype.messages = function messages(options = {}) {
       if (ackError) { const e = ackError; ackError = null; throw e }
       if (signal?.aborted) return finish()
       start()
-      if (queue.length === 0 || done) await settle()
+      if (done) await settle()
       else flush()
-      while (!done && queue.length === 0) await new Promise((resolve) => { waiter = resolve })
+      while (!done && queue.length === 0 && !ackError) await new Promise((resolve) => { waiter = resolve })
+      if (ackError) { const e = ackError; ackError = null; throw e }
       if (done) return finish()
       const item = queue.shift()
       current = item.seq

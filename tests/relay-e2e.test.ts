@@ -218,6 +218,22 @@ describe('relay end to end', () => {
     expect(await bob3.call('netReceive', { channel: ch, count: 1, timeoutMs: 1500 })).toEqual([])
   })
 
+  it('messages(): the next item does not wait for the acknowledgement of the last one', async () => {
+    const ch = 'acme/e2e/acks-held'
+    const { alice, bob } = await pair(ch)
+    const count = 20
+    // bob's acks never complete while he reads (held in the worker); alice sends one at a time,
+    // so bob's queue runs empty between items (where the iterator used to wait for the write).
+    const [got] = await Promise.all([
+      bob.call('netReceiveHoldingAcks', { channel: ch, count, holdMs: 15_000 }),
+      (async () => { for (let i = 0; i < count; i++) await alice.call('netSend', { channel: ch, text: `h-${i}` }) })(),
+    ])
+    expect(got.texts).toEqual(Array.from({ length: count }, (_, i) => `h-${i}`))
+    expect(got.whileHeld).toBe(count - 1)
+    // Once written, nothing read comes back.
+    expect(await bob.call('netReceive', { channel: ch, count: 1, timeoutMs: 1500 })).toEqual([])
+  })
+
   it('two members commit at the same epoch: one wins, the other retries; no fork', async () => {
     const ch = 'acme/e2e/race'
     const { alice, bob } = await pair(ch)

@@ -92,6 +92,43 @@ const ops = {
     }
     return out
   },
+  /**
+   * Like `netReceive`, with every native `ack` held back (its promise pending) until the loop
+   * ended or `holdMs` passed: how many items the iterator handed over while its acks were held.
+   */
+  async netReceiveHoldingAcks({ channel, count, holdMs = 10000 }) {
+    const ch = client.channel(channel)
+    const proto = Object.getPrototypeOf(ch)
+    const ack = proto.ack
+    const held = []
+    const release = () => { for (const r of held.splice(0)) r() }
+    let whileHeld = 0
+    let holding = true
+    proto.ack = function heldAck(seq) {
+      return new Promise((resolve, reject) => {
+        const go = () => ack.call(this, seq).then(resolve, reject)
+        if (holding) held.push(go)
+        else go()
+      })
+    }
+    const timer = setTimeout(() => { holding = false; release() }, holdMs)
+    try {
+      const texts = []
+      for await (const m of ch.messages()) {
+        if (m.kind !== 'message') continue
+        texts.push(new TextDecoder().decode(m.data))
+        if (holding) whileHeld = texts.length
+        if (texts.length >= count) break
+        if (holding && texts.length === count - 1) { holding = false; release() }
+      }
+      return { texts, whileHeld }
+    } finally {
+      clearTimeout(timer)
+      holding = false
+      release()
+      proto.ack = ack
+    }
+  },
   /** Like `netReceive`, counting the native `ack` calls the iterator makes meanwhile. */
   async netReceiveCountingAcks({ channel, count, timeoutMs = 60000 }) {
     const ch = client.channel(channel)
