@@ -207,6 +207,13 @@ export declare class ClientChannel {
    */
   send(data: Uint8Array): Promise<number>
   /**
+   * Sends several messages in one call: queued at once in this order (as that many `send()`
+   * calls would be, each exactly once), resolved with their sequence numbers when every one
+   * is archived. If one fails the promise rejects, once all are settled, with the first
+   * failure (`err.index` says which); the others are sent all the same.
+   */
+  sendMany(data: Array<Uint8Array>): Promise<number[]>
+  /**
    * The first message or membership change with `seq > afterSeq` (0 = the oldest not yet
    * acknowledged), in relay order; `null` after `timeoutMs` (omitted = wait forever) or when
    * the client closes. Events stay stored until `ack(seq)`, so none is lost if the process

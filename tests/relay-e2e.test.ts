@@ -218,6 +218,22 @@ describe('relay end to end', () => {
     expect(await bob3.call('netReceive', { channel: ch, count: 1, timeoutMs: 1500 })).toEqual([])
   })
 
+  it('sendMany(): one call for many messages, in list order between the send() calls around it; a failure names its index', async () => {
+    const ch = 'acme/e2e/send-many'
+    const { alice, bob } = await pair(ch)
+    const list = Array.from({ length: 150 }, (_, i) => `m-${i}`)
+    const seqs = await alice.call('netSendInterleaved', { channel: ch, first: 'before', list, last: 'after' })
+    expect(seqs).toHaveLength(152)
+    expect([...seqs].sort((a: number, b: number) => a - b)).toEqual(seqs)
+    expect(new Set(seqs).size).toBe(152)
+    const got = await bob.call('netReceive', { channel: ch, count: 152, timeoutMs: 30_000 })
+    expect(got.map((x: any) => x.text)).toEqual(['before', ...list, 'after'])
+    expect(got.map((x: any) => x.seq)).toEqual(seqs)
+    // A channel this agent does not have: refused, with the index of the first failed item.
+    expect(await alice.call('netSendManyError', { channel: 'acme/e2e/not-mine', texts: ['x', 'y'] }))
+      .toEqual({ code: 'SKYTALE_CHANNEL_NOT_FOUND', index: 0, isSkytale: true })
+  })
+
   it('messages(): the next item does not wait for the acknowledgement of the last one', async () => {
     const ch = 'acme/e2e/acks-held'
     const { alice, bob } = await pair(ch)

@@ -13,7 +13,8 @@
 //               the decrypted message comes out of ClientChannel.messages(). Lower loads first
 //               (`--low-rates`, default 100,500 msg/s, ≤ 5 s each).
 //   throughput  one sender floods `--flood` messages of 256 B (up to 256 send() calls
-//               outstanding), and 1,000 with one send() at a time (window 1) for comparison;
+//               outstanding), the same with sendMany() of 64 (4 calls outstanding), and 1,000
+//               with one send() at a time (window 1) for comparison;
 //               then `--senders` sender agents (own Client each, one process) at once.
 //   fanout      one sender, `--subscribers` members in one channel, `--per-process` agents per
 //               worker process; members added one by one (timed); `--fanout-messages` messages
@@ -133,17 +134,18 @@ async function phaseLatency() {
   await Promise.all([sender.call('close'), receiver.call('close')])
 }
 
-async function flood(tag, senderProc, receiver, channel, senders, count, window = 256) {
+async function flood(tag, senderProc, receiver, channel, senders, count, window = 256, batch = 0) {
   const total = senders.length * count
   const m = meter({ sender: senderProc.pid, receiver: receiver.pid })
   const recv = receiver.call('receive', { channel, count: total, timeoutMs: 120_000, latencies: true })
   await sleep(100)
-  const sent = await senderProc.call('sendFlood', { channel, count, size: cfg.size, senders, window })
+  const sent = await senderProc.call('sendFlood', { channel, count, size: cfg.size, senders, window, batch })
   const got = await recv
   const st = got.per[0]
   const r = {
     senders: senders.length,
     window,
+    batch,
     messages: total,
     received: st.got,
     timedOut: got.timedOut,
@@ -165,6 +167,7 @@ async function phaseThroughput() {
   log(`throughput: warm-up, then 1 sender × ${cfg.flood} messages`)
   await flood('warm-up', sender, receiver, await channel('acme/bench/tput-warm-up'), [0], 300)
   const one = await flood('1 sender', sender, receiver, await channel('acme/bench/tput-1'), [0], cfg.flood)
+  const oneBatched = await flood('1 sender, sendMany(64)', sender, receiver, await channel('acme/bench/tput-many'), [0], cfg.flood, 256, 64)
   const serial = await flood('1 sender, window 1', sender, receiver, await channel('acme/bench/tput-serial'), [0], Math.min(1000, cfg.flood), 1)
   // Same number of messages with the window, for a like-for-like comparison (same history).
   const oneShort = await flood('1 sender, 1000 only', sender, receiver, await channel('acme/bench/tput-short'), [0], Math.min(1000, cfg.flood))
@@ -183,7 +186,7 @@ async function phaseThroughput() {
   const per = Math.ceil(cfg.flood / cfg.senders)
   log(`throughput: ${cfg.senders} senders × ${per} messages`)
   const many = await flood(`${cfg.senders} senders`, multi, receiver2, ch2, ids.map((_, i) => i), per)
-  results.phases.throughput = { one, oneShort, serial, many }
+  results.phases.throughput = { one, oneBatched, oneShort, serial, many }
   await Promise.all([receiver.call('close'), multi.call('close'), receiver2.call('close')])
 }
 
@@ -261,8 +264,9 @@ function table() {
     }
   }
   if (p.throughput) {
-    for (const r of [p.throughput.one, p.throughput.oneShort, p.throughput.serial, p.throughput.many]) {
-      rows.push(`| throughput, ${r.senders} sender agent(s), ${r.messages} × ${cfg.size} B, ≤ ${r.window} send() outstanding per agent | **${r.deliveredRate}** msg/s decrypted at the receiver (acks ${r.ackRate} msg/s); ${r.received}/${r.messages}; latency p50 ${r.latencyMs.p50} ms | ${cpu(r.cpuSeconds)} (over ${r.wallSeconds} s) |`)
+    for (const r of [p.throughput.one, p.throughput.oneBatched, p.throughput.oneShort, p.throughput.serial, p.throughput.many].filter(Boolean)) {
+      const how = r.batch ? `sendMany() of ${r.batch}, ≤ ${r.window} messages outstanding` : `≤ ${r.window} send() outstanding`
+      rows.push(`| throughput, ${r.senders} sender agent(s), ${r.messages} × ${cfg.size} B, ${how} per agent | **${r.deliveredRate}** msg/s decrypted at the receiver (acks ${r.ackRate} msg/s); ${r.received}/${r.messages}; latency p50 ${r.latencyMs.p50} ms | ${cpu(r.cpuSeconds)} (over ${r.wallSeconds} s) |`)
     }
   }
   if (p.fanout) {

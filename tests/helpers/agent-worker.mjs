@@ -5,7 +5,8 @@ import { createRequire } from 'node:module'
 import readline from 'node:readline'
 
 const require = createRequire(import.meta.url)
-const { Agent, Client } = require('../../lib/index.js')
+const sdk = require('../../lib/index.js')
+const { Agent, Client } = sdk
 
 const enc = (v) => {
   if (v instanceof Uint8Array) return { $b64: Buffer.from(v).toString('base64') }
@@ -76,6 +77,28 @@ const ops = {
     return seqs
   },
   /** Sends `count` messages without waiting for each ack (they queue while disconnected). */
+  /**
+   * `send(a)`, `sendMany([b…])`, `send(c)` without waiting in between: returns every seq in call
+   * order (the list's in list order), or `{ error: { code, index } }` if the sendMany failed.
+   */
+  async netSendInterleaved({ channel, first, list, last }) {
+    const ch = client.channel(channel)
+    const enc = (t) => new TextEncoder().encode(t)
+    const a = ch.send(enc(first))
+    const many = ch.sendMany(list.map(enc)).then((seqs) => seqs, (e) => ({ error: { code: e.code, index: e.index, isSkytale: e instanceof sdk.SkytaleError } }))
+    const c = ch.send(enc(last))
+    const [sa, sm, sc] = await Promise.all([a, many, c])
+    return sm.error ? sm : [sa, ...sm, sc]
+  },
+  /** `sendMany(texts)` on `channel`; the error's code and index if it rejects. */
+  async netSendManyError({ channel, texts }) {
+    try {
+      await client.channel(channel).sendMany(texts.map((t) => new TextEncoder().encode(t)))
+      return null
+    } catch (e) {
+      return { code: e.code, index: e.index, isSkytale: e instanceof sdk.SkytaleError }
+    }
+  },
   async netSendManyConcurrent({ channel, prefix, count }) {
     const ch = client.channel(channel)
     return Promise.all(Array.from({ length: count }, (_, i) => ch.send(new TextEncoder().encode(`${prefix}${i}`))))

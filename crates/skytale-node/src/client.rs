@@ -12,7 +12,7 @@ use std::result::Result;
 use zeroize::Zeroizing;
 
 use crate::agent::Agent;
-use crate::errors::js_error_code;
+use crate::errors::{js_error_code, js_error_code_at};
 use crate::types::CommitResult;
 
 /// Options of `Client.connect`.
@@ -534,6 +534,42 @@ impl ClientChannel {
                 }
             },
             |s| s as i64,
+        )
+    }
+
+    /// Sends several messages in one call: queued at once in this order (as that many `send()`
+    /// calls would be, each exactly once), resolved with their sequence numbers when every one
+    /// is archived. If one fails the promise rejects, once all are settled, with the first
+    /// failure (`err.index` says which); the others are sent all the same.
+    #[napi(ts_return_type = "Promise<number[]>")]
+    pub fn send_many<'env>(&self, env: &'env Env, data: Vec<Uint8Array>) -> napi::Result<PromiseRaw<'env, Vec<i64>>> {
+        // Queue now, on the JS thread, so the order is the order of the list and of the calls.
+        let queued: Vec<_> = data.iter().map(|d| self.inner.send_queued(&self.name, d)).collect();
+        env.spawn_future_with_callback(
+            async move {
+                let mut seqs = Vec::with_capacity(queued.len());
+                let mut first_failure = None;
+                for (i, q) in queued.into_iter().enumerate() {
+                    let res = match q {
+                        Ok(fut) => fut.await,
+                        Err(e) => Err(e),
+                    };
+                    match res {
+                        Ok(seq) => seqs.push(seq as i64),
+                        Err(e) => {
+                            first_failure.get_or_insert((i, e));
+                        }
+                    }
+                }
+                Ok(match first_failure {
+                    None => Ok(seqs),
+                    Some(f) => Err(f),
+                })
+            },
+            |env, res| match res {
+                Ok(seqs) => Ok(seqs),
+                Err((i, e)) => Err(js_error_code_at(env, e.code(), &e.to_string(), i)),
+            },
         )
     }
 

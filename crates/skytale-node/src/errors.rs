@@ -42,6 +42,17 @@ pub fn js_error_at(env: &Env, e: &CoreError, index: usize) -> napi::Error {
     build().unwrap_or_else(|err| err)
 }
 
+/// Builds a JS `Error` with the given `code` and message, and `index`: the item that failed.
+pub fn js_error_code_at(env: &Env, code: &str, message: &str, index: usize) -> napi::Error {
+    let build = || -> napi::Result<napi::Error> {
+        let mut obj = env.create_error(napi::Error::from_reason(format!("item {index}: {message}")))?;
+        obj.set_named_property("code", code)?;
+        obj.set_named_property("index", index as u32)?;
+        Ok(napi::Error::from(obj.to_unknown()))
+    };
+    build().unwrap_or_else(|err| err)
+}
+
 /// Builds a JS `Error` with the given `code` and message.
 pub fn js_error_code(env: &Env, code: &str, message: &str) -> napi::Error {
     let build = || -> napi::Result<napi::Error> {

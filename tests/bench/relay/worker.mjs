@@ -143,20 +143,31 @@ const ops = {
    * Agents `senders` (indices in this process) each send `count` messages of `size` bytes as
    * fast as the SDK accepts them, with up to `window` send() calls outstanding per agent.
    */
-  async sendFlood({ channel, count, size, senders = [0], window = 256 }) {
+  async sendFlood({ channel, count, size, senders = [0], window = 256, batch = 0 }) {
     const t0 = nowUs()
     let errors = 0
     const results = await Promise.all(senders.map(async (s) => {
       const ch = agents[s].client.channel(channel)
       let next = 0
       let lastAckUs = 0
-      const lane = async () => {
-        while (next < count) {
-          const i = next++
-          try { await ch.send(payload(size, s, i)); lastAckUs = nowUs() } catch { errors++ }
+      const lane = batch > 0
+        // `batch` messages per sendMany() call, `window / batch` calls outstanding
+        ? async () => {
+          while (next < count) {
+            const i0 = next
+            next = Math.min(count, next + batch)
+            const list = Array.from({ length: next - i0 }, (_, k) => payload(size, s, i0 + k))
+            try { await ch.sendMany(list); lastAckUs = nowUs() } catch { errors++ }
+          }
         }
-      }
-      await Promise.all(Array.from({ length: Math.min(window, count) }, lane))
+        : async () => {
+          while (next < count) {
+            const i = next++
+            try { await ch.send(payload(size, s, i)); lastAckUs = nowUs() } catch { errors++ }
+          }
+        }
+      const lanes = batch > 0 ? Math.max(1, Math.floor(window / batch)) : window
+      await Promise.all(Array.from({ length: Math.min(lanes, count) }, lane))
       return lastAckUs
     }))
     return { startUs: t0, lastAckUs: Math.max(...results), errors }

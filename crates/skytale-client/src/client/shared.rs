@@ -28,7 +28,10 @@ impl Shared {
 
     /// Appends to the outbox (in call order) and returns the receiver of the relay's answer.
     pub(super) fn push_outbox(&self, channel: &str, framed: Vec<u8>) -> Result<oneshot::Receiver<Result<u64>>> {
-        if !self.agent.has_channel(channel)? {
+        // Called on the caller's thread (the JS thread for the Node binding): a channel this
+        // agent is a member of is known from memory; only another name costs a keystore lookup.
+        let member = self.member_channels.lock().map(|set| set.contains(channel)).unwrap_or(false);
+        if !member && !self.agent.has_channel(channel)? {
             return Err(CoreError::ChannelNotFound(channel.to_string()).into());
         }
         if *self.closed.borrow() {
