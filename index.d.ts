@@ -53,6 +53,15 @@ export declare class Agent {
   /** Names of all channels in this agent's keystore. */
   channels(): Promise<string[]>
   /**
+   * Sets how many past epochs' secrets channels created or joined from now on keep (0–16,
+   * default 1; channels already held keep theirs). Keep 1 when messages may reach
+   * `processIncoming` in another order than the relay's; 0 when every message is processed
+   * in relay order and an own commit is merged only after what was ordered before it (better
+   * forward secrecy, less state written per message: a message then decrypts only in its own
+   * epoch). `Client.connect` sets 0. Throws `SKYTALE_INVALID_ARGUMENT` above 16.
+   */
+  setPastEpochs(pastEpochs: number): void
+  /**
    * Closes the keystore. Calls still running finish first; later calls reject with
    * `SKYTALE_INVALID_STATE`. The data directory can then be opened again.
    */

@@ -237,4 +237,30 @@ describe('native core, in-process API', () => {
       rmSync(root, { recursive: true, force: true })
     }
   })
+
+  it('setPastEpochs(0): a message one epoch late no longer decrypts; the default keeps it readable', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'skytale-past-'))
+    try {
+      const open = (id: string, n: number) => pub.Agent.open({ dataDir: join(root, id), identity: id, keystoreKey: new Uint8Array(32).fill(n) })
+      const [alice, bob, carol] = [await open('alice', 1), await open('bob', 2), await open('carol', 3)]
+      expect(() => alice.setPastEpochs(17)).toThrow(expect.objectContaining({ code: 'SKYTALE_INVALID_ARGUMENT' }))
+      alice.setPastEpochs(0)
+      const enc = new TextEncoder()
+      // Alice keeps no past epoch, carol the default one; bob sends to both a message of
+      // epoch 1 that they read only after their own rotation.
+      const late = async (owner: typeof alice, name: string) => {
+        const ch = await owner.createChannel(name)
+        const { welcome } = await ch.addMembers(await bob.generateKeyPackages(1))
+        const chB = await bob.joinChannel(welcome!)
+        const wire = await chB.encrypt(enc.encode('one epoch late'))
+        await ch.rotateKey()
+        return ch.processIncoming(wire)
+      }
+      await expect(late(alice, 'acme/past/none')).rejects.toMatchObject({ code: expect.stringMatching(/^SKYTALE_/) })
+      expect(new TextDecoder().decode((await late(carol, 'acme/past/one')).data!)).toBe('one epoch late')
+      for (const a of [alice, bob, carol]) a.close()
+    } finally {
+      rmSync(root, { recursive: true, force: true })
+    }
+  })
 })

@@ -158,6 +158,17 @@ impl Agent {
         CoreTask::spawn(move || handle.get()?.channel_names(), same)
     }
 
+    /// Sets how many past epochs' secrets channels created or joined from now on keep (0–16,
+    /// default 1; channels already held keep theirs). Keep 1 when messages may reach
+    /// `processIncoming` in another order than the relay's; 0 when every message is processed
+    /// in relay order and an own commit is merged only after what was ordered before it (better
+    /// forward secrecy, less state written per message: a message then decrypts only in its own
+    /// epoch). `Client.connect` sets 0. Throws `SKYTALE_INVALID_ARGUMENT` above 16.
+    #[napi]
+    pub fn set_past_epochs(&self, past_epochs: u32) -> Result<(), SyncError> {
+        self.handle.get().map_err(sync_error)?.set_past_epochs(past_epochs as usize).map_err(sync_error)
+    }
+
     /// Closes the keystore. Calls still running finish first; later calls reject with
     /// `SKYTALE_INVALID_STATE`. The data directory can then be opened again.
     #[napi]
