@@ -238,6 +238,14 @@ export declare class ClientChannel {
   subscribe(afterSeq: number, onItems: (items: ChannelMessage[]) => void): Subscription
   /** Acknowledges the events up to and including `seq`: they are deleted from the inbox. */
   ack(seq: number): Promise<void>
+  /**
+   * Notes that the events up to and including `seq` are handled, without waiting for a
+   * keystore write (synchronous and cheap): they are deleted from the inbox with the
+   * channel's next processing transaction, within 20 ms otherwise, and when the client
+   * closes. A crash before that brings them back after a restart (never loses one); `ack`
+   * writes at once. `messages()` uses this for every item and `ack` when it ends.
+   */
+  ackLater(seq: number): void
   /** The channel's current MLS epoch. */
   epoch(): Promise<number>
   /** Identities of the current members. */

@@ -31,11 +31,12 @@ declare module '../index' {
     /**
      * Async iterator over the channel's messages and membership changes, in relay order.
      * `break`, `return()` or the `signal` end it. An item is acknowledged once the next one is
-     * requested, in the background (one keystore write for many items; the next item does not
-     * wait for it), and always before the iterator ends. Nothing is lost if the process dies: the
-     * item being handled comes back after a restart, possibly with a few handled just before it
-     * whose acknowledgement was still being written (tell them apart by `seq`); nothing
-     * acknowledged comes back.
+     * requested, without a keystore write of its own (`ackLater`: the deletion rides along with
+     * the channel's next processing transaction, or is written within 20 ms), and written for
+     * certain (`ack`) before the iterator ends. Nothing is lost if the process dies: the item
+     * being handled comes back after a restart, possibly with a few handled just before it whose
+     * acknowledgement was not written yet (tell them apart by `seq`); nothing whose
+     * acknowledgement was written comes back.
      */
     messages(options?: MessagesOptions): AsyncIterableIterator<ChannelMessage>
   }

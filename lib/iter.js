@@ -1,5 +1,5 @@
 // Adds `ClientChannel.prototype.messages()`: an async iterator with AbortSignal support over the
-// native push stream (`subscribe`: a threadsafe callback, no polling, no timers) and `ack`.
+// native push stream (`subscribe`: a threadsafe callback, no polling, no timers), `ackLater` and `ack`.
 'use strict'
 
 const native = require('../index.js')
@@ -7,12 +7,12 @@ const { ClientChannel } = native
 
 /**
  * Async iterator over the channel's messages (and membership changes), in relay order, pushed by
- * the native side as they arrive. An item is acknowledged (deleted from the keystore inbox) once
- * the consumer asks for the next one, in the background (acks of a burst are coalesced into one
- * keystore transaction; the next item is handed over without waiting for the write), and always
- * before the iterator ends. So a crash loses nothing: the item being handled comes back after a
- * restart, and so may the few handled just before it whose acknowledgement was still being
- * written (their `seq` tells them apart); nothing acknowledged comes back.
+ * the native side as they arrive. An item is acknowledged once the consumer asks for the next
+ * one: noted at once without a keystore write (`ackLater`: the deletion rides along with the
+ * channel's next processing transaction, or is written within 20 ms), and written for certain
+ * (`ack`) before the iterator ends. So a crash loses nothing: the item being handled comes back
+ * after a restart, and so may the few handled just before it whose acknowledgement was not
+ * written yet (their `seq` tells them apart); nothing acknowledged and written comes back.
  * `options.signal` ends the iteration.
  */
 ClientChannel.prototype.messages = function messages(options = {}) {
@@ -22,29 +22,20 @@ ClientChannel.prototype.messages = function messages(options = {}) {
   let waiter = null
   let current = 0 // seq of the item the consumer is handling
   let handled = 0 // highest seq the consumer is done with
-  let acked = 0 // highest seq whose acknowledgement is written
-  let acking = null // the acknowledgement being written
-  let ackError = null
+  let noted = 0 // highest seq noted as handled (`ackLater`)
   let done = false
   let sub = null
   const wake = () => {
     if (waiter) { const w = waiter; waiter = null; w() }
   }
-  // Writes the acknowledgement of everything handled; one write at a time, the next covers
-  // whatever was handled meanwhile.
-  const flush = () => {
-    if (!acking && !ackError && handled > acked) {
-      const seq = handled
-      acking = channel.ack(seq).then(
-        () => { acked = Math.max(acked, seq) },
-        (e) => { ackError = e; wake() },
-      ).finally(() => { acking = null; flush() })
-    }
-    return acking
+  // Notes what was handled (no keystore write on the way to the next item).
+  const note = () => {
+    if (handled > noted) { channel.ackLater(handled); noted = handled }
   }
+  // Writes the acknowledgement of everything handled before the iterator ends.
+  let written = 0
   const settle = async () => {
-    while (flush()) await acking
-    if (ackError) { const e = ackError; ackError = null; throw e }
+    if (handled > written) { const seq = handled; await channel.ack(seq); written = Math.max(written, seq) }
   }
   const onAbort = () => { done = true; wake() }
   const finish = async () => {
@@ -66,13 +57,11 @@ ClientChannel.prototype.messages = function messages(options = {}) {
     [Symbol.asyncIterator]() { return this },
     async next() {
       if (current) { handled = Math.max(handled, current); current = 0 }
-      if (ackError) { const e = ackError; ackError = null; throw e }
       if (signal?.aborted) return finish()
       start()
-      if (done) await settle()
-      else flush()
-      while (!done && queue.length === 0 && !ackError) await new Promise((resolve) => { waiter = resolve })
-      if (ackError) { const e = ackError; ackError = null; throw e }
+      if (done) return finish()
+      note()
+      while (!done && queue.length === 0) await new Promise((resolve) => { waiter = resolve })
       if (done) return finish()
       const item = queue.shift()
       current = item.seq

@@ -24,6 +24,7 @@ pub mod hub;
 pub mod invites;
 pub mod limits;
 pub mod metrics;
+mod retry_hold;
 pub mod revocations;
 pub mod session;
 pub mod storage;

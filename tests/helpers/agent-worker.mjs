@@ -154,17 +154,36 @@ const ops = {
   },
   /** Like `netReceive`, counting the native `ack` calls the iterator makes meanwhile. */
   async netReceiveCountingAcks({ channel, count, timeoutMs = 60000 }) {
-    const ch = client.channel(channel)
-    const proto = Object.getPrototypeOf(ch)
-    const ack = proto.ack
-    let acks = 0
-    proto.ack = function countedAck(seq) { acks++; return ack.call(this, seq) }
-    try {
+    return countingAcks(client.channel(channel), async () => {
       const out = await ops.netReceive({ channel, count, timeoutMs })
-      return { texts: out.filter((x) => x.text !== undefined).map((x) => x.text), acks }
-    } finally {
-      proto.ack = ack
-    }
+      return { texts: out.filter((x) => x.text !== undefined).map((x) => x.text) }
+    })
+  },
+  /**
+   * Reads `count` messages through `messages()` and asks for the next one without ending the
+   * iterator (so the last one read counts as handled too), counting the native `ack` calls made
+   * meanwhile. The iterator stays open. Returns the texts, their seqs and the count.
+   */
+  async netReadAndStay({ channel, count }) {
+    const ch = client.channel(channel)
+    return countingAcks(ch, async () => {
+      const it = ch.messages()
+      const texts = []
+      const seqs = []
+      while (texts.length < count) {
+        const { value: m } = await it.next()
+        if (m.kind !== 'message') continue
+        texts.push(new TextDecoder().decode(m.data))
+        seqs.push(m.seq)
+      }
+      it.next().catch(() => {}) // the last item is handled; the iterator waits for more
+      return { texts, seqs }
+    })
+  },
+  /** The seq of the oldest item in the channel's inbox (not acknowledged yet), or 0 if none. */
+  async netOldestUnacked({ channel }) {
+    const m = await client.channel(channel).nextMessage(0, 0)
+    return m ? m.seq : 0
   },
   netEpoch: ({ channel }) => client.channel(channel).epoch(),
   /** Reads messages until every text of `expect` arrived or `timeoutMs` passed (whichever first). */
@@ -256,6 +275,18 @@ const ops = {
 }
 const events = []
 const pendingSends = []
+/** Runs `fn` while counting the native `ack` calls on `ch`'s class; adds `acks` to its result. */
+async function countingAcks(ch, fn) {
+  const proto = Object.getPrototypeOf(ch)
+  const ack = proto.ack
+  let acks = 0
+  proto.ack = function countedAck(seq) { acks++; return ack.call(this, seq) }
+  try {
+    return { ...(await fn()), acks }
+  } finally {
+    proto.ack = ack
+  }
+}
 function collectEvents(c) {
   c.onEvent((ev) => { if (c === client) events.push(ev) })
 }

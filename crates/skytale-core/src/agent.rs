@@ -67,6 +67,7 @@ struct Inner {
     past_epochs: usize,
 }
 
+mod acks;
 mod batch;
 pub use batch::BatchError;
 mod fork;
@@ -81,6 +82,9 @@ pub(crate) use trust::LeafVerifier;
 /// An agent: an identity with its encrypted keystore and MLS channels.
 pub struct Agent {
     inner: Mutex<Inner>,
+    /// Inbox acknowledgements noted and not written yet (see [`acks`]); apart from `inner` so
+    /// that noting one never waits for a keystore transaction.
+    pending_acks: Mutex<acks::PendingAcks>,
     identity: String,
     cipher_version: String,
 }
@@ -202,6 +206,7 @@ impl Agent {
                 revoked,
                 past_epochs: DEFAULT_PAST_EPOCHS,
             }),
+            pending_acks: Mutex::new(acks::PendingAcks::default()),
             identity: opts.identity.to_string(),
             cipher_version,
         })
@@ -1006,12 +1011,12 @@ impl Agent {
     }
 
     /// Removes inbox items of a channel up to and including `seq` (the app has taken them).
+    /// Written at once; [`Agent::inbox_ack_later`] notes one without writing.
     pub fn inbox_ack(&self, name: &str, seq: u64) -> Result<()> {
         let inner = self.lock()?;
-        inner
-            .store
-            .conn()
-            .execute("DELETE FROM skytale_inbox WHERE channel = ?1 AND seq <= ?2", params![name, seq as i64])?;
+        acks::delete_acked(inner.store.conn(), name, seq)?;
+        drop(inner);
+        self.acks_written(name, seq);
         Ok(())
     }
 
@@ -1045,7 +1050,11 @@ impl Agent {
         if !inner.channel_exists(name)? {
             return Err(Error::ChannelNotFound(name.to_string()));
         }
-        inner.transaction(Some(name), |inner| inner.delete_channel_state(name))
+        inner.transaction(Some(name), |inner| inner.delete_channel_state(name))?;
+        drop(inner);
+        // Its inbox went with it: a noted acknowledgement has nothing left to delete.
+        self.take_pending_ack(name);
+        Ok(())
     }
 
     /// Reads an opaque value stored with this agent (for drivers: cursors, queues).

@@ -287,3 +287,43 @@ fn an_agent_keeping_no_past_epochs_refuses_a_message_one_epoch_late() {
     assert!(err.code().starts_with("SKYTALE_"), "{err:?}");
     assert_eq!(alice.epoch(ch).unwrap(), 2);
 }
+
+#[test]
+fn a_noted_ack_rides_with_the_next_batch_or_a_flush_and_a_crash_only_brings_items_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeystoreSecret::Key(SecretKey32::from_bytes([4; 32]));
+    let alice = Agent::open(AgentOptions { data_dir: &dir.path().join("a"), identity: "alice", secret: &key }).unwrap();
+    let bob_dir = dir.path().join("b");
+    let bob = Agent::open(AgentOptions { data_dir: &bob_dir, identity: "bob", secret: &key }).unwrap();
+    let ch = "acme/team/acks";
+    alice.create_channel(ch).unwrap();
+    let out = alice.add_members(ch, &bob.generate_key_packages(1).unwrap(), CommitMode::Merge).unwrap();
+    bob.join_channel(out.welcome.as_ref().unwrap()).unwrap();
+    let w = alice.encrypt_batch(ch, &[b"one", b"two", b"three", b"four"]).unwrap();
+    let seqs = |a: &Agent| a.inbox(ch, 0, 10).unwrap().iter().map(|i| i.seq).collect::<Vec<_>>();
+
+    bob.process_delivered_batch(ch, &[(w[0].clone(), dl(1)), (w[1].clone(), dl(2))]).unwrap();
+    bob.inbox_ack_later(ch, 1).unwrap();
+    assert!(bob.has_pending_acks());
+    assert_eq!(seqs(&bob), vec![1, 2], "noting writes nothing");
+    // The next processing transaction takes the noted ack along.
+    bob.process_delivered_batch(ch, &[(w[2].clone(), dl(3))]).unwrap();
+    assert!(!bob.has_pending_acks());
+    assert_eq!(seqs(&bob), vec![2, 3]);
+    // Without a delivery, a flush writes it.
+    bob.inbox_ack_later(ch, 2).unwrap();
+    bob.flush_acks().unwrap();
+    assert_eq!(seqs(&bob), vec![3]);
+    // An ack written at once covers a noted one below it.
+    bob.inbox_ack_later(ch, 3).unwrap();
+    bob.inbox_ack(ch, 3).unwrap();
+    assert!(!bob.has_pending_acks());
+    // A crash with an ack noted only: the item comes back, nothing is lost.
+    bob.process_delivered_batch(ch, &[(w[3].clone(), dl(4))]).unwrap();
+    bob.inbox_ack_later(ch, 4).unwrap();
+    drop(bob);
+    let bob = Agent::open(AgentOptions { data_dir: &bob_dir, identity: "bob", secret: &key }).unwrap();
+    assert!(!bob.has_pending_acks());
+    assert_eq!(seqs(&bob), vec![4]);
+    assert_eq!(bob.inbox(ch, 0, 10).unwrap()[0].data, b"four");
+}

@@ -659,6 +659,18 @@ impl ClientChannel {
         run(env, async move { inner.ack_events(&name, seq.max(0) as u64) }, |v| v)
     }
 
+    /// Notes that the events up to and including `seq` are handled, without waiting for a
+    /// keystore write (synchronous and cheap): they are deleted from the inbox with the
+    /// channel's next processing transaction, within 20 ms otherwise, and when the client
+    /// closes. A crash before that brings them back after a restart (never loses one); `ack`
+    /// writes at once. `messages()` uses this for every item and `ack` when it ends.
+    #[napi]
+    pub fn ack_later(&self, env: &Env, seq: i64) -> napi::Result<()> {
+        self.inner
+            .ack_events_later(&self.name, seq.max(0) as u64)
+            .map_err(|e| js_error_code(env, e.code(), &e.to_string()))
+    }
+
     /// The channel's current MLS epoch.
     #[napi(ts_return_type = "Promise<number>")]
     pub fn epoch<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, i64>> {

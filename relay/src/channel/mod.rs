@@ -26,6 +26,7 @@
 //! a refusal (a member added on another node a moment ago).
 
 mod commit;
+mod failed_sends;
 mod fanout;
 mod join;
 
@@ -42,6 +43,7 @@ use crate::hub::Subscriber;
 use crate::metrics::Refusal;
 use crate::store::{Append, ChannelRow, Dup, Remote, Store};
 use crate::{now_ms, Relay};
+use failed_sends::FailedSends;
 
 /// Most requests one actor takes per round.
 const MAX_BATCH: usize = 512;
@@ -164,6 +166,7 @@ impl Channels {
             roster: None,
             delivered: None,
             last_local: std::time::Instant::now(),
+            failed: FailedSends::default(),
         };
         tokio::spawn(actor.run(rx));
     }
@@ -223,6 +226,8 @@ struct Actor {
     delivered: Option<u64>,
     /// Last request from this node (items of other nodes alone do not keep an actor alive).
     last_local: std::time::Instant,
+    /// Senders whose later sends wait for the retry of one the store failed to archive.
+    failed: FailedSends,
 }
 
 /// What a batched `Send` comes to before the append.
@@ -520,9 +525,16 @@ impl Actor {
             return;
         }
         // Members only: a hash lookup per item (a miss is checked against the store once).
+        let now = std::time::Instant::now();
         let mut allowed = Vec::with_capacity(sends.len());
         for (item, reply) in sends {
             match self.check_member_fresh(&item.sender).await {
+                // A send of this sender failed to archive: its later ones wait for its retry.
+                Ok(_) if !self.failed.admit(&item.sender, &item.client_msg_id, now) => {
+                    let _ = reply.send(Err(RelayError::Storage(
+                        "an earlier send of this sender was not archived and goes first".into(),
+                    )));
+                }
                 Ok(_) => allowed.push((item, reply)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -534,7 +546,16 @@ impl Actor {
         }
         let (items, replies): (Vec<Item>, Vec<Reply>) = allowed.into_iter().unzip();
         let results = self.order_sends(&items).await;
-        for (reply, res) in replies.into_iter().zip(results) {
+        for ((item, reply), res) in items.iter().zip(replies).zip(results) {
+            // Not archived this time, and retried by the client (a refusal for good, such as
+            // the archive quota, holds nothing).
+            let retried = match &res {
+                Err(e) => matches!(e, RelayError::Storage(_)) || e.code() == ErrorCode::RateLimited,
+                Ok(_) => false,
+            };
+            if retried {
+                self.failed.failed(&item.sender, &item.client_msg_id, now);
+            }
             let _ = reply.send(res);
         }
     }

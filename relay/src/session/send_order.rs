@@ -7,35 +7,38 @@
 //! sends on that channel (without taking tokens) until *k* comes again (same `client_msg_id`)
 //! or [`HOLD_FOR`] passes (a client that never retries cannot block itself for longer).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::retry_hold::RetryHold;
 
 /// Longest a refused send holds back the connection's later sends on its channel.
 pub(super) const HOLD_FOR: Duration = Duration::from_secs(10);
 
 /// Per connection: the first refused send of each channel whose retry is awaited.
-#[derive(Default)]
-pub(super) struct SendOrder {
-    held: HashMap<String, (String, Instant)>,
+pub(super) struct SendOrder(RetryHold);
+
+impl Default for SendOrder {
+    fn default() -> Self {
+        SendOrder(RetryHold::new(HOLD_FOR))
+    }
 }
 
 impl SendOrder {
     /// Whether a send may go on to the rate limit: `Err(retry_after_ms)` while an earlier
     /// refused send of the same channel has not come again.
     pub(super) fn admit(&mut self, channel: &str, client_msg_id: &str, now: Instant) -> Result<(), u64> {
-        let Some((first, until)) = self.held.get(channel) else { return Ok(()) };
-        if first == client_msg_id || now >= *until {
-            self.held.remove(channel);
-            return Ok(());
+        if self.0.admit(channel, client_msg_id, now.into_std()) {
+            Ok(())
+        } else {
+            Err(10)
         }
-        Err(10)
     }
 
     /// The rate limit refused this send: hold the channel's later sends until it comes again.
     pub(super) fn refused(&mut self, channel: &str, client_msg_id: &str, now: Instant) {
-        self.held.entry(channel.to_string()).or_insert_with(|| (client_msg_id.to_string(), now + HOLD_FOR));
+        self.0.refused(channel, client_msg_id, now.into_std());
     }
 }
 

@@ -1,5 +1,6 @@
 //! [`Client`]: connection management, background processing, sends and commits.
 
+mod acks;
 mod commit;
 mod connection;
 mod followup;
@@ -13,6 +14,7 @@ mod sync;
 
 pub use policy::InviteInfo;
 
+use acks::ack_loop;
 use commit::recover_pending_commit;
 use connection::connection_loop;
 use followup::followup_loop;
@@ -242,6 +244,10 @@ struct Shared {
     outbox_notify: Notify,
     followups: StdMutex<VecDeque<FollowUp>>,
     followup_notify: Notify,
+    /// Wakes the loop that writes noted acknowledgements (`acks.rs`); `ack_armed` says it is
+    /// already due to run.
+    ack_notify: Notify,
+    ack_armed: std::sync::atomic::AtomicBool,
     relay_addr: StdMutex<String>,
     /// Channels this agent is an active member of, kept in memory so that listing them never
     /// waits on the keystore (updated wherever membership changes).
@@ -348,6 +354,8 @@ impl Client {
             outbox_notify: Notify::new(),
             followups: StdMutex::new(VecDeque::new()),
             followup_notify: Notify::new(),
+            ack_notify: Notify::new(),
+            ack_armed: std::sync::atomic::AtomicBool::new(false),
             relay_addr: StdMutex::new(String::new()),
             member_channels: StdMutex::new(Default::default()),
             fork: heal::ForkState::new(me.clone()),
@@ -367,6 +375,7 @@ impl Client {
         tokio::spawn(outbox_loop(shared.clone()));
         tokio::spawn(followup_loop(shared.clone()));
         tokio::spawn(sync::reconcile_loop(shared.clone()));
+        tokio::spawn(ack_loop(shared.clone()));
         Ok(Client { shared })
     }
 
@@ -563,6 +572,8 @@ impl Client {
     /// `SKYTALE_CLIENT_CLOSED`; nothing already archived or processed is lost.
     pub async fn close(&self) {
         let _ = self.shared.closed.send_replace(true);
+        // Noted acknowledgements are written before the client goes.
+        self.shared.flush_acks();
         if let Some(conn) = self.shared.conn.borrow().clone() {
             conn.close();
         }

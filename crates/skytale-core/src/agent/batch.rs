@@ -25,7 +25,12 @@ impl Agent {
             return Ok(Vec::new());
         }
         let mut inner = self.lock()?;
-        inner.transaction(Some(name), |inner| {
+        // An acknowledgement the app noted rides along (one transaction instead of two).
+        let ack = self.take_pending_ack(name);
+        let res = inner.transaction(Some(name), |inner| {
+            if let Some(seq) = ack {
+                super::acks::delete_acked(inner.store.conn(), name, seq)?;
+            }
             let mut out = Vec::with_capacity(items.len());
             for (wire, delivery) in items {
                 inner.store.conn().execute_batch("SAVEPOINT skytale_item")?;
@@ -54,7 +59,11 @@ impl Agent {
                 }
             }
             Ok(out)
-        })
+        });
+        if let (Err(_), Some(seq)) = (&res, ack) {
+            self.restore_acks([(name.to_string(), seq)]);
+        }
+        res
     }
 
     /// Encrypts several application messages for the channel, in order, in one transaction.
