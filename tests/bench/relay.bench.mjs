@@ -6,6 +6,7 @@
 //   npm run bench:relay -- --quick             # shorter phases, 25 fan-out subscribers
 //   npm run bench:relay -- --only latency,throughput,fanout
 //   npm run bench:relay -- --rate 1000 --seconds 10 --subscribers 100 --per-process 25
+//   npm run bench:relay -- --relay-workers 1     # the relay with one tokio worker thread
 //
 // Phases:
 //   latency     one sender, one receiver (two processes): `--rate` msg/s offered for `--seconds`;
@@ -283,7 +284,12 @@ try {
   relay = await startRelay({
     dataDir: join(root, 'relay'),
     jwksUrl: `${api.url}/.well-known/jwks.json`,
-    env: { SKYTALE_RELAY_FRAMES_PER_SECOND: '100000', SKYTALE_RELAY_BURST: '100000' },
+    env: {
+      SKYTALE_RELAY_FRAMES_PER_SECOND: '100000',
+      SKYTALE_RELAY_BURST: '100000',
+      // `--relay-workers N`: the relay's tokio worker threads (default: one per core)
+      ...(opt('relay-workers') ? { TOKIO_WORKER_THREADS: String(opt('relay-workers')) } : {}),
+    },
   })
   results.apiKey = await signup(api.url, 'acme')
   if (only.has('latency')) await phaseLatency()
