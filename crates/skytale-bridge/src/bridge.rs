@@ -437,7 +437,9 @@ async fn forward_to_app(twin: Arc<Twin>, channel: String, session: Weak<SessionC
                     tracing::warn!(%channel, seq, error = %e, "publish to app not completed; keeping the rest in the inbox");
                     return;
                 }
-                if let Err(e) = twin.client.ack_events(&channel, seq) {
+                // Noted, and written with the next processing transaction or within 20 ms (a
+                // crash before that re-delivers the item; the app drops repeats by seq).
+                if let Err(e) = twin.client.ack_events_later(&channel, seq) {
                     tracing::warn!(%channel, seq, error = %e, "inbox ack failed");
                     return;
                 }
