@@ -12,11 +12,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use openmls::prelude::tls_codec::{DeserializeBytes, Serialize as _};
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
-use openmls_rust_crypto::RustCrypto;
 use rusqlite::{params, OptionalExtension};
 use zeroize::Zeroizing;
 
 use crate::credential::{credential_identity_unverified, RevokedAgent, TrustAnchors};
+use crate::crypto::Crypto;
 use crate::error::{Error, Result};
 use crate::events::{CommitMode, CommitOutput, Incoming};
 use crate::keystore::Keystore;
@@ -24,6 +24,7 @@ use crate::mls_errors as me;
 use crate::names::{channel_org, validate_channel_name, validate_identity};
 use crate::provider::Provider;
 use crate::secret::KeystoreSecret;
+use crate::signer::AgentSigner;
 
 /// The one ciphersuite Skytale uses.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
@@ -54,9 +55,9 @@ pub struct AgentOptions<'a> {
 
 struct Inner {
     store: Keystore,
-    crypto: RustCrypto,
+    crypto: Crypto,
     identity: String,
-    signer: SignatureKeyPair,
+    signer: AgentSigner,
     credential: CredentialWithKey,
     groups: HashMap<String, MlsGroup>,
     /// Issuer keys pinned for this agent's org; `None` = offline agent that checks no credentials.
@@ -147,7 +148,7 @@ impl Agent {
     pub fn open(opts: AgentOptions<'_>) -> Result<Agent> {
         validate_identity(opts.identity)?;
         let store = Keystore::open(opts.data_dir, opts.secret)?;
-        let crypto = RustCrypto::default();
+        let crypto = Crypto::default();
         let stored: Option<(String, Vec<u8>)> = store
             .conn()
             .query_row("SELECT name, signature_public FROM skytale_identity WHERE id = 1", [], |r| {
@@ -183,6 +184,7 @@ impl Agent {
                 signer
             }
         };
+        let signer = AgentSigner::new(signer);
         let stored_credential = store.kv_get(trust::CREDENTIAL_KEY)?;
         let credential = CredentialWithKey {
             credential: BasicCredential::new(

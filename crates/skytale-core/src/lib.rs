@@ -23,6 +23,7 @@
 mod agent;
 pub mod control;
 mod credential;
+mod crypto;
 pub mod envelope;
 mod error;
 mod events;
@@ -33,6 +34,7 @@ mod names;
 pub mod policy;
 mod provider;
 mod secret;
+mod signer;
 
 pub use agent::{
     commit_hash, failure_kind, resync_item_kind, Agent, AgentOptions, BatchError, Delivery, Failure, InboxItem,

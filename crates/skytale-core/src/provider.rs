@@ -1,10 +1,13 @@
-//! The openmls provider: RustCrypto for crypto and randomness, the keystore's SQLCipher
+//! The openmls provider: RustCrypto for crypto (through [`Crypto`], which keeps decoded
+//! verifying keys) and randomness, the keystore's SQLCipher
 //! connection for state (through `openmls_sqlite_storage`), and the codec of that state.
 
 use openmls_rust_crypto::RustCrypto;
 use openmls_sqlite_storage::{Codec, SqliteStorageProvider};
 use openmls_traits::OpenMlsProvider;
 use rusqlite::Connection;
+
+use crate::crypto::Crypto;
 
 /// First byte of a MessagePack-encoded value. 0xC1 is never used by MessagePack and never
 /// starts JSON (nor any UTF-8 text), so a stored value says which codec wrote it.
@@ -103,19 +106,19 @@ pub type Storage<C> = SqliteStorageProvider<StateCodec, C>;
 
 /// An openmls provider borrowing the keystore connection for one operation.
 pub struct Provider<'a> {
-    crypto: &'a RustCrypto,
+    crypto: &'a Crypto,
     storage: Storage<&'a Connection>,
 }
 
 impl<'a> Provider<'a> {
     /// Builds a provider over `conn`.
-    pub fn new(crypto: &'a RustCrypto, conn: &'a Connection) -> Self {
+    pub fn new(crypto: &'a Crypto, conn: &'a Connection) -> Self {
         Provider { crypto, storage: SqliteStorageProvider::new(conn) }
     }
 }
 
 impl<'a> OpenMlsProvider for Provider<'a> {
-    type CryptoProvider = RustCrypto;
+    type CryptoProvider = Crypto;
     type RandProvider = RustCrypto;
     type StorageProvider = Storage<&'a Connection>;
 
@@ -128,7 +131,7 @@ impl<'a> OpenMlsProvider for Provider<'a> {
     }
 
     fn rand(&self) -> &Self::RandProvider {
-        self.crypto
+        self.crypto.rand()
     }
 }
 

@@ -111,7 +111,7 @@ pub(crate) struct CommitPlan {
 pub(crate) fn build_commit(
     provider: &Provider<'_>,
     group: &mut MlsGroup,
-    signer: &openmls_basic_credential::SignatureKeyPair,
+    signer: &crate::signer::AgentSigner,
     plan: CommitPlan,
     mode: CommitMode,
 ) -> Result<(MlsMessageOut, Option<MlsMessageOut>)> {
