@@ -867,20 +867,14 @@ fn record_delivery(conn: &rusqlite::Connection, name: &str, d: Delivery, event: 
         Incoming::Proposal { .. } => None,
     };
     if let Some((kind, sender, epoch, data)) = row {
-        conn.execute(
-            "INSERT OR IGNORE INTO skytale_inbox (channel, seq, kind, sender, epoch, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![name, seq as i64, kind, sender, epoch as i64, data],
-        )?;
+        conn.prepare_cached("INSERT OR IGNORE INTO skytale_inbox (channel, seq, kind, sender, epoch, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![name, seq as i64, kind, sender, epoch as i64, data])?;
     }
     Ok(())
 }
 
 /// Records a delivered item's position: last seq and relay epoch (neither ever goes back).
 fn record_position(conn: &rusqlite::Connection, name: &str, d: Delivery) -> Result<()> {
-    conn.execute(
-        "UPDATE skytale_channels SET last_seq = MAX(last_seq, ?2), relay_epoch = MAX(COALESCE(relay_epoch, 0), ?3) WHERE name = ?1",
-        params![name, d.seq as i64, d.relay_epoch as i64],
-    )?;
+    conn.prepare_cached("UPDATE skytale_channels SET last_seq = MAX(last_seq, ?2), relay_epoch = MAX(COALESCE(relay_epoch, 0), ?3) WHERE name = ?1")?.execute(params![name, d.seq as i64, d.relay_epoch as i64])?;
     Ok(())
 }
 
@@ -1008,7 +1002,8 @@ impl Agent {
         inner
             .store
             .conn()
-            .execute("DELETE FROM skytale_inbox WHERE channel = ?1 AND seq = ?2", params![name, seq as i64])?;
+            .prepare_cached("DELETE FROM skytale_inbox WHERE channel = ?1 AND seq = ?2")?
+            .execute(params![name, seq as i64])?;
         Ok(())
     }
 
@@ -1028,7 +1023,8 @@ impl Agent {
         let seq: Option<i64> = inner
             .store
             .conn()
-            .query_row("SELECT last_seq FROM skytale_channels WHERE name = ?1", [name], |r| r.get(0))
+            .prepare_cached("SELECT last_seq FROM skytale_channels WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
             .optional()?;
         seq.map(|s| s as u64).ok_or_else(|| Error::ChannelNotFound(name.to_string()))
     }
@@ -1036,10 +1032,11 @@ impl Agent {
     /// Records the last relay sequence number processed for a channel (it never goes back).
     pub fn set_last_seq(&self, name: &str, seq: u64) -> Result<()> {
         let inner = self.lock()?;
-        let n = inner.store.conn().execute(
-            "UPDATE skytale_channels SET last_seq = MAX(last_seq, ?2) WHERE name = ?1",
-            params![name, seq as i64],
-        )?;
+        let n = inner
+            .store
+            .conn()
+            .prepare_cached("UPDATE skytale_channels SET last_seq = MAX(last_seq, ?2) WHERE name = ?1")?
+            .execute(params![name, seq as i64])?;
         if n == 0 {
             return Err(Error::ChannelNotFound(name.to_string()));
         }
@@ -1113,7 +1110,7 @@ fn finish_commit(provider: &Provider<'_>, group: &mut MlsGroup, mode: CommitMode
 fn finish_tx<T>(conn: &rusqlite::Connection, res: Result<T>) -> Result<T> {
     match res {
         Ok(v) => {
-            conn.execute_batch("COMMIT")?;
+            conn.prepare_cached("COMMIT")?.execute([])?;
             Ok(v)
         }
         Err(e) => {
@@ -1128,7 +1125,8 @@ impl Inner {
         let found: Option<i64> = self
             .store
             .conn()
-            .query_row("SELECT 1 FROM skytale_channels WHERE name = ?1", [name], |r| r.get(0))
+            .prepare_cached("SELECT 1 FROM skytale_channels WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
             .optional()?;
         Ok(found.is_some())
     }
@@ -1168,7 +1166,7 @@ impl Inner {
         if let Some(name) = channel {
             self.group(name)?;
         }
-        self.store.conn().execute_batch("BEGIN IMMEDIATE")?;
+        self.store.conn().prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         let res = f(self);
         if res.is_err() {
             if let Some(name) = channel {

@@ -97,6 +97,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Prepared statements kept per keystore connection.
+const STATEMENT_CACHE: usize = 64;
+
 impl Keystore {
     /// Opens (or, when the directory holds no keystore yet, creates) the keystore in `dir`.
     ///
@@ -202,6 +205,9 @@ impl Keystore {
         let conn =
             Connection::open_with_flags(db_path, flags).map_err(|e| Error::Storage(format!("open keystore: {e}")))?;
         conn.busy_timeout(std::time::Duration::from_millis(250))?;
+        // Hot-path statements (transactions, inbox, positions, fork-detection records) are
+        // prepared once and reused: parsing them per message cost several percent of an agent.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // Keep SQLCipher's own diagnostics (e.g. "hmac check failed") off stderr; errors are ours.
         let _ = conn.execute_batch("PRAGMA cipher_log_level = NONE;");
         let pragma = Zeroizing::new(format!("PRAGMA key = \"x'{}'\";", key.to_hex().as_str()));
@@ -343,15 +349,16 @@ impl Keystore {
     /// Reads a value from the key-value table.
     pub fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         use rusqlite::OptionalExtension;
-        Ok(self.conn.query_row("SELECT value FROM skytale_kv WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM skytale_kv WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
     }
 
     /// Writes a value to the key-value table.
     pub fn kv_put(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO skytale_kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            rusqlite::params![key, value],
-        )?;
+        self.conn.prepare_cached("INSERT INTO skytale_kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?.execute(rusqlite::params![key, value])?;
         Ok(())
     }
 }

@@ -50,7 +50,7 @@ impl Agent {
         let res = (|| {
             let inner = self.lock()?;
             let conn = inner.store.conn();
-            conn.execute_batch("BEGIN IMMEDIATE")?;
+            conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
             let res = taken.iter().try_for_each(|(name, seq)| delete_acked(conn, name, *seq));
             super::finish_tx(conn, res)
         })();
@@ -87,6 +87,7 @@ impl Agent {
 
 /// Deletes a channel's inbox items up to and including `seq`.
 pub(super) fn delete_acked(conn: &Connection, name: &str, seq: u64) -> Result<()> {
-    conn.execute("DELETE FROM skytale_inbox WHERE channel = ?1 AND seq <= ?2", params![name, seq as i64])?;
+    conn.prepare_cached("DELETE FROM skytale_inbox WHERE channel = ?1 AND seq <= ?2")?
+        .execute(params![name, seq as i64])?;
     Ok(())
 }

@@ -33,7 +33,7 @@ impl Agent {
             }
             let mut out = Vec::with_capacity(items.len());
             for (wire, delivery) in items {
-                inner.store.conn().execute_batch("SAVEPOINT skytale_item")?;
+                inner.store.conn().prepare_cached("SAVEPOINT skytale_item")?.execute([])?;
                 let res = match inner.group(name) {
                     Ok(_) => {
                         parse_protocol(wire).and_then(|p| fork::process_delivered_one(inner, name, p, wire, *delivery))
@@ -42,7 +42,7 @@ impl Agent {
                 };
                 match res {
                     Ok(ev) => {
-                        inner.store.conn().execute_batch("RELEASE skytale_item")?;
+                        inner.store.conn().prepare_cached("RELEASE skytale_item")?.execute([])?;
                         out.push(Ok(ev));
                     }
                     Err(e) => {

@@ -107,14 +107,14 @@ fn skipped_key(name: &str) -> String {
 }
 
 fn kv_get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>> {
-    Ok(conn.query_row("SELECT value FROM skytale_kv WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    Ok(conn.prepare_cached("SELECT value FROM skytale_kv WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()?)
 }
 
 fn kv_put(conn: &Connection, key: &str, value: &[u8]) -> Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO skytale_kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        params![key, value],
-    )?;
+    )?
+    .execute(params![key, value])?;
     Ok(())
 }
 
@@ -136,10 +136,9 @@ pub fn commit_hash(wire: &[u8]) -> [u8; 32] {
 /// Remembers the current epoch's authenticator (to check late messages of that epoch).
 pub(super) fn remember_epoch(conn: &Connection, name: &str, group: &MlsGroup) -> Result<()> {
     let epoch = group.epoch().as_u64();
-    let added = conn.execute(
-        "INSERT OR IGNORE INTO skytale_kv (key, value) VALUES (?1, ?2)",
-        params![auth_key(name, epoch), truncated(group).to_vec()],
-    )?;
+    let added = conn
+        .prepare_cached("INSERT OR IGNORE INTO skytale_kv (key, value) VALUES (?1, ?2)")?
+        .execute(params![auth_key(name, epoch), truncated(group).to_vec()])?;
     if added > 0 && epoch > KEEP_EPOCHS {
         prune(conn, &auth_prefix(name), &auth_key(name, epoch - KEEP_EPOCHS))?;
     }
@@ -230,7 +229,8 @@ pub(super) fn evidence(conn: &Connection, name: &str, group: &MlsGroup, aad: Opt
 pub(super) fn check_slot(conn: &Connection, name: &str, group: &MlsGroup, wire: &[u8], d: &Delivery) -> Result<()> {
     let slot = d.relay_epoch.saturating_sub(1);
     let relay_epoch: Option<i64> = conn
-        .query_row("SELECT relay_epoch FROM skytale_channels WHERE name = ?1", [name], |r| r.get(0))
+        .prepare_cached("SELECT relay_epoch FROM skytale_channels WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
         .optional()?
         .flatten();
     let filled = relay_epoch.map(|e| e as u64).unwrap_or(0);
@@ -325,7 +325,8 @@ pub(super) fn after_failure(conn: &Connection, name: &str, wire: &[u8], d: &Deli
             // everyone (all members fail it alike). Anything else is not recorded: a relay
             // could inject garbage under the seq of a real item, which must stay processable.
             let filled: Option<i64> = conn
-                .query_row("SELECT relay_epoch FROM skytale_channels WHERE name = ?1", [name], |r| r.get(0))
+                .prepare_cached("SELECT relay_epoch FROM skytale_channels WHERE name = ?1")?
+                .query_row([name], |r| r.get(0))
                 .optional()?
                 .flatten();
             let next_slot = d.relay_epoch.saturating_sub(1) == filled.map(|f| f as u64).unwrap_or(0);
@@ -444,10 +445,10 @@ impl Agent {
             let conn = inner.store.conn();
             kv_put(conn, &heal_key(name), &seq.to_be_bytes())?;
             record_slot(conn, name, relay_epoch.saturating_sub(1), seq, wire)?;
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE skytale_channels SET relay_epoch = MAX(COALESCE(relay_epoch, 0), ?2) WHERE name = ?1",
-                params![name, relay_epoch as i64],
-            )?;
+            )?
+            .execute(params![name, relay_epoch as i64])?;
             Ok(())
         })
     }

@@ -219,7 +219,8 @@ impl Agent {
         let e: Option<Option<i64>> = inner
             .store
             .conn()
-            .query_row("SELECT relay_epoch FROM skytale_channels WHERE name = ?1", [name], |r| r.get(0))
+            .prepare_cached("SELECT relay_epoch FROM skytale_channels WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
             .optional()?;
         match e {
             None => Err(Error::ChannelNotFound(name.to_string())),
@@ -230,10 +231,13 @@ impl Agent {
     /// Records the relay's epoch of the channel (never goes back).
     pub fn set_relay_epoch(&self, name: &str, epoch: u64) -> Result<()> {
         let inner = self.lock()?;
-        let n = inner.store.conn().execute(
-            "UPDATE skytale_channels SET relay_epoch = MAX(COALESCE(relay_epoch, 0), ?2) WHERE name = ?1",
-            params![name, epoch as i64],
-        )?;
+        let n = inner
+            .store
+            .conn()
+            .prepare_cached(
+                "UPDATE skytale_channels SET relay_epoch = MAX(COALESCE(relay_epoch, 0), ?2) WHERE name = ?1",
+            )?
+            .execute(params![name, epoch as i64])?;
         if n == 0 {
             return Err(Error::ChannelNotFound(name.to_string()));
         }
