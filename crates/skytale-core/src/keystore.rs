@@ -98,7 +98,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Prepared statements kept per keystore connection.
-const STATEMENT_CACHE: usize = 64;
+const STATEMENT_CACHE: usize = 128;
 
 impl Keystore {
     /// Opens (or, when the directory holds no keystore yet, creates) the keystore in `dir`.
@@ -205,8 +205,9 @@ impl Keystore {
         let conn =
             Connection::open_with_flags(db_path, flags).map_err(|e| Error::Storage(format!("open keystore: {e}")))?;
         conn.busy_timeout(std::time::Duration::from_millis(250))?;
-        // Hot-path statements (transactions, inbox, positions, fork-detection records) are
-        // prepared once and reused: parsing them per message cost several percent of an agent.
+        // Hot-path statements (transactions, inbox, positions, fork-detection records, and
+        // openmls' state reads and writes in vendor/openmls_sqlite_storage) are prepared once
+        // and reused: parsing them per message cost several percent of an agent.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // Keep SQLCipher's own diagnostics (e.g. "hmac check failed") off stderr; errors are ours.
         let _ = conn.execute_batch("PRAGMA cipher_log_level = NONE;");
