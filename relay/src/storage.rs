@@ -131,6 +131,9 @@ fn run(mut store: Box<dyn Store>, rx: std_mpsc::Receiver<Job>) {
             }
         }
         flush(store.as_mut(), &mut pending);
+        if let Err(e) = store.maintain() {
+            tracing::warn!(error = %e, "storage upkeep failed");
+        }
     }
     tracing::debug!("storage thread stopped");
 }

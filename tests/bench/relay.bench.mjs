@@ -23,7 +23,9 @@
 //               all subscribers / time from the first send to the last delivery.
 // The relay runs with SKYTALE_RELAY_FRAMES_PER_SECOND=100000 and SKYTALE_RELAY_BURST=100000
 // (the default, 100 frames/s per identity, would be the bottleneck otherwise).
-// Results: a markdown table on stdout, JSON in target/bench/relay.json.
+// Results: a markdown table on stdout, JSON in target/bench/relay.json. With
+// SKYTALE_BENCH_DUMP=<prefix>, each latency phase also writes its raw latencies (ms, in arrival
+// order) to <prefix>-<rate>.json, to see where in time the slow ones are.
 
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, tmpdir } from 'node:os'
@@ -100,6 +102,8 @@ async function latencyAt(sender, receiver, channel, r, count) {
   const sent = await sender.call('sendPaced', { channel, rate: r, count, size: cfg.size })
   const got = await recv
   const st = got.per[0]
+  // Raw receive-minus-send times in arrival order, for looking at the tail over time.
+  if (process.env.SKYTALE_BENCH_DUMP) writeFileSync(`${process.env.SKYTALE_BENCH_DUMP}-${r}.json`, JSON.stringify(got.latencies))
   return {
     offered: r,
     messages: count,

@@ -245,6 +245,11 @@ pub trait Store: Send {
     fn checkpoint(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Light upkeep the storage thread runs after each round of work (SQLite: finishes a WAL
+    /// checkpoint its background thread started, so the WAL can start over).
+    fn maintain(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// The feed of items archived by other relay nodes (cluster backends; taken once, before
     /// the store moves to the storage thread). `None` for a single-node store.
     fn take_feed(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Remote>> {

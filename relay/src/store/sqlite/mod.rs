@@ -6,9 +6,13 @@
 //! unique index, replay by the primary key, usage by org), so its cost does not grow with the
 //! archive. The schema and its migrations are in [`schema`].
 
+mod checkpointer;
 mod schema;
 #[cfg(test)]
 mod tests;
+
+pub use checkpointer::CheckpointConfig;
+use checkpointer::Checkpointer;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,6 +26,9 @@ use crate::error::Result;
 /// The SQLite store.
 pub struct SqliteStore {
     conn: Connection,
+    /// WAL checkpoints on their own thread and connection (`None`: SQLite's automatic
+    /// checkpoint on the writer, if that thread could not be started).
+    checkpointer: Option<Checkpointer>,
 }
 
 fn u(v: i64) -> u64 {
@@ -33,8 +40,14 @@ fn i(v: u64) -> i64 {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the store at `path`, with WAL checkpoints in the background.
     pub fn open(path: &Path) -> Result<SqliteStore> {
+        SqliteStore::open_with(path, CheckpointConfig::default())
+    }
+
+    /// Opens (or creates) the store at `path`, with background WAL checkpoints as `checkpoints`
+    /// says (see [`CheckpointConfig`]).
+    pub fn open_with(path: &Path, checkpoints: CheckpointConfig) -> Result<SqliteStore> {
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -45,7 +58,18 @@ impl SqliteStore {
         conn.pragma_update(None, "mmap_size", 268_435_456i64)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         schema::migrate(&mut conn)?;
-        Ok(SqliteStore { conn })
+        let checkpointer = match Checkpointer::start(path, checkpoints) {
+            Ok(c) => {
+                // The writer no longer checkpoints inside its commits (see `checkpointer`).
+                conn.pragma_update(None, "wal_autocheckpoint", 0i64)?;
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no background checkpoints; the writer checkpoints itself");
+                None
+            }
+        };
+        Ok(SqliteStore { conn, checkpointer })
     }
 }
 
@@ -384,6 +408,14 @@ impl Store for SqliteStore {
     fn checkpoint(&mut self) -> Result<()> {
         self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
         Ok(())
+    }
+
+    /// Finishes a WAL checkpoint the background thread asked the writer to finish.
+    fn maintain(&mut self) -> Result<()> {
+        match &self.checkpointer {
+            Some(c) => c.finish_if_asked(&self.conn),
+            None => Ok(()),
+        }
     }
 
     fn prune(&mut self, cutoffs: &PruneCutoffs) -> Result<Pruned> {

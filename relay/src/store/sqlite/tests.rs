@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use rusqlite::{params, Connection};
 
-use super::{schema, SqliteStore};
+use super::{schema, CheckpointConfig, SqliteStore};
 use crate::store::{Append, PruneCutoffs, Store};
 
 fn temp(name: &str) -> std::path::PathBuf {
@@ -165,4 +165,82 @@ fn reads_are_bounded_by_bytes_and_expired_rows_are_pruned() {
     assert_eq!(s.org_usage("acme").unwrap().archive_bytes, 500 + 6);
     let payloads: i64 = s.conn.query_row("SELECT COUNT(*) FROM welcome_payloads", [], |r| r.get(0)).unwrap();
     assert_eq!(payloads, 0);
+}
+
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn wal_of(path: &std::path::Path) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push("-wal");
+    p.into()
+}
+
+fn message(channel: &str, seq: u64) -> Append {
+    let mut a = commit(channel, seq, 0, "alice");
+    a.kind = 1;
+    a.new_epoch = 0;
+    a.payload = Bytes::from(vec![7u8; 256]);
+    a
+}
+
+/// Waits (up to 20 s) for `cond`.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cond() {
+        assert!(std::time::Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn committed_pages_reach_the_database_file_without_the_writer_checkpointing() {
+    let path = temp("bg-checkpoint");
+    let cfg = CheckpointConfig { interval: std::time::Duration::from_millis(5), restart_frames: 1 << 20 };
+    let mut s = SqliteStore::open_with(&path, cfg).unwrap();
+    let auto: i64 = s.conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).unwrap();
+    assert_eq!(auto, 0, "the writer does not checkpoint inside its commits");
+    s.create_channel("acme/c/k", "acme", "alice", 0).unwrap();
+    let before = file_len(&path);
+    // Far fewer than SQLite's 1,000-frame automatic checkpoint: only the background thread
+    // can copy these pages into the database file.
+    for seq in 1..=20u64 {
+        s.append_batch(&[message("acme/c/k", seq)]).unwrap();
+    }
+    let ckpt = s.checkpointer.as_ref().unwrap();
+    wait_for("the background checkpoint", || file_len(&path) > before && ckpt.passes() > 0);
+    // What the writer committed is what a fresh reader of the database sees.
+    let n: i64 = s.conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 20);
+    drop(s); // stops and joins the thread
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.channel("acme/c/k").unwrap().unwrap().last_seq, 20);
+}
+
+#[test]
+fn under_steady_writes_the_writer_finishes_the_copy_and_the_wal_starts_over() {
+    let path = temp("wal-restart");
+    let cfg = CheckpointConfig { interval: std::time::Duration::from_millis(10), restart_frames: 64 };
+    let mut s = SqliteStore::open_with(&path, cfg).unwrap();
+    s.create_channel("acme/c/k", "acme", "alice", 0).unwrap();
+    // Writes without a pause (each followed by the storage thread's upkeep, as in
+    // `storage::run`): a concurrent checkpoint never copies the last frames before the next
+    // commit, so without the writer's finishing pass this WAL would grow with every write
+    // (4,000 sends ≈ 80 MiB).
+    let mut seq = 0u64;
+    let mut asked = 0;
+    while seq < 4_000 {
+        seq += 1;
+        s.append_batch(&[message("acme/c/k", seq)]).unwrap();
+        if s.checkpointer.as_ref().unwrap().finish_asked() {
+            asked += 1;
+        }
+        s.maintain().unwrap();
+    }
+    assert!(asked > 0, "the background thread asked the writer to finish");
+    let wal = file_len(&wal_of(&path));
+    assert!(wal < 24 << 20, "the WAL started over (its file is {wal} bytes)");
+    let n: i64 = s.conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 4_000);
 }
