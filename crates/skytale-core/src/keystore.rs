@@ -16,6 +16,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use hmac::{Hmac, Mac};
@@ -27,6 +28,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::secret::{KeystoreSecret, SecretKey32};
+use crate::wal_sync::WalFile;
 
 const DB_FILE: &str = "keystore.db";
 const META_FILE: &str = "keystore.json";
@@ -61,6 +63,17 @@ pub struct Keystore {
     conn: Connection,
     path: PathBuf,
     cipher_version: String,
+    /// The WAL as the background sync thread sees it (`crate::wal_sync`).
+    wal: Option<Arc<WalFile>>,
+}
+
+impl Drop for Keystore {
+    fn drop(&mut self) {
+        // Before the connection closes (and deletes the WAL): the sync thread lets it be.
+        if let Some(wal) = &self.wal {
+            wal.close();
+        }
+    }
 }
 
 impl std::fmt::Debug for Keystore {
@@ -248,7 +261,16 @@ impl Keystore {
         )?;
         // Take the exclusive lock now, so a second process fails at open, not mid-operation.
         conn.execute_batch("BEGIN EXCLUSIVE; COMMIT;")?;
-        let mut store = Keystore { conn, path: db_path.to_path_buf(), cipher_version };
+        // Commits mark the WAL for a background sync (see `crate::wal_sync`).
+        let wal = crate::wal_sync::register(db_path);
+        if let Some(wal) = &wal {
+            let wal = Arc::clone(wal);
+            conn.commit_hook(Some(move || {
+                wal.note_commit();
+                false // never turns a commit into a rollback
+            }));
+        }
+        let mut store = Keystore { conn, path: db_path.to_path_buf(), cipher_version, wal };
         store.migrate()?;
         Ok(store)
     }

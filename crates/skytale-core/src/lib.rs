@@ -35,6 +35,7 @@ pub mod policy;
 mod provider;
 mod secret;
 mod signer;
+mod wal_sync;
 
 pub use agent::{
     commit_hash, failure_kind, resync_item_kind, Agent, AgentOptions, BatchError, Delivery, Failure, InboxItem,
