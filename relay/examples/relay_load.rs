@@ -8,11 +8,15 @@
 //! - `cpu`: relay CPU per send (utime + stime of the relay process / sends) for `--sends` sends
 //!   on an empty channel, then again after `--history` items were archived in that channel.
 //! - `memory`: relay RSS growth per connection with `--agents` agents × `--per-agent` channels.
+//! - `latency`: 1 sender → 1 raw subscriber, `--rate` sends/s for `--seconds`, each sent when
+//!   due (not waiting for earlier acks): p50/p90/p99/max of send → ack and send → delivery, the
+//!   relay's own share of the agents' latency (`npm run bench:relay -- --only latency`).
 //!
 //! ```sh
 //! cargo run --release -p skytale-relay --example relay-load -- \
 //!   [--relay target/release/skytale-relay] [--old /tmp/relay-old/skytale-relay] \
-//!   [--only fanout,cpu,memory] [--subscribers 1000] [--messages 200] [--history 100000]
+//!   [--only fanout,cpu,memory,latency] [--subscribers 1000] [--messages 200] [--history 100000]
+//!   [--rate 2000] [--seconds 10] [--latency-history 0]
 //! ```
 //! With `--old`, every phase runs against both binaries (same process, one after the other).
 //! Subscribers are made channel members first (commits declaring them `added`, as clients do),
@@ -322,6 +326,105 @@ async fn cpu(r: &Relay, s: &Signer, a: &Args) -> Res<serde_json::Value> {
     }))
 }
 
+/// p50/p90/p99/max in milliseconds of `v` (microseconds; sorted here).
+fn percentiles(mut v: Vec<u64>) -> serde_json::Value {
+    v.sort_unstable();
+    let at = |q: f64| -> f64 {
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
+        v[i] as f64 / 1000.0
+    };
+    serde_json::json!({ "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0), "n": v.len() })
+}
+
+async fn latency(r: &Relay, s: &Signer, a: &Args) -> Res<serde_json::Value> {
+    let rate = a.num("rate", 2000).max(1);
+    let n = rate * a.num("seconds", 10);
+    let ch = "bench/load/latency";
+    let mut cl = Client::new();
+    let (sender, _ps) = cl.connect(r, s, "sender").await?;
+    sender.create_channel(ch).await?;
+    let epoch = add_members(&sender, ch, 0, &["sub".to_string()]).await?;
+    // An archive to send on top of (`--latency-history N` items, flooded first): a large
+    // archive changes what each paced commit costs (page cache, B-tree splits).
+    let history = a.num("latency-history", 0);
+    if history > 0 {
+        flood(&sender, ch, epoch, "h", history, 256, 64).await?;
+    }
+    let (sub, mut p) = cl.connect(r, s, "sub").await?;
+    let after = sender.channel_state(ch).await?.last_seq;
+    sub.subscribe(ch, after).await?;
+    let t0 = Instant::now();
+    // Send and delivery instants, µs since t0, by message index (index 0 = "not yet").
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
+    let reader = tokio::spawn(async move {
+        let mut got = 0u64;
+        while let Some(f) = p.recv().await {
+            if let Some(Body::Deliver(d)) = f.body {
+                let at = t0.elapsed().as_micros() as u64;
+                if d.payload.len() >= 8 {
+                    let mut idx = [0u8; 8];
+                    idx.copy_from_slice(&d.payload[..8]);
+                    if done_tx.send((u64::from_le_bytes(idx), at)).is_err() {
+                        break;
+                    }
+                    got += 1;
+                    if got >= n {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut acks: JoinSet<Res<u64>> = JoinSet::new();
+    let mut ack_us = Vec::with_capacity(n as usize);
+    let (cpu0, _) = r.usage()?;
+    let start = Instant::now();
+    for i in 0..n {
+        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let mut payload = vec![7u8; 256];
+        payload[..8].copy_from_slice(&i.to_le_bytes());
+        let sent_at = t0.elapsed().as_micros() as u64;
+        sent[i as usize].store(sent_at.max(1), Ordering::Relaxed);
+        let c = sender.clone();
+        let id = format!("l-{i}");
+        acks.spawn(async move {
+            c.send(ch, &id, Kind::Application, epoch, payload).await?;
+            Ok((t0.elapsed().as_micros() as u64).saturating_sub(sent_at))
+        });
+        while let Some(done) = acks.try_join_next() {
+            ack_us.push(done??);
+        }
+    }
+    while let Some(r) = acks.join_next().await {
+        ack_us.push(r??);
+    }
+    let mut deliver_us = Vec::with_capacity(n as usize);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (deliver_us.len() as u64) < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, done_rx.recv()).await {
+            Ok(Some((idx, at))) => {
+                let s_at = sent.get(idx as usize).map(|x| x.load(Ordering::Relaxed)).unwrap_or(0);
+                deliver_us.push(at.saturating_sub(s_at));
+            }
+            _ => break,
+        }
+    }
+    reader.abort();
+    let wall = start.elapsed().as_secs_f64();
+    let (cpu1, _) = r.usage()?;
+    Ok(serde_json::json!({
+        "rate": rate, "messages": n, "history": history, "delivered": deliver_us.len(), "wall_s": wall,
+        "relay_cpu_us_per_send": (cpu1 - cpu0) / n as f64 * 1e6,
+        "send_to_ack_ms": percentiles(ack_us), "send_to_delivery_ms": percentiles(deliver_us),
+    }))
+}
+
 async fn memory(r: &Relay, s: &Signer, a: &Args) -> Res<serde_json::Value> {
     let agents = a.num("agents", 1000) as usize;
     let per = a.num("per-agent", 5) as usize;
@@ -385,6 +488,7 @@ async fn run_all(bin: &str, a: &Args) -> Res<serde_json::Value> {
             "fanout" => fanout(&relay, &signer, a).await?,
             "cpu" => cpu(&relay, &signer, a).await?,
             "memory" => memory(&relay, &signer, a).await?,
+            "latency" => latency(&relay, &signer, a).await?,
             other => return Err(format!("unknown phase {other}").into()),
         };
         eprintln!("[relay-load] {phase}: {v}");

@@ -51,10 +51,14 @@ impl SqliteStore {
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // A page cache that holds the hot index pages of a large archive (dedupe lookups and
-        // inserts land on random pages of `messages_dedupe`), and reads through mmap: keeps the
-        // per-send cost flat as history grows. Memory is only used as the archive grows.
-        conn.pragma_update(None, "cache_size", -32768i64)?;
+        // Reads go through mmap (clean pages of the database file are never copied into the
+        // page cache), so the cache only has to hold the pages being written and those still
+        // in the WAL: 4 MiB keeps the per-send cost flat with 100,000 items of history. It is
+        // kept small on purpose: a commit whose insert splits a B-tree page (SQLite moves a
+        // page through the pending-byte page number while reordering) ends with a scan of the
+        // whole cache's hash table, so its cost grows with the cache (32 MiB cost the storage
+        // thread ~15 % at 2,000 paced sends/s; BENCHMARKS.md § "Session 10").
+        conn.pragma_update(None, "cache_size", -4096i64)?;
         conn.pragma_update(None, "mmap_size", 268_435_456i64)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         schema::migrate(&mut conn)?;
