@@ -16,7 +16,7 @@
 //! cargo run --release -p skytale-relay --example relay-load -- \
 //!   [--relay target/release/skytale-relay] [--old /tmp/relay-old/skytale-relay] \
 //!   [--only fanout,cpu,memory,latency] [--subscribers 1000] [--messages 200] [--history 100000]
-//!   [--rate 2000] [--seconds 10] [--latency-history 0]
+//!   [--rate 2000] [--seconds 10] [--latency-history 0] [--size 256]
 //! ```
 //! With `--old`, every phase runs against both binaries (same process, one after the other).
 //! Subscribers are made channel members first (commits declaring them `added`, as clients do),
@@ -350,6 +350,8 @@ async fn latency(r: &Relay, s: &Signer, a: &Args) -> Res<serde_json::Value> {
     // An archive to send on top of (`--latency-history N` items, flooded first): a large
     // archive changes what each paced commit costs (page cache, B-tree splits).
     let history = a.num("latency-history", 0);
+    // `--size`: payload bytes (an agent's message padded to the 1 KiB bucket is ~1,150 bytes).
+    let size = (a.num("size", 256) as usize).max(8);
     if history > 0 {
         flood(&sender, ch, epoch, "h", history, 256, 64).await?;
     }
@@ -386,7 +388,7 @@ async fn latency(r: &Relay, s: &Signer, a: &Args) -> Res<serde_json::Value> {
     for i in 0..n {
         let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
         tokio::time::sleep_until(due.into()).await;
-        let mut payload = vec![7u8; 256];
+        let mut payload = vec![7u8; size];
         payload[..8].copy_from_slice(&i.to_le_bytes());
         let sent_at = t0.elapsed().as_micros() as u64;
         sent[i as usize].store(sent_at.max(1), Ordering::Relaxed);
@@ -419,7 +421,7 @@ async fn latency(r: &Relay, s: &Signer, a: &Args) -> Res<serde_json::Value> {
     let wall = start.elapsed().as_secs_f64();
     let (cpu1, _) = r.usage()?;
     Ok(serde_json::json!({
-        "rate": rate, "messages": n, "history": history, "delivered": deliver_us.len(), "wall_s": wall,
+        "rate": rate, "messages": n, "size": size, "history": history, "delivered": deliver_us.len(), "wall_s": wall,
         "relay_cpu_us_per_send": (cpu1 - cpu0) / n as f64 * 1e6,
         "send_to_ack_ms": percentiles(ack_us), "send_to_delivery_ms": percentiles(deliver_us),
     }))

@@ -19,13 +19,17 @@
 //!   - `org_usage(org, channels, invites, key_packages, archive_bytes)`, computed from the data,
 //!     then kept by triggers (channels, invites, key packages, welcome payloads) and by the
 //!     archive writes and prunes (message payloads, counted per batch, not per row).
+//! - **Version 2** (the archive as a rowid table): `messages` is copied into a rowid table with
+//!   unique `(channel, seq)`; as a `WITHOUT ROWID` table every message of the 1 KiB padding
+//!   bucket took an overflow page of its own (see [`V2`]). The copy is one transaction: a large
+//!   archive needs as much free disk again while it runs.
 
 use rusqlite::Connection;
 
 use crate::error::Result;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 /// Version 0: the first release's tables.
 pub(super) const V0: &str = "
@@ -185,8 +189,35 @@ CREATE TRIGGER welcome_payloads_usage_del AFTER DELETE ON welcome_payloads BEGIN
 END;
 ";
 
+/// Version 2: the archive as a rowid table. As a `WITHOUT ROWID` table (an index B-tree) a row
+/// is stored inline only up to ~1,000 bytes on 4 KiB pages, and every message of the 1 KiB
+/// padding bucket is a little over that (MLS framing on top): each took an overflow page of
+/// its own, ~4.6 KiB per message, and one more page written per send. A rowid table keeps
+/// rows up to ~4,000 bytes inline (~1.2 KiB per such message). `(channel, seq)` stays unique
+/// through an index; the copy keeps every row as it was.
+const V2: &str = "
+CREATE TABLE messages_v2 (
+  id INTEGER PRIMARY KEY,
+  channel TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  epoch INTEGER NOT NULL,
+  kind INTEGER NOT NULL,
+  sender TEXT NOT NULL,
+  client_msg_id TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  created_ms INTEGER NOT NULL
+);
+INSERT INTO messages_v2 (channel, seq, epoch, kind, sender, client_msg_id, payload, created_ms)
+  SELECT channel, seq, epoch, kind, sender, client_msg_id, payload, created_ms FROM messages ORDER BY channel, seq;
+DROP TABLE messages;
+ALTER TABLE messages_v2 RENAME TO messages;
+CREATE UNIQUE INDEX messages_seq ON messages(channel, seq);
+CREATE UNIQUE INDEX messages_dedupe ON messages(channel, sender, client_msg_id) WHERE client_msg_id <> '';
+CREATE INDEX messages_created ON messages(created_ms);
+";
+
 /// The migration steps: `MIGRATIONS[i]` takes a store from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 1] = [V1];
+const MIGRATIONS: [&str; 2] = [V1, V2];
 
 /// Creates the version-0 tables if missing, then migrates to [`VERSION`] (each step one
 /// transaction, so a crash leaves the store at a whole version). A store written by a newer
