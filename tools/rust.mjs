@@ -101,10 +101,12 @@ if (command === 'build') {
 } else if (command === 'test') {
   run('cargo', ['test', '--release', '--workspace', '--exclude', 'skytale-node', '--target', target, ...extra])
   // The relay's behaviour suite again on the JetStream store (each relay gets its own
-  // nats-server); skipped only when an explicit test filter was given.
+  // nats-server); skipped only when an explicit test filter was given. Selected from the
+  // workspace like the run above (not `-p skytale-relay`): the dependencies keep the
+  // workspace's feature set, so nothing is compiled a second time.
   if (!extra.length) {
     process.env.SKYTALE_TEST_RELAY_STORE = 'nats'
-    run('cargo', ['test', '--release', '-p', 'skytale-relay', '--target', target,
+    run('cargo', ['test', '--release', '--workspace', '--exclude', 'skytale-node', '--target', target,
       '--test', 'relay', '--test', 'engine', '--test', 'invites', '--test', 'authority', '--test', 'membership',
       '--test', 'quotas'])
     delete process.env.SKYTALE_TEST_RELAY_STORE

@@ -26,6 +26,8 @@
 // Results: a markdown table on stdout, JSON in target/bench/relay.json. With
 // SKYTALE_BENCH_DUMP=<prefix>, each latency phase also writes its raw latencies (ms, in arrival
 // order) to <prefix>-<rate>.json, to see where in time the slow ones are.
+// Before anything starts, the host's thread wake-up round trip is measured (relay/host.mjs)
+// and reported with the results: latencies of different machines compare only with it.
 
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, tmpdir } from 'node:os'
@@ -33,6 +35,7 @@ import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { REPO, signup, startApiServer, startRelay } from '../helpers/stack.mjs'
 import { cpuMeter, startWorker, summarize } from './relay/proc.mjs'
+import { wakeRoundTrip } from './relay/host.mjs'
 
 const argv = process.argv.slice(2)
 const flag = (name) => argv.includes(`--${name}`)
@@ -279,11 +282,15 @@ function table() {
     rows.push(`| fan-out: add ${f.subscribers} members one by one | ${(f.add.totalMs / 1000).toFixed(1)} s (first add ${f.add.firstMs} ms, last ${f.add.lastMs} ms); all joined after ${(f.add.allJoinedMs / 1000).toFixed(1)} s | ${cpu(f.add.cpuSeconds)}, subscribers ${subCpu(f.add.cpuSeconds)} |`)
     rows.push(`| fan-out: 1 sender → ${f.subscribers} subscribers, ${f.messages} msg at ${f.offered} msg/s | **${f.deliveriesPerSecond}** deliveries/s; ${f.delivered}/${f.expectedDeliveries}; latency p50 ${f.latencyMs.p50} ms, p99 ${f.latencyMs.p99} ms | ${cpu(f.cpuSeconds)}, subscribers ${subCpu(f.cpuSeconds)} (over ${f.wallSeconds} s) |`)
   }
+  const wake = results.machine.wakeRoundTripUs
+  rows.unshift(`| host: thread wake-up round trip (idle, two threads) | p50 ${wake.p50} µs, p90 ${wake.p90} µs | |`)
   return ['| case | result | CPU seconds used |', '|---|---|---|', ...rows].join('\n')
 }
 
 const started = Date.now()
 try {
+  results.machine.wakeRoundTripUs = (await wakeRoundTrip()).roundTripUs
+  log(`host: thread wake-up round trip p50 ${results.machine.wakeRoundTripUs.p50} µs`)
   api = await startApiServer({ dataDir: join(root, 'api') })
   relay = await startRelay({
     dataDir: join(root, 'relay'),

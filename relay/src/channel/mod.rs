@@ -87,7 +87,32 @@ pub struct Item {
     pub invite_id: String,
 }
 
-type Reply = oneshot::Sender<Result<Outcome>>;
+/// Where an item's outcome goes: called once, on the actor's task (so it must not block). A
+/// reply dropped unanswered (the actor stopped) answers that the channel actor stopped, so no
+/// caller waits for ever.
+pub struct Reply(Option<Box<dyn FnOnce(Result<Outcome>) + Send>>);
+
+impl Reply {
+    /// A reply handled by `answer`.
+    pub fn new(answer: impl FnOnce(Result<Outcome>) + Send + 'static) -> Reply {
+        Reply(Some(Box::new(answer)))
+    }
+
+    /// Answers the item.
+    pub fn send(mut self, res: Result<Outcome>) {
+        if let Some(answer) = self.0.take() {
+            answer(res);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(answer) = self.0.take() {
+            answer(Err(RelayError::Storage("channel actor stopped".to_string())));
+        }
+    }
+}
 
 /// A request to a channel actor.
 pub enum Cmd {
@@ -124,9 +149,7 @@ impl Cmd {
     fn fail(self, e: &RelayError) {
         let err = || RelayError::wire(e.code(), e.client_message());
         match self {
-            Cmd::Item(_, reply) => {
-                let _ = reply.send(Err(err()));
-            }
+            Cmd::Item(_, reply) => reply.send(Err(err())),
             Cmd::Create { reply, .. } => {
                 let _ = reply.send(Err(err()));
             }
@@ -204,7 +227,11 @@ impl Channels {
     /// Orders an item on its channel and waits for the outcome.
     pub async fn item(&self, relay: &Arc<Relay>, channel: &str, item: Item) -> Result<Outcome> {
         let (tx, rx) = oneshot::channel();
-        self.send(relay, channel, Cmd::Item(Box::new(item), tx));
+        let reply = Reply::new(move |res| {
+            // The caller may have stopped waiting.
+            let _ = tx.send(res);
+        });
+        self.send(relay, channel, Cmd::Item(Box::new(item), reply));
         rx.await.map_err(|_| RelayError::Storage("channel actor stopped".to_string()))?
     }
 }
@@ -382,7 +409,7 @@ impl Actor {
                         self.send_batch(std::mem::take(&mut sends)).await;
                         let res =
                             if item.kind == Kind::Commit { self.commit(*item).await } else { self.join(*item).await };
-                        let _ = reply.send(res);
+                        reply.send(res);
                     }
                     Cmd::Create { org, identity, reply } => {
                         self.send_batch(std::mem::take(&mut sends)).await;
@@ -531,14 +558,12 @@ impl Actor {
             match self.check_member_fresh(&item.sender).await {
                 // A send of this sender failed to archive: its later ones wait for its retry.
                 Ok(_) if !self.failed.admit(&item.sender, &item.client_msg_id, now) => {
-                    let _ = reply.send(Err(RelayError::Storage(
+                    reply.send(Err(RelayError::Storage(
                         "an earlier send of this sender was not archived and goes first".into(),
                     )));
                 }
                 Ok(_) => allowed.push((item, reply)),
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
+                Err(e) => reply.send(Err(e)),
             }
         }
         if allowed.is_empty() {
@@ -556,7 +581,7 @@ impl Actor {
             if retried {
                 self.failed.failed(&item.sender, &item.client_msg_id, now);
             }
-            let _ = reply.send(res);
+            reply.send(res);
         }
     }
 
@@ -632,5 +657,43 @@ fn append_of(channel: &str, item: &Item, seq: u64, new_epoch: u64, now: u64) -> 
         welcome: item.welcome.clone(),
         added: item.added.clone(),
         removed: item.removed.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capture() -> (Reply, std::sync::mpsc::Receiver<Result<Outcome>>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (
+            Reply::new(move |res| {
+                tx.send(res).unwrap();
+            }),
+            rx,
+        )
+    }
+
+    #[test]
+    fn a_reply_answers_once_with_what_it_is_given() {
+        let (reply, rx) = capture();
+        let ack = Ack { channel: "acme/c".into(), seq: 7, epoch: 2, duplicate: false };
+        reply.send(Ok(Outcome::Ack(ack)));
+        match rx.try_recv().unwrap() {
+            Ok(Outcome::Ack(a)) => assert_eq!((a.seq, a.epoch), (7, 2)),
+            _ => panic!("expected the ack"),
+        }
+        assert!(rx.try_recv().is_err(), "answered twice");
+    }
+
+    #[test]
+    fn a_reply_dropped_unanswered_says_the_actor_stopped() {
+        let (reply, rx) = capture();
+        drop(reply);
+        match rx.try_recv().unwrap() {
+            Err(e) => assert!(e.to_string().contains("channel actor stopped"), "{e}"),
+            Ok(_) => panic!("expected an error"),
+        }
+        assert!(rx.try_recv().is_err(), "answered twice");
     }
 }

@@ -13,10 +13,10 @@ use skytale_proto::codec::encode_frame;
 use skytale_proto::frames::*;
 use skytale_proto::names::{channel_org, validate_identity, MAX_CLIENT_MSG_ID_LEN};
 use skytale_proto::{ErrorCode, RELAY_FRAME_ALLOWANCE};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{wire, Session};
-use crate::channel::{require_member, Cmd, Item, Outcome};
+use crate::channel::{require_member, Cmd, Item, Outcome, Reply};
 use crate::error::{RelayError, Result};
 use crate::invites::{auth_hash, use_invite, validate_invite_id, MAX_INVITE_AUTH_LEN};
 use crate::metrics::{Metrics, Refusal};
@@ -312,23 +312,34 @@ impl Session {
             .acquire_owned()
             .await
             .map_err(|_| RelayError::Storage("session closing".to_string()))?;
-        let (tx, rx) = oneshot::channel();
-        relay.channels.send(&relay, channel, Cmd::Item(Box::new(item), tx));
         let out = self.push_tx.clone();
         let max = relay.config.limits.max_frame_bytes + RELAY_FRAME_ALLOWANCE;
-        tokio::spawn(async move {
-            let body = match rx.await {
-                Ok(Ok(Outcome::Ack(a))) => Body::Ack(a),
-                Ok(Ok(Outcome::Nack(n))) => Body::Nack(n),
-                Ok(Err(e)) => error_body(&e),
-                Err(_) => error_body(&RelayError::Storage("channel actor stopped".to_string())),
+        // Answered on the actor's task, straight into the push queue (no task per item).
+        let reply = Reply::new(move |res| {
+            let body = match res {
+                Ok(Outcome::Ack(a)) => Body::Ack(a),
+                Ok(Outcome::Nack(n)) => Body::Nack(n),
+                Err(e) => error_body(&e),
             };
-            if let Ok(bytes) = encode_frame(&Frame::new(rid, body), max) {
-                // The session may have ended meanwhile; then nobody waits for the reply.
-                let _ = out.send(bytes).await;
+            let Ok(bytes) = encode_frame(&Frame::new(rid, body), max) else { return };
+            match out.try_send(bytes) {
+                Ok(()) => drop(permit),
+                // The queue is full of pushes: wait for room on a task of its own (the actor
+                // must not wait for one connection), then release the in-flight slot.
+                Err(mpsc::error::TrySendError::Full(bytes)) => {
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        rt.spawn(async move {
+                            // The session may end meanwhile; then nobody waits for the reply.
+                            let _ = out.send(bytes).await;
+                            drop(permit);
+                        });
+                    }
+                }
+                // The session ended: nobody waits for the reply.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
-            drop(permit);
         });
+        relay.channels.send(&relay, channel, Cmd::Item(Box::new(item), reply));
         Ok(true)
     }
 
