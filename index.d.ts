@@ -346,6 +346,13 @@ export interface ClientConnectOptions {
    * members of its org), `'none'` (only invites this agent used) or `'any'`.
    */
   acceptWelcomes?: 'any' | 'org' | 'none'
+  /**
+   * Adds are committed without an MLS update path (cheap for large groups); an add made
+   * when this agent's own key in the channel is older than this many seconds is followed
+   * by a self-update (a key rotation), which restores post-compromise security. Default
+   * 600, at most 86,400; 0 = after every add.
+   */
+  selfUpdateIntervalSecs?: number
 }
 
 /** A client-wide event (see `Client.onEvent`). */

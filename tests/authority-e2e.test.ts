@@ -48,7 +48,7 @@ describe('channel authority', () => {
 
   const uid = (name: string) => `${name}-${randomBytes(3).toString('hex')}`
 
-  async function agent(identity: string, options: { acceptWelcomes?: string } = {}) {
+  async function agent(identity: string, options: { acceptWelcomes?: string; selfUpdateIntervalSecs?: number } = {}) {
     const p = startAgentProcess()
     procs.push(p)
     seen.set(p, [])
@@ -253,5 +253,35 @@ describe('channel authority', () => {
     const token = await alice.call('netCreateInvite', { channel: ch })
     await bob.call('netJoinWithToken', { channel: ch, token })
     expect(await bob.call('netChannels')).toContain(ch)
+  })
+
+  it('an add (committed without an update path) is followed by the adder\'s self-update once its key is older than selfUpdateIntervalSecs', async () => {
+    const [aliceId, bobId] = ['alice', 'bob'].map(uid)
+    // Alice's interval is 0: every add of hers is followed by a rotation of her own key.
+    const alice = await agent(aliceId, { selfUpdateIntervalSecs: 0 })
+    const bob = await agent(bobId)
+    const ch = `acme/authority/${uid('pcs')}`
+    await alice.call('netCreateChannel', { name: ch })
+    const created = await alice.call('netEpoch', { channel: ch })
+    await alice.call('netAddMember', { channel: ch, identity: bobId })
+    await bob.call('waitForChannel', { channel: ch })
+    // The add took one epoch, the scheduled rotation takes the next.
+    await until(async () => (await alice.call('netEpoch', { channel: ch })) === created + 2, 30_000, 'the self-update')
+    await alice.call('netSend', { channel: ch, text: 'after the update' })
+    // Bob joined at the add's epoch: what he sees next is Alice's rotation — a commit of hers
+    // that changes nobody's membership (a rotation always carries an update path) — and then
+    // her message in the new epoch.
+    const [update, message] = await bob.call('netReceive', { channel: ch, count: 1, timeoutMs: 30_000 })
+    expect(update).toMatchObject({ kind: 'commit', sender: aliceId, epoch: created + 2 })
+    expect([...(update.added ?? []), ...(update.removed ?? [])]).toEqual([])
+    expect(message).toMatchObject({ text: 'after the update', sender: aliceId, epoch: created + 2 })
+
+    // An interval above a day is refused up front.
+    const p = startAgentProcess()
+    procs.push(p)
+    const longId = uid('long')
+    await p.call('open', { dataDir: join(root, longId), identity: longId, keystoreKey: new Uint8Array(randomBytes(32)) })
+    await expect(p.call('connect', { apiUrl: apiSrv.url, apiKey: admin, relay: relay.address, selfUpdateIntervalSecs: 86_401 }))
+      .rejects.toMatchObject({ code: 'SKYTALE_INVALID_ARGUMENT' })
   })
 })

@@ -148,6 +148,27 @@ describe('adversarial relay (skytale-mitm) end to end', () => {
     report.push({ fault: 'duplicate every delivery', messages: 120, fired: await fired(rule), outcome: 'each accepted once; same epoch + authenticator' })
   })
 
+  it('spoof: the sender a relay names on a Welcome or a delivery is never what a member reports', async () => {
+    const ch = 'acme/mitm/spoof'
+    const [alice] = await group(ch, ['alice'])
+    const bob = await agent('bob')
+    const mallory = await agent('mallory') // a real org-mate: a plausible claim
+    const onWelcome = await mitm.call('add', { rule: { action: 'spoof', frame: 'welcome', to: [bob.id], as: mallory.id } })
+    const onDeliver = await mitm.call('add', { rule: { action: 'spoof', to: [bob.id], channel: ch, as: mallory.id } })
+    await alice.call('netAddMember', { channel: ch, identity: bob.id })
+    await bob.call('waitForChannel', { channel: ch, timeoutMs: 30_000 })
+    // Who added bob is the Welcome's sender as MLS authenticates it (its GroupInfo signer).
+    const joined = await until('bob\'s joined event', () => eventsOf(bob, 'joined'), (e) => e.some((x: any) => x.channel === ch))
+    expect(joined.filter((x: any) => x.channel === ch).map((x: any) => x.message)).toEqual([alice.id])
+    await alice.call('netSendMany', { channel: ch, prefix: 's-', count: 10 })
+    const got: Got[] = await bob.call('netReceiveUntil', { channel: ch, expect: texts('s-', 10) })
+    exactlyOnceInOrder(got, texts('s-', 10))
+    expect(new Set(got.map((g) => g.sender))).toEqual(new Set([alice.id]))
+    expect(await fired(onWelcome)).toBeGreaterThan(0)
+    expect(await fired(onDeliver)).toBeGreaterThanOrEqual(10)
+    report.push({ fault: 'claim another sender on Welcomes and deliveries', messages: 10, fired: (await fired(onWelcome)) + (await fired(onDeliver)), outcome: 'joined.by and every sender are the MLS-authenticated ones' })
+  })
+
   it('reorder and delay: swapped and late deliveries are applied in relay order', async () => {
     const ch = 'acme/mitm/reorder'
     const [alice, bob, carol] = await group(ch, ['alice', 'bob', 'carol'])

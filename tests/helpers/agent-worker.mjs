@@ -46,8 +46,14 @@ const ops = {
   async close() { await client?.close(); client = null; agent?.close(); agent = null; return true },
 
   // Networked client (relay + API server).
-  async connect({ apiUrl, apiKey, relay, acceptWelcomes }) {
-    client = await Client.connect(agent, { apiUrl, apiKey, relay, ...(acceptWelcomes ? { acceptWelcomes } : {}) })
+  async connect({ apiUrl, apiKey, relay, acceptWelcomes, selfUpdateIntervalSecs }) {
+    client = await Client.connect(agent, {
+      apiUrl,
+      apiKey,
+      relay,
+      ...(acceptWelcomes ? { acceptWelcomes } : {}),
+      ...(selfUpdateIntervalSecs !== undefined ? { selfUpdateIntervalSecs } : {}),
+    })
     void collectEvents(client)
     return { connected: client.connected }
   },

@@ -18,7 +18,10 @@ mod error;
 mod registry;
 mod tokens;
 
-pub use client::{AcceptWelcomes, ChannelEvent, ChannelStats, Client, ClientConfig, ClientEvent, InviteInfo};
+pub use client::{
+    AcceptWelcomes, ChannelEvent, ChannelStats, Client, ClientConfig, ClientEvent, InviteInfo,
+    MAX_SELF_UPDATE_INTERVAL, SELF_UPDATE_INTERVAL,
+};
 pub use error::{ClientError, Result};
 pub use skytale_core::invite::InviteToken;
 pub use tokens::{Token, TokenSource};

@@ -30,6 +30,11 @@ pub struct ClientConnectOptions {
     /// members of its org), `'none'` (only invites this agent used) or `'any'`.
     #[napi(ts_type = "'any' | 'org' | 'none'")]
     pub accept_welcomes: Option<String>,
+    /// Adds are committed without an MLS update path (cheap for large groups); an add made
+    /// when this agent's own key in the channel is older than this many seconds is followed
+    /// by a self-update (a key rotation), which restores post-compromise security. Default
+    /// 600, at most 86,400; 0 = after every add.
+    pub self_update_interval_secs: Option<u32>,
 }
 
 /// A delivered channel message (or, with `kind: 'commit'`, a membership change).
@@ -252,6 +257,9 @@ impl Client {
         if let Some(mode) = options.accept_welcomes.as_deref() {
             config.accept_welcomes = skytale_client::AcceptWelcomes::parse(mode)
                 .map_err(|e| crate::errors::js_error_code(env, e.code(), &e.to_string()))?;
+        }
+        if let Some(secs) = options.self_update_interval_secs {
+            config.self_update_interval = std::time::Duration::from_secs(u64::from(secs));
         }
         run(
             env,

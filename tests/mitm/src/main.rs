@@ -244,6 +244,15 @@ impl Proxy {
                 }
                 conn.forward(dir, &frame).await
             }
+            Action::Spoof => {
+                let claimed = rule.as_sender.clone().unwrap_or_else(|| "mallory".to_string());
+                match &mut frame.body {
+                    Some(Body::Deliver(d)) => d.sender = claimed,
+                    Some(Body::Welcome(w)) => w.sender = claimed,
+                    _ => {}
+                }
+                conn.forward(dir, &frame).await
+            }
         }
     }
 

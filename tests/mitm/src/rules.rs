@@ -13,7 +13,8 @@
 //!   delivery of the channel is sent to the client again), `fake_ack` (a `Commit` request is
 //!   answered with an `Ack` by the proxy and never reaches the relay), `substitute` (a
 //!   delivered commit's payload is replaced by a commit of the same epoch that the relay
-//!   refused).
+//!   refused), `spoof` (the sender a `deliver` or `welcome` frame names is replaced by `as`:
+//!   what the relay claims, never what MLS authenticates).
 //! - `dir`: `to_client` (default: relay → client frames) or `to_relay`.
 //! - `frame`: the body (`deliver`, `commit`, `send`, `ack`, `nack`, `fetch`, …); default
 //!   `deliver` for `to_client` and any for `to_relay`.
@@ -59,6 +60,8 @@ pub enum Action {
     FakeAck,
     /// A delivered commit's payload replaced by a refused commit of the same epoch.
     Substitute,
+    /// The sender named by a `deliver` or `welcome` frame replaced by the rule's `as`.
+    Spoof,
 }
 
 /// One scripted fault.
@@ -99,6 +102,9 @@ pub struct Rule {
     /// Delay of `delay`.
     #[serde(default)]
     pub delay_ms: Option<u64>,
+    /// The sender `spoof` claims.
+    #[serde(default, rename = "as")]
+    pub as_sender: Option<String>,
     /// Frames that matched the filters.
     #[serde(skip)]
     pub matched: u64,
@@ -157,6 +163,7 @@ pub fn kind_name(k: i32) -> &'static str {
 pub fn about(frame: &Frame) -> (Option<&str>, Option<&'static str>, Option<&str>) {
     match &frame.body {
         Some(Body::Deliver(d)) => (Some(&d.channel), Some(kind_name(d.kind)), Some(&d.sender)),
+        Some(Body::Welcome(w)) => (Some(&w.channel), None, Some(&w.sender)),
         Some(Body::Send(s)) => (Some(&s.channel), Some(kind_name(s.kind)), None),
         Some(Body::Commit(c)) => (Some(&c.channel), Some("commit"), None),
         Some(Body::Ack(a)) => (Some(&a.channel), None, None),

@@ -62,6 +62,11 @@ pub struct ClientConfig {
     pub key_package_batch: u32,
     /// Which Welcomes this agent joins on (see [`AcceptWelcomes`]).
     pub accept_welcomes: AcceptWelcomes,
+    /// How old this agent's last key update in a channel may be when it adds members before
+    /// it follows the add with a self-update (default [`SELF_UPDATE_INTERVAL`]; at most
+    /// [`MAX_SELF_UPDATE_INTERVAL`]; zero = after every add). Adds carry no update path, so
+    /// this bounds how long a leaf secret stolen from this agent keeps opening new epochs.
+    pub self_update_interval: Duration,
 }
 
 /// Which Welcomes an agent joins on. Whatever the mode, every member of the group a Welcome
@@ -97,6 +102,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("api_key", &"[redacted]")
             .field("relay", &self.relay)
             .field("relays", &self.relays)
+            .field("accept_welcomes", &self.accept_welcomes)
+            .field("self_update_interval", &self.self_update_interval)
             .finish()
     }
 }
@@ -112,6 +119,7 @@ impl ClientConfig {
             key_package_low_water: 5,
             key_package_batch: 10,
             accept_welcomes: AcceptWelcomes::default(),
+            self_update_interval: SELF_UPDATE_INTERVAL,
         }
     }
 
@@ -270,13 +278,18 @@ enum FollowUp {
     RecordUse { channel: String, invite_id: String, identity: String, not_before: tokio::time::Instant },
     /// Re-upload the sealed GroupInfo of this channel's live invites (the epoch changed).
     RefreshInvites { channel: String },
-    /// Rotate this agent's leaf if its last self-update is older than [`SELF_UPDATE_INTERVAL`]
-    /// (adds are committed without an update path; this restores post-compromise security).
+    /// Rotate this agent's leaf if its last self-update is older than
+    /// [`ClientConfig::self_update_interval`] (adds are committed without an update path; this
+    /// restores post-compromise security).
     SelfUpdate { channel: String },
 }
 
-/// How old this agent's last key update in a channel may get before an add triggers a rotation.
+/// How old this agent's last key update in a channel may get before an add triggers a rotation
+/// (the default of [`ClientConfig::self_update_interval`]).
 pub const SELF_UPDATE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Longest [`ClientConfig::self_update_interval`] a client accepts (one day).
+pub const MAX_SELF_UPDATE_INTERVAL: Duration = Duration::from_secs(86_400);
 
 fn self_update_key(channel: &str) -> String {
     format!("self-update/{channel}")
@@ -329,8 +342,16 @@ fn is_transport(e: &ProtoError) -> bool {
 impl Client {
     /// Connects `agent` to the relay. Resolves once the first connection is authenticated and
     /// every channel is subscribed; fails fast on a bad API key or an unreachable relay.
-    /// Afterwards the client reconnects by itself.
+    /// Afterwards the client reconnects by itself. Fails with `SKYTALE_INVALID_ARGUMENT` when
+    /// `config.self_update_interval` is above [`MAX_SELF_UPDATE_INTERVAL`].
     pub async fn connect(agent: Arc<Agent>, config: ClientConfig) -> Result<Client> {
+        if config.self_update_interval > MAX_SELF_UPDATE_INTERVAL {
+            return Err(ClientError::InvalidArgument(format!(
+                "selfUpdateIntervalSecs must be at most {} (one day), not {}",
+                MAX_SELF_UPDATE_INTERVAL.as_secs(),
+                config.self_update_interval.as_secs()
+            )));
+        }
         // Everything is processed in relay order and an own commit is merged only after what
         // the relay ordered before it (`sync::apply_before_own_commit`): channels this client
         // creates or joins keep no past epochs' secrets.

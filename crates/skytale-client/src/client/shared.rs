@@ -93,7 +93,7 @@ impl Shared {
         }
     }
 
-    /// Whether this agent's leaf in `channel` is older than [`SELF_UPDATE_INTERVAL`].
+    /// Whether this agent's leaf in `channel` is older than the configured self-update interval.
     pub(super) fn self_update_due(&self, channel: &str) -> bool {
         let last = self
             .agent
@@ -103,7 +103,7 @@ impl Shared {
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
             .map(u64::from_be_bytes)
             .unwrap_or(0);
-        now_secs().saturating_sub(last) >= SELF_UPDATE_INTERVAL.as_secs()
+        now_secs().saturating_sub(last) >= self.config.self_update_interval.as_secs()
     }
 
     pub(super) fn slot(&self, channel: &str) -> Arc<ChannelSlot> {
