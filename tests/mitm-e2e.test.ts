@@ -169,6 +169,43 @@ describe('adversarial relay (skytale-mitm) end to end', () => {
     report.push({ fault: 'claim another sender on Welcomes and deliveries', messages: 10, fired: (await fired(onWelcome)) + (await fired(onDeliver)), outcome: 'joined.by and every sender are the MLS-authenticated ones' })
   })
 
+  it('kill -9 between an add\'s send and its Ack: the restarted adder completes the add and then its self-update', async () => {
+    const ch = 'acme/mitm/add-crash'
+    const identity = `alice-${randomBytes(3).toString('hex')}`
+    const keystoreKey = new Uint8Array(randomBytes(32))
+    const start = async () => {
+      const p = startAgentProcess()
+      procs.push(p)
+      await p.call('open', { dataDir: join(root, identity), identity, keystoreKey })
+      // Interval 0: every add of alice's is followed by a rotation of her key.
+      await p.call('connect', { apiUrl: api.url, apiKey, relay: mitm.address, selfUpdateIntervalSecs: 0 })
+      return p
+    }
+    const alice = await start()
+    const bob = await agent('bob')
+    await alice.call('netCreateChannel', { name: ch })
+    const created = await alice.call('netEpoch', { channel: ch })
+    // The relay never gets alice's commit: she has written it as pending and waits for its Ack.
+    const rule = await mitm.call('add', { rule: { action: 'drop', dir: 'to_relay', frame: 'commit', to: [identity] } })
+    const adding = alice.call('netAddMember', { channel: ch, identity: bob.id }).catch(() => 'killed')
+    await until('the add on the wire', () => fired(rule), (n) => n > 0)
+    await alice.kill()
+    expect(await adding).toBe('killed')
+    const dropped = await fired(rule)
+    await mitm.call('clear')
+    // Restarted, alice sends the pending add again (same client_msg_id), merges it on its Ack
+    // and then rotates her own key, as the live path does after an add.
+    const again = await start()
+    await bob.call('waitForChannel', { channel: ch, timeoutMs: 30_000 })
+    await until('the self-update after the recovered add', () => again.call('netEpoch', { channel: ch }), (e) => e === created + 2)
+    await again.call('netSend', { channel: ch, text: 'after the crash' })
+    const [update, message] = await bob.call('netReceive', { channel: ch, count: 1, timeoutMs: 30_000 })
+    expect(update).toMatchObject({ kind: 'commit', sender: identity, epoch: created + 2 })
+    expect([...(update.added ?? []), ...(update.removed ?? [])]).toEqual([])
+    expect(message).toMatchObject({ text: 'after the crash', sender: identity })
+    report.push({ fault: 'withhold an add from the relay, kill -9 the adder, restart it', messages: 1, fired: dropped, outcome: 'add completed once after the restart, then the adder\'s self-update' })
+  })
+
   it('reorder and delay: swapped and late deliveries are applied in relay order', async () => {
     const ch = 'acme/mitm/reorder'
     const [alice, bob, carol] = await group(ch, ['alice', 'bob', 'carol'])

@@ -117,7 +117,22 @@ pub(super) async fn recover_pending_commit(shared: &Arc<Shared>, conn: &RelayCon
                 shared.agent.set_relay_epoch(channel, ack.epoch)?;
                 shared.fork.note_own(channel, ack.seq);
                 shared.agent.note_own_commit(channel, ack.epoch.saturating_sub(1), ack.seq, &commit.payload)?;
+                // What the live path does after its Ack (`commit_op`): an add carries no update
+                // path, so the scheduled self-update follows it here too.
+                if commit.added.is_empty() {
+                    shared.mark_self_updated(channel);
+                } else {
+                    shared.schedule(FollowUp::SelfUpdate { channel: channel.to_string() });
+                }
                 shared.schedule(FollowUp::RefreshInvites { channel: channel.to_string() });
+                if !commit.added.is_empty() || !commit.removed.is_empty() {
+                    shared.emit(ClientEvent::MembersChanged {
+                        channel: channel.to_string(),
+                        added: commit.added.clone(),
+                        removed: commit.removed.clone(),
+                        by: shared.agent.identity().to_string(),
+                    });
+                }
             }
             Err(ProtoError::WrongEpoch { .. }) => shared.agent.clear_pending_commit(channel)?,
             Err(e) if is_transport(&e) => return Err(e.into()),
