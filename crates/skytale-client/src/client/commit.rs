@@ -49,22 +49,8 @@ impl Shared {
                         self.agent.set_relay_epoch(channel, ack.epoch)?;
                         self.fork.note_own(channel, ack.seq);
                         self.agent.note_own_commit(channel, ack.epoch.saturating_sub(1), ack.seq, &msg.payload)?;
-                        if out.added.is_empty() {
-                            // Removes and rotations carry an update path: our leaf is fresh.
-                            self.mark_self_updated(channel);
-                        } else {
-                            self.schedule(FollowUp::SelfUpdate { channel: channel.to_string() });
-                        }
                         let _ = self.agent.kv_delete(&pending_commit_key(channel));
-                        self.schedule(FollowUp::RefreshInvites { channel: channel.to_string() });
-                        if !out.added.is_empty() || !out.removed.is_empty() {
-                            self.emit(ClientEvent::MembersChanged {
-                                channel: channel.to_string(),
-                                added: out.added.clone(),
-                                removed: out.removed.clone(),
-                                by: self.agent.identity().to_string(),
-                            });
-                        }
+                        self.after_own_commit(channel, &out.added, &out.removed);
                         return Ok(out);
                     }
                     Err(ProtoError::WrongEpoch { current_epoch, .. }) => {
@@ -101,6 +87,26 @@ impl Shared {
         }
         Err(ClientError::CommitContention(channel.to_string()))
     }
+
+    /// After this agent's own commit is merged: a commit without adds carried an update path
+    /// (removes, rotations), so its leaf is fresh; an add did not, so the scheduled self-update
+    /// follows it. Then refresh the channel's invites and report a membership change.
+    fn after_own_commit(&self, channel: &str, added: &[String], removed: &[String]) {
+        if added.is_empty() {
+            self.mark_self_updated(channel);
+        } else {
+            self.schedule(FollowUp::SelfUpdate { channel: channel.to_string() });
+        }
+        self.schedule(FollowUp::RefreshInvites { channel: channel.to_string() });
+        if !added.is_empty() || !removed.is_empty() {
+            self.emit(ClientEvent::MembersChanged {
+                channel: channel.to_string(),
+                added: added.to_vec(),
+                removed: removed.to_vec(),
+                by: self.agent.identity().to_string(),
+            });
+        }
+    }
 }
 
 /// A commit of this agent was pending when the process stopped: resend it with its original
@@ -117,22 +123,9 @@ pub(super) async fn recover_pending_commit(shared: &Arc<Shared>, conn: &RelayCon
                 shared.agent.set_relay_epoch(channel, ack.epoch)?;
                 shared.fork.note_own(channel, ack.seq);
                 shared.agent.note_own_commit(channel, ack.epoch.saturating_sub(1), ack.seq, &commit.payload)?;
-                // What the live path does after its Ack (`commit_op`): an add carries no update
-                // path, so the scheduled self-update follows it here too.
-                if commit.added.is_empty() {
-                    shared.mark_self_updated(channel);
-                } else {
-                    shared.schedule(FollowUp::SelfUpdate { channel: channel.to_string() });
-                }
-                shared.schedule(FollowUp::RefreshInvites { channel: channel.to_string() });
-                if !commit.added.is_empty() || !commit.removed.is_empty() {
-                    shared.emit(ClientEvent::MembersChanged {
-                        channel: channel.to_string(),
-                        added: commit.added.clone(),
-                        removed: commit.removed.clone(),
-                        by: shared.agent.identity().to_string(),
-                    });
-                }
+                // As on the live path: an add carries no update path, so the scheduled
+                // self-update follows it here too.
+                shared.after_own_commit(channel, &commit.added, &commit.removed);
             }
             Err(ProtoError::WrongEpoch { .. }) => shared.agent.clear_pending_commit(channel)?,
             Err(e) if is_transport(&e) => return Err(e.into()),
