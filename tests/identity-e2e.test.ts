@@ -2,10 +2,10 @@
 // real relay, honest agents in their own processes, and a hostile agent (tests/hostile) doing
 // what an org-mate with a valid key, or a compromised member, can do with its own code.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { generateKeyPairSync, randomBytes } from 'node:crypto'
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto'
 // @ts-expect-error plain JS helper
 import { startAgentProcess } from './helpers/agent-process.mjs'
 // @ts-expect-error plain JS helper
@@ -268,6 +268,53 @@ describe('issuer key rotation (real API server restarted with rotated keys)', ()
       await until(async () => (await probe(oldToken)).code === 'SKYTALE_AUTH_INVALID', 20_000, 'old key dropped')
       expect(await probe(newToken)).toMatchObject({ ok: true })
     } finally {
+      await relay.kill()
+      await apiSrv.stop()
+      rmSync(root, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('revocations when agents on the relay\'s address used up the feed\'s per-IP limit', () => {
+  it('the relay\'s signed polls have their own bucket: a revoked agent still loses its session', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'skytale-poll-e2e-'))
+    const relayDir = join(root, 'relay')
+    mkdirSync(relayDir, { recursive: true })
+    // The relay's endpoint key, known up front so that the API server can list the relay.
+    const seed = randomBytes(32)
+    writeFileSync(join(relayDir, 'iroh.key'), seed.toString('hex'))
+    const pkcs8 = Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), seed])
+    const jwk = createPublicKey(createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' })).export({ format: 'jwk' })
+    const relayId = Buffer.from(jwk.x as string, 'base64url').toString('hex')
+    const apiSrv = await startApiServer({
+      dataDir: join(root, 'api'),
+      env: { SKYTALE_RELAY_URL: `iroh://${relayId}@127.0.0.1:1`, SKYTALE_RATE_REVOCATIONS_PER_IP: '3' },
+    })
+    const relay = await startRelay({
+      dataDir: relayDir,
+      jwksUrl: `${apiSrv.url}/.well-known/jwks.json`,
+      env: { SKYTALE_RELAY_REVOCATION_POLL_SECS: '1' },
+    })
+    const procs: Proc[] = []
+    try {
+      expect(relay.address).toContain(relayId)
+      const admin = await signup(apiSrv.url, 'poll')
+      const frankId = `frank-${randomBytes(3).toString('hex')}`
+      const frank = startAgentProcess()
+      procs.push(frank)
+      await frank.call('open', { dataDir: join(root, frankId), identity: frankId, keystoreKey: new Uint8Array(randomBytes(32)) })
+      await frank.call('connect', { apiUrl: apiSrv.url, apiKey: admin, relay: relay.address })
+      // Everything else on 127.0.0.1 (here: this test) uses up the feed's per-IP allowance.
+      const feed = async () => (await fetch(`${apiSrv.url}/v1/revocations?since=0`)).status
+      await until(async () => (await feed()) === 429, 10_000, 'the per-IP limit used up')
+      const t0 = Date.now()
+      expect((await api(apiSrv.url, 'DELETE', `/v1/agents/${frankId}`, admin)).status).toBe(204)
+      // The relay's next poll (every second, in its own bucket) sees the revocation.
+      await until(async () => !(await frank.call('connected')), 20_000, 'frank disconnected')
+      expect(Date.now() - t0).toBeLessThan(20_000)
+      expect(await feed()).toBe(429)
+    } finally {
+      await Promise.all(procs.map((p) => p.kill()))
       await relay.kill()
       await apiSrv.stop()
       rmSync(root, { recursive: true, force: true })

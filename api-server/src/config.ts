@@ -27,6 +27,8 @@ export interface RateLimits {
   agentsPerIp: number;
   /** `GET /v1/revocations` per IP per minute (public route). */
   revocationsPerIp: number;
+  /** `GET /v1/revocations` per minute for each listed relay that signs its polls (its own bucket). */
+  revocationsPerRelay: number;
   /** Failed authentications per IP per minute before further attempts get 429 without hashing. */
   authFailuresPerIp: number;
   /** Failed authentications per key prefix per minute before further attempts get 429. */
@@ -105,6 +107,7 @@ export function defaultConfig(): Config {
       tokensPerKey: 120,
       agentsPerIp: 120,
       revocationsPerIp: 120,
+      revocationsPerRelay: 600,
       authFailuresPerIp: 20,
       authFailuresPerKey: 10,
       argon2MaxPending: 64,
@@ -192,6 +195,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       tokensPerKey: int(env, "SKYTALE_RATE_TOKENS_PER_KEY", r.tokensPerKey, 1),
       agentsPerIp: int(env, "SKYTALE_RATE_AGENTS_PER_IP", r.agentsPerIp, 1),
       revocationsPerIp: int(env, "SKYTALE_RATE_REVOCATIONS_PER_IP", r.revocationsPerIp, 1),
+      revocationsPerRelay: int(env, "SKYTALE_RATE_REVOCATIONS_PER_RELAY", r.revocationsPerRelay, 1),
       authFailuresPerIp: int(env, "SKYTALE_RATE_AUTH_FAILURES_PER_IP", r.authFailuresPerIp, 1),
       authFailuresPerKey: int(env, "SKYTALE_RATE_AUTH_FAILURES_PER_KEY", r.authFailuresPerKey, 1),
       argon2MaxPending: int(env, "SKYTALE_ARGON2_MAX_PENDING", r.argon2MaxPending, 1),

@@ -72,6 +72,9 @@ pub struct Relay {
     pub address: String,
     /// Hex endpoint id.
     pub endpoint_id: String,
+    /// The endpoint's secret key: also signs the polls of the API server's revocation feed, which
+    /// knows the relay by its endpoint id (see [`revocations`]).
+    pub identity_key: SecretKey,
     /// `http://host:port` of /health and /metrics.
     pub http_url: String,
     next_conn_id: AtomicU64,
@@ -169,7 +172,7 @@ pub async fn run(config: Config) -> Result<()> {
     let verifier = Verifier::new(config.auth.clone()).await?;
 
     let endpoint =
-        skytale_proto::conn::closed_endpoint(config.listen, Some(secret), vec![skytale_proto::ALPN.to_vec()])
+        skytale_proto::conn::closed_endpoint(config.listen, Some(secret.clone()), vec![skytale_proto::ALPN.to_vec()])
             .await
             .map_err(|e| RelayError::Transport(e.to_string()))?;
     let port = endpoint
@@ -205,6 +208,7 @@ pub async fn run(config: Config) -> Result<()> {
         connections: Arc::new(Connections::default()),
         address,
         endpoint_id,
+        identity_key: secret,
         http_url,
         next_conn_id: AtomicU64::new(1),
         started: Instant::now(),

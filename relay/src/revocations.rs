@@ -2,6 +2,11 @@
 //! refuses tokens minted by a revoked API key (`akid`) or for a revoked agent (issued at or before
 //! its revocation), and closes the live sessions they opened. Also refreshes the JWKS on a timer
 //! so that a signing key dropped from it stops verifying.
+//!
+//! Each poll is signed with the relay's endpoint key ([`poll_headers`]): an API server that lists
+//! this relay (`SKYTALE_RELAY_URL(S)`, whose `iroh://<endpoint-id>@…` is the Ed25519 public key)
+//! counts it against the relay's own rate-limit bucket, not against its IP address, so agents
+//! sharing that address cannot starve the poll and delay revocations.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -100,11 +105,36 @@ pub fn feed_url(relay: &Relay) -> Option<String> {
     jwks.strip_suffix("/.well-known/jwks.json").map(|base| format!("{base}/v1/revocations"))
 }
 
+/// Domain separation of the poll signature.
+pub const POLL_CONTEXT: &str = "skytale-revocations-poll/v1";
+
+/// The bytes a relay signs for one poll: context, cursor and the relay's clock (unix ms).
+pub fn poll_message(since: u64, time_ms: u64) -> String {
+    format!("{POLL_CONTEXT}\n{since}\n{time_ms}")
+}
+
+/// The headers of one signed poll: `x-skytale-relay-id` (hex endpoint id),
+/// `x-skytale-relay-time` (unix ms) and `x-skytale-relay-sig` (hex Ed25519 signature of
+/// [`poll_message`]). They only choose the rate-limit bucket: the feed itself is public.
+pub fn poll_headers(key: &iroh::SecretKey, since: u64, time_ms: u64) -> [(&'static str, String); 3] {
+    let sig = key.sign(poll_message(since, time_ms).as_bytes()).to_bytes();
+    let sig_hex: String = sig.iter().map(|b| format!("{b:02x}")).collect();
+    [
+        ("x-skytale-relay-id", key.public().to_string()),
+        ("x-skytale-relay-time", time_ms.to_string()),
+        ("x-skytale-relay-sig", sig_hex),
+    ]
+}
+
 async fn poll_once(relay: &Relay, http: &reqwest::Client, url: &str) -> Result<bool, String> {
     let mut changed = false;
     loop {
         let since = relay.revocations.cursor();
-        let resp = http.get(format!("{url}?since={since}")).send().await.map_err(|e| e.to_string())?;
+        let mut req = http.get(format!("{url}?since={since}"));
+        for (name, value) in poll_headers(&relay.identity_key, since, crate::now_ms()) {
+            req = req.header(name, value);
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("status {}", resp.status()));
         }
@@ -173,5 +203,30 @@ pub async fn jwks_refresh_task(relay: Arc<Relay>) {
         if let Err(e) = relay.verifier.refresh().await {
             tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous keys");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same vector is checked by the API server (`api-server/test/relayPoll.test.ts`): a
+    /// change of the signed bytes on either side fails both.
+    #[test]
+    fn a_poll_is_signed_with_the_endpoint_key_over_context_cursor_and_time() {
+        let key = iroh::SecretKey::from_bytes(&[7u8; 32]);
+        let headers = poll_headers(&key, 42, 1_700_000_000_000);
+        assert_eq!(
+            headers[0],
+            ("x-skytale-relay-id", "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c".to_string())
+        );
+        assert_eq!(headers[1], ("x-skytale-relay-time", "1700000000000".to_string()));
+        assert_eq!(
+            headers[2].1,
+            "43c45b66c5861969506ea1c68a7b8a1750df4033420e46ff6e1bb366b6ff18399dccdc3aa0a440013741dc01194082abeec66b63d2ae77e9ca263f2ff9f6900d"
+        );
+        // Another cursor or time is another signature (a poll cannot be re-dated).
+        assert_ne!(poll_headers(&key, 43, 1_700_000_000_000)[2].1, headers[2].1);
+        assert_ne!(poll_headers(&key, 42, 1_700_000_000_001)[2].1, headers[2].1);
     }
 }

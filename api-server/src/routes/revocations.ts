@@ -1,19 +1,33 @@
 // routes/revocations.ts — owns GET /v1/revocations: the public, cursor-paged feed of revoked API
 // keys and agents that the relay (and members) poll.
 
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { pollingRelay, relayPollKeys } from "../auth/relayPoll.js";
+import { relayList } from "../config.js";
 import { errors } from "../errors.js";
 import type { Services } from "../services.js";
 import { listRevocations, REVOCATION_PAGE_SIZE } from "../store/revocations.js";
 
 /** Registers the revocation feed. */
 export function registerRevocationRoutes(app: FastifyInstance, s: Services): void {
+  // A poll signed by a relay this server lists counts in that relay's own bucket, not its IP's.
+  const relayKeys = relayPollKeys(relayList(s.config));
+  const bucket = (req: FastifyRequest): string => {
+    const since = (req.query as { since?: unknown } | undefined)?.since;
+    const relay = pollingRelay(req.headers, typeof since === "string" ? since : "0", relayKeys, Date.now());
+    return relay ? `relay:${relay}` : req.ip;
+  };
   app.get<{ Querystring: { since?: string } }>(
     "/v1/revocations",
     {
       config: {
         summary: `Revoked API keys and agents after cursor \`since\` (public; at most ${REVOCATION_PAGE_SIZE} entries, poll again with \`cursor\`)`,
-        rateLimit: { max: s.config.rateLimits.revocationsPerIp, timeWindow: 60_000 },
+        rateLimit: {
+          max: (_req: FastifyRequest, key: string) =>
+            key.startsWith("relay:") ? s.config.rateLimits.revocationsPerRelay : s.config.rateLimits.revocationsPerIp,
+          timeWindow: 60_000,
+          keyGenerator: bucket,
+        },
       },
       schema: {
         querystring: {
