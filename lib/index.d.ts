@@ -164,6 +164,12 @@ export interface SkytaleChannelManagerOptions {
   keystoreKey?: Uint8Array | string
   /** Passphrase for the keystore, stretched with Argon2id (env SKYTALE_PASSPHRASE). */
   passphrase?: string
+  /**
+   * Adds carry no MLS update path; an add made when this agent's own key in the channel is
+   * older than this many seconds is followed by a key rotation (post-compromise security).
+   * Default 600, at most 86,400 (larger: `SKYTALE_INVALID_ARGUMENT`); 0 = after every add.
+   */
+  selfUpdateIntervalSecs?: number
 }
 
 /** A received message. */

@@ -66,6 +66,7 @@ class SkytaleChannelManager extends EventEmitter {
       dataDir: options.dataDir ?? env.SKYTALE_DATA_DIR ?? join('.skytale', 'agents', identity),
       keystoreKey: options.keystoreKey ?? env.SKYTALE_KEYSTORE_KEY,
       passphrase: options.passphrase ?? env.SKYTALE_PASSPHRASE,
+      selfUpdateIntervalSecs: options.selfUpdateIntervalSecs,
     }
     this.on('newListener', (event) => {
       if (event === 'message') queueMicrotask(() => this.#startPumps())
@@ -88,7 +89,8 @@ class SkytaleChannelManager extends EventEmitter {
     if (!secret) throw createError('SKYTALE_INVALID_ARGUMENT', 'no keystore key: set SKYTALE_KEYSTORE_KEY (64 hex) or SKYTALE_PASSPHRASE')
     this.#agent = await guard(native.Agent.open({ dataDir: o.dataDir, identity: o.identity, ...secret }))
     try {
-      this.#client = await guard(native.Client.connect(this.#agent, { apiUrl: o.apiUrl, apiKey: o.apiKey, relay: o.relay }))
+      const selfUpdate = o.selfUpdateIntervalSecs !== undefined ? { selfUpdateIntervalSecs: o.selfUpdateIntervalSecs } : {}
+      this.#client = await guard(native.Client.connect(this.#agent, { apiUrl: o.apiUrl, apiKey: o.apiKey, relay: o.relay, ...selfUpdate }))
     } catch (err) {
       this.#agent.close()
       throw err

@@ -117,6 +117,7 @@ describe('real rejections are SkytaleError subclasses', () => {
       const apiKey = await signup(api.url, 'acme')
       expectError(await rejection(() => Client.connect({ agent, apiUrl: 'http://127.0.0.1:9', apiKey, relay: relay.address })), 'TransportError', 'SKYTALE_API_UNREACHABLE')
       expectError(await rejection(() => Client.connect(agent, { apiUrl: api.url, apiKey: 'sk_live_nope', relay: relay.address })), 'AuthError', 'SKYTALE_AUTH_KEY_INVALID')
+      expectError(await rejection(() => Client.connect(agent, { apiUrl: api.url, apiKey, relay: relay.address, selfUpdateIntervalSecs: 86_401 })), 'ValidationError', 'SKYTALE_INVALID_ARGUMENT')
       const client = await Client.connect({ agent, apiUrl: api.url, apiKey, relay: relay.address })
       expect(client).toBeInstanceOf(Client)
       expectError(await rejection(() => client.createChannel('other/x/y')), 'AuthError', 'SKYTALE_FORBIDDEN_CHANNEL')
@@ -137,6 +138,9 @@ describe('real rejections are SkytaleError subclasses', () => {
         await mgr.close()
       }
       expectError(await rejection(() => new SkytaleChannelManager({ identity: 'e', apiKey: 'x', keystoreKey: 'short' }).ready()), 'ValidationError', 'SKYTALE_INVALID_ARGUMENT')
+      const tooLong = new SkytaleChannelManager({ identity: 'f', dataDir: join(root, 'f'), apiUrl: api.url, apiKey, relay: relay.address, keystoreKey: key(5), selfUpdateIntervalSecs: 86_401 })
+      expectError(await rejection(() => tooLong.ready()), 'ValidationError', 'SKYTALE_INVALID_ARGUMENT')
+      await tooLong.close()
     } finally {
       agent.close()
       await relay.stop()
