@@ -169,18 +169,38 @@ describe('adversarial relay (skytale-mitm) end to end', () => {
     report.push({ fault: 'claim another sender on Welcomes and deliveries', messages: 10, fired: (await fired(onWelcome)) + (await fired(onDeliver)), outcome: 'joined.by and every sender are the MLS-authenticated ones' })
   })
 
-  it('kill -9 between an add\'s send and its Ack: the restarted adder completes the add and then its self-update', async () => {
-    const ch = 'acme/mitm/add-crash'
-    const identity = `alice-${randomBytes(3).toString('hex')}`
+  /** An agent that can be killed and started again on its keystore; every add of it is
+   *  followed by a rotation of its key (self-update interval 0). */
+  function restartable(name: string) {
+    const identity = `${name}-${randomBytes(3).toString('hex')}`
     const keystoreKey = new Uint8Array(randomBytes(32))
     const start = async () => {
       const p = startAgentProcess()
       procs.push(p)
       await p.call('open', { dataDir: join(root, identity), identity, keystoreKey })
-      // Interval 0: every add of alice's is followed by a rotation of her key.
       await p.call('connect', { apiUrl: api.url, apiKey, relay: mitm.address, selfUpdateIntervalSecs: 0 })
       return p
     }
+    return { identity, start }
+  }
+
+  /**
+   * Waits until `adder` is at `epoch` through its own rotation, then has it send: the member
+   * `reader` (who joined by the add) reads the rotation — a commit of the adder that changes no
+   * membership — and then the message.
+   */
+  async function rotatedThenSends(what: string, adder: Proc, reader: Proc, channel: string, identity: string, epoch: number) {
+    await until(what, () => adder.call('netEpoch', { channel }), (e) => e === epoch)
+    await adder.call('netSend', { channel, text: `in epoch ${epoch}` })
+    const [update, message] = await reader.call('netReceive', { channel, count: 1, timeoutMs: 30_000 })
+    expect(update).toMatchObject({ kind: 'commit', sender: identity, epoch })
+    expect([...(update.added ?? []), ...(update.removed ?? [])]).toEqual([])
+    expect(message).toMatchObject({ text: `in epoch ${epoch}`, sender: identity })
+  }
+
+  it('kill -9 between an add\'s send and its Ack: the restarted adder completes the add and then its self-update', async () => {
+    const ch = 'acme/mitm/add-crash'
+    const { identity, start } = restartable('alice')
     const alice = await start()
     const bob = await agent('bob')
     await alice.call('netCreateChannel', { name: ch })
@@ -197,13 +217,34 @@ describe('adversarial relay (skytale-mitm) end to end', () => {
     // and then rotates her own key, as the live path does after an add.
     const again = await start()
     await bob.call('waitForChannel', { channel: ch, timeoutMs: 30_000 })
-    await until('the self-update after the recovered add', () => again.call('netEpoch', { channel: ch }), (e) => e === created + 2)
-    await again.call('netSend', { channel: ch, text: 'after the crash' })
-    const [update, message] = await bob.call('netReceive', { channel: ch, count: 1, timeoutMs: 30_000 })
-    expect(update).toMatchObject({ kind: 'commit', sender: identity, epoch: created + 2 })
-    expect([...(update.added ?? []), ...(update.removed ?? [])]).toEqual([])
-    expect(message).toMatchObject({ text: 'after the crash', sender: identity })
+    await rotatedThenSends('the self-update after the recovered add', again, bob, ch, identity, created + 2)
     report.push({ fault: 'withhold an add from the relay, kill -9 the adder, restart it', messages: 1, fired: dropped, outcome: 'add completed once after the restart, then the adder\'s self-update' })
+  })
+
+  it('kill -9 while an add\'s self-update waits in the follow-up queue: the restarted adder rotates at connect', async () => {
+    const ch = 'acme/mitm/owed-update'
+    const { identity, start } = restartable('alice')
+    const alice = await start()
+    const bob = await agent('bob')
+    await alice.call('netCreateChannel', { name: ch })
+    // Alice's invite refreshes never reach the relay: her follow-up queue waits on the one her
+    // rotation schedules (the request's 30 s timeout), so the self-update check her add
+    // schedules waits behind it.
+    const rule = await mitm.call('add', { rule: { action: 'drop', dir: 'to_relay', frame: 'update_invite', to: [identity] } })
+    await alice.call('netCreateInvite', { channel: ch })
+    await alice.call('netRotateKey', { channel: ch })
+    await until('an invite refresh on the wire', () => fired(rule), (n) => n > 0)
+    const before = await alice.call('netEpoch', { channel: ch })
+    await alice.call('netAddMember', { channel: ch, identity: bob.id })
+    await bob.call('waitForChannel', { channel: ch, timeoutMs: 30_000 })
+    expect(await alice.call('netEpoch', { channel: ch }), 'the rotation is still queued').toBe(before + 1)
+    await alice.kill()
+    const dropped = await fired(rule)
+    await mitm.call('clear')
+    // The keystore says the add still owes its self-update check: the next connect does it.
+    const again = await start()
+    await rotatedThenSends('the owed self-update after the restart', again, bob, ch, identity, before + 2)
+    report.push({ fault: 'hold the adder\'s follow-ups (drop its invite refreshes), kill -9 it after an add, restart it', messages: 1, fired: dropped, outcome: 'the owed self-update runs at the next connect' })
   })
 
   it('reorder and delay: swapped and late deliveries are applied in relay order', async () => {

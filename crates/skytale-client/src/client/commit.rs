@@ -95,7 +95,7 @@ impl Shared {
         if added.is_empty() {
             self.mark_self_updated(channel);
         } else {
-            self.schedule(FollowUp::SelfUpdate { channel: channel.to_string() });
+            self.owe_self_update(channel);
         }
         self.schedule(FollowUp::RefreshInvites { channel: channel.to_string() });
         if !added.is_empty() || !removed.is_empty() {

@@ -93,6 +93,10 @@ pub(super) async fn connect_once(
         shared.note_membership(&name);
         if shared.agent.is_member(&name).unwrap_or(false) {
             shared.slot(&name);
+            if shared.self_update_owed(&name) {
+                // An add's self-update check that a restart (or a failed rotation) left undone.
+                shared.schedule(FollowUp::SelfUpdate { channel: name.clone() });
+            }
             let after = shared.agent.last_seq(&name)?;
             match conn.subscribe(&name, after).await {
                 Ok(_) => {}

@@ -87,15 +87,21 @@ pub(super) async fn followup_loop(shared: Arc<Shared>) {
                     }
                 }
             }
-            FollowUp::SelfUpdate { channel } => {
-                if shared.agent.is_member(&channel).unwrap_or(false) && shared.self_update_due(&channel) {
+            // Only while owed: a connect may have queued the same check again.
+            FollowUp::SelfUpdate { channel } if !shared.self_update_owed(&channel) => {}
+            FollowUp::SelfUpdate { channel } => match shared.agent.is_member(&channel) {
+                Ok(true) if shared.self_update_due(&channel) => {
                     let res =
                         shared.commit_op(&channel, None, |agent, name| agent.rotate_key(name, CommitMode::Stage)).await;
-                    if let Err(e) = res {
-                        shared.emit_error(Some(&channel), e.code(), format!("scheduled key update: {e}"));
+                    match res {
+                        Ok(_) => shared.self_update_settled(&channel),
+                        // Still owed: checked again at the next connect.
+                        Err(e) => shared.emit_error(Some(&channel), e.code(), format!("scheduled key update: {e}")),
                     }
                 }
-            }
+                Ok(_) => shared.self_update_settled(&channel),
+                Err(e) => tracing::debug!(code = e.code(), "scheduled key update: membership unknown; left owed"),
+            },
             FollowUp::RefreshInvites { channel } => {
                 let invites = shared.invites_of(&channel);
                 if invites.is_empty() || !shared.agent.is_member(&channel).unwrap_or(false) {

@@ -295,6 +295,12 @@ fn self_update_key(channel: &str) -> String {
     format!("self-update/{channel}")
 }
 
+/// Present while an add of this agent in `channel` still owes its self-update check (so that a
+/// restart in between does the check at the next connect).
+fn self_update_owed_key(channel: &str) -> String {
+    format!("self-update-owed/{channel}")
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct StoredInvite {

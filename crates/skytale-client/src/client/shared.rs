@@ -93,6 +93,29 @@ impl Shared {
         }
     }
 
+    /// After an add of this agent (no update path): records, in the keystore, that the
+    /// self-update check is owed, then schedules it. The record outlives a crash: the next
+    /// connect schedules the check again ([`Shared::self_update_owed`]).
+    pub(super) fn owe_self_update(&self, channel: &str) {
+        if let Err(e) = self.agent.kv_put(&self_update_owed_key(channel), &[1]) {
+            self.emit_error(Some(channel), e.code(), format!("recording a due key update failed: {e}"));
+        }
+        self.schedule(FollowUp::SelfUpdate { channel: channel.to_string() });
+    }
+
+    /// Whether an add of this agent in `channel` still owes its self-update check.
+    pub(super) fn self_update_owed(&self, channel: &str) -> bool {
+        matches!(self.agent.kv_get(&self_update_owed_key(channel)), Ok(Some(_)))
+    }
+
+    /// The owed self-update check of `channel` is done (rotated, not due, or not a member).
+    pub(super) fn self_update_settled(&self, channel: &str) {
+        if let Err(e) = self.agent.kv_delete(&self_update_owed_key(channel)) {
+            // Left behind, it only makes the next connect check again.
+            tracing::debug!(code = e.code(), "clearing an owed key update failed");
+        }
+    }
+
     /// Whether this agent's leaf in `channel` is older than the configured self-update interval.
     pub(super) fn self_update_due(&self, channel: &str) -> bool {
         let last = self
