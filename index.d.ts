@@ -176,11 +176,15 @@ export declare class Client {
   /**
    * Pushes every client-wide event (connected, disconnected, joined, members, fork, healed,
    * error) to `onEvent` as it happens, until the returned subscription is closed. No polling.
+   * The first listener (of `onEvent` and `nextEvent`) also gets, first, the events emitted
+   * while `connect` ran (e.g. `SKYTALE_NOT_A_MEMBER` for a channel this agent was removed
+   * from while offline); later ones start when attached.
    */
   onEvent(onEvent: (event: ClientEventInfo) => void): Subscription
   /**
    * The next client-wide event (connected, disconnected, joined, error), or `null` after
-   * `timeoutMs`.
+   * `timeoutMs`. If called before any `onEvent`, it starts with the events emitted while
+   * `connect` ran.
    */
   nextEvent(timeoutMs: number): Promise<ClientEventInfo | null>
   /** Whether the client currently has an authenticated relay connection. */

@@ -65,6 +65,20 @@ describe('channel authority', () => {
     return list
   }
 
+  /** Runs `skytale-hostile <command>` on `identity`'s keystore (its process stopped) with a fresh token. */
+  async function hostileMember(command: string, identity: string, channel: string, extra: Record<string, string> = {}) {
+    const t = await api(apiSrv.url, 'POST', '/v1/tokens', admin, { identity })
+    return runHostile(command, {
+      dir: join(root, identity),
+      identity,
+      'keystore-key': Buffer.from(keys.get(identity)!).toString('hex'),
+      channel,
+      relay: relay.address,
+      token: t.body.token,
+      ...extra,
+    })
+  }
+
   async function texts(p: Proc, ch: string, count: number) {
     const got = await p.call('netReceive', { channel: ch, count, timeoutMs: 30_000 })
     return got.filter((m: any) => m.text !== undefined).map((m: any) => m.text)
@@ -120,17 +134,7 @@ describe('channel authority', () => {
 
     // Bob's keystore in a modified client: it commits the add anyway. The relay orders it.
     await bob.kill()
-    const t = await api(apiSrv.url, 'POST', '/v1/tokens', admin, { identity: bobId })
-    const res = await runHostile('member-add', {
-      dir: join(root, bobId),
-      identity: bobId,
-      'keystore-key': Buffer.from(keys.get(bobId)!).toString('hex'),
-      channel: ch,
-      relay: relay.address,
-      token: t.body.token,
-      add: daveId,
-    })
-    expect(res).toMatchObject({ ok: true })
+    expect(await hostileMember('member-add', bobId, ch, { add: daveId })).toMatchObject({ ok: true })
     for (const p of [alice, carol]) {
       await until(async () => (await events(p)).some((e: any) => e.code === 'SKYTALE_POLICY_DENIED'), 30_000, 'rejection')
       expect(await p.call('netEpoch', { channel: ch })).toBe(before)
@@ -154,6 +158,31 @@ describe('channel authority', () => {
     )
     await carol.call('netAddMember', { channel: ch, identity: daveId })
     await until(async () => (await alice.call('netMembers', { channel: ch })).includes(daveId), 30_000, 'alice sees dave')
+  })
+
+  it('a proposal other than a leave request is refused by every member, and nobody is kept from sending', async () => {
+    const [aliceId, bobId, carolId] = ['alice', 'bob', 'carol'].map(uid)
+    const alice = await agent(aliceId)
+    const bob = await agent(bobId)
+    const carol = await agent(carolId)
+    const ch = `acme/authority/${uid('proposal')}`
+    await alice.call('netCreateChannel', { name: ch })
+    await alice.call('netAddMember', { channel: ch, identity: bobId })
+    await alice.call('netAddMember', { channel: ch, identity: carolId })
+    await bob.call('waitForChannel', { channel: ch })
+    await carol.call('waitForChannel', { channel: ch })
+    await until(async () => (await carol.call('netEpoch', { channel: ch })) === (await alice.call('netEpoch', { channel: ch })), 30_000, 'carol caught up')
+    // Bob's keystore in a modified client proposes an update of his leaf (the SDK never does):
+    // a stored proposal would keep every member from sending until someone committed it.
+    await bob.kill()
+    expect(await hostileMember('propose-update', bobId, ch)).toMatchObject({ ok: true })
+    for (const p of [alice, carol]) {
+      await until(async () => (await events(p)).some((e: any) => e.code === 'SKYTALE_POLICY_DENIED'), 30_000, 'refusal')
+    }
+    await alice.call('netSend', { channel: ch, text: 'after the stray proposal' })
+    expect(await texts(carol, ch, 1)).toEqual(['after the stray proposal'])
+    await carol.call('netSend', { channel: ch, text: 'me too' })
+    expect(await texts(alice, ch, 1)).toEqual(['me too'])
   })
 
   it('a removed member cannot come back with the same invite; a fresh one works only from an admin', async () => {
@@ -253,6 +282,25 @@ describe('channel authority', () => {
     const token = await alice.call('netCreateInvite', { channel: ch })
     await bob.call('netJoinWithToken', { channel: ch, token })
     expect(await bob.call('netChannels')).toContain(ch)
+  })
+
+  it('what connect finds reaches the first event listener: a member removed while offline hears of it', async () => {
+    const [aliceId, bobId] = ['alice', 'bob'].map(uid)
+    const alice = await agent(aliceId)
+    const bob = await agent(bobId)
+    const ch = `acme/authority/${uid('offline-removal')}`
+    await alice.call('netCreateChannel', { name: ch })
+    await alice.call('netAddMember', { channel: ch, identity: bobId })
+    await bob.call('waitForChannel', { channel: ch })
+    await bob.kill()
+    await alice.call('netRemoveMembers', { channel: ch, identities: [bobId] })
+    // Restarted, bob's Subscribe is refused by the relay's roster while Client.connect runs;
+    // the listener the worker attaches after connect resolved still gets that error.
+    const again = await agent(bobId)
+    const removal = (e: any) => e.kind === 'error' && e.code === 'SKYTALE_NOT_A_MEMBER' && e.channel === ch
+    await until(async () => (await events(again)).some(removal), 10_000, 'the removal error')
+    expect(await events(again)).toContainEqual(expect.objectContaining({ kind: 'connected' }))
+    expect(await again.call('netChannels')).not.toContain(ch)
   })
 
   it('an add (committed without an update path) is followed by the adder\'s self-update once its key is older than selfUpdateIntervalSecs', async () => {

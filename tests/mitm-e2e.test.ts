@@ -247,6 +247,198 @@ describe('adversarial relay (skytale-mitm) end to end', () => {
     report.push({ fault: 'hold the adder\'s follow-ups (drop its invite refreshes), kill -9 it after an add, restart it', messages: 1, fired: dropped, outcome: 'the owed self-update runs at the next connect' })
   })
 
+  /**
+   * alice (restartable, the only admin), bob and dave in `ch`. `leave()`: once everyone is at
+   * alice's epoch, dave gets no more deliveries (so he never sees the leave request and can
+   * still send: his message after bob's leave request shows, once alice has it, that she
+   * processed the request), and bob leaves.
+   */
+  async function leaveSetup(ch: string, others: string[] = []) {
+    const { identity, start } = restartable('alice')
+    const alice = await start()
+    const bob = await agent('bob')
+    const dave = await agent('dave')
+    const more = []
+    for (const name of others) more.push(await agent(name))
+    await alice.call('netCreateChannel', { name: ch })
+    const created = await alice.call('netEpoch', { channel: ch })
+    let epoch = created
+    for (const p of [bob, dave, ...more]) {
+      await alice.call('netAddMember', { channel: ch, identity: p.id })
+      epoch += 2
+      await until('the self-update after the add', () => alice.call('netEpoch', { channel: ch }), (e) => e === epoch)
+    }
+    /** Bob leaves; returns (with the rule that deafens dave) once alice processed his request. */
+    const leave = async () => {
+      const now = await alice.call('netEpoch', { channel: ch })
+      for (const p of [bob, dave, ...more]) await until('caught up', () => p.call('netEpoch', { channel: ch }), (e) => e === now)
+      const deaf = await mitm.call('add', { rule: { action: 'drop', frame: 'deliver', to: [dave.id] } })
+      await bob.call('netLeave', { channel: ch })
+      await dave.call('netSend', { channel: ch, text: 'after the leave request' })
+      expect(await alice.call('netReceive', { channel: ch, count: 1, timeoutMs: 30_000 })).toContainEqual(
+        expect.objectContaining({ text: 'after the leave request', sender: dave.id }),
+      )
+      return deaf
+    }
+    return { identity, start, alice, bob, dave, more, created, leave }
+  }
+
+  it('kill -9 while a leave request waits for its commit: the restarted member commits it at connect', async () => {
+    const ch = 'acme/mitm/leave-crash'
+    const { identity, start, alice, bob, dave, created, leave } = await leaveSetup(ch)
+    // Alice's follow-ups wait behind an invite refresh that never reaches the relay (the
+    // request's 30 s timeout), so the commit of bob's leave request waits in her queue.
+    const rule = await mitm.call('add', { rule: { action: 'drop', dir: 'to_relay', frame: 'update_invite', to: [identity] } })
+    await alice.call('netCreateInvite', { channel: ch })
+    await alice.call('netRotateKey', { channel: ch })
+    await until('an invite refresh on the wire', () => fired(rule), (n) => n > 0)
+    await leave()
+    expect(await alice.call('netMembers', { channel: ch })).toContain(bob.id)
+    await alice.kill()
+    await dave.kill()
+    const dropped = await fired(rule)
+    await mitm.call('clear')
+    // The leave request is in her keystore's proposal store: the next connect commits it.
+    const again = await start()
+    await until('bob removed', () => again.call('netMembers', { channel: ch }), (m: string[]) => !m.includes(bob.id), 20_000)
+    await again.call('netSend', { channel: ch, text: 'after the restart' })
+    // Two adds with their self-updates, the invite's registration, the rotation, the leave.
+    expect(await again.call('netEpoch', { channel: ch })).toBe(created + 7)
+    report.push({ fault: 'hold a member\'s follow-ups (drop its invite refreshes), kill -9 it after it processed a leave request, restart it', messages: 2, fired: dropped, outcome: 'the leave is committed at the next connect' })
+  })
+
+  it('a send while a leave request waits for its commit waits for the commit and goes out after it', async () => {
+    const ch = 'acme/mitm/leave-send'
+    const { identity, alice, bob, more: [carol], created, leave } = await leaveSetup(ch, ['carol'])
+    // Alice's follow-ups (and so her own commit of the leave) wait behind an invite refresh
+    // that never reaches the relay; carol commits the leave, 3 s late at the proxy.
+    const held = await mitm.call('add', { rule: { action: 'drop', dir: 'to_relay', frame: 'update_invite', to: [identity] } })
+    await alice.call('netCreateInvite', { channel: ch })
+    await alice.call('netRotateKey', { channel: ch })
+    await until('an invite refresh on the wire', () => fired(held), (n) => n > 0)
+    const slow = await mitm.call('add', { rule: { action: 'delay', delay_ms: 3000, dir: 'to_relay', frame: 'commit', to: [carol.id] } })
+    const deaf = await leave()
+    // Alice holds the leave request: MLS lets her send nothing until its commit is applied.
+    const seq = await alice.call('netSend', { channel: ch, text: 'during the leave' })
+    expect(seq).toBeGreaterThan(0)
+    expect(await fired(slow)).toBe(1)
+    // Three adds with their self-updates, the invite's registration, the rotation, the leave.
+    expect(await alice.call('netEpoch', { channel: ch })).toBe(created + 9)
+    expect(await alice.call('netMembers', { channel: ch })).not.toContain(bob.id)
+    expect(await carol.call('netReceive', { channel: ch, count: 2, timeoutMs: 30_000 })).toContainEqual(
+      expect.objectContaining({ text: 'during the leave', sender: identity }),
+    )
+    report.push({ fault: 'hold a member\'s follow-ups, delay the leave commit of another by 3 s (deliveries withheld from a third)', messages: 2, fired: (await fired(held)) + (await fired(slow)) + (await fired(deaf)), outcome: 'a send during the leave waits for the commit; nothing fails' })
+    await mitm.call('clear')
+  })
+
+  it('a commit while a leave request waits commits the leave first: an add never voids it', async () => {
+    const ch = 'acme/mitm/leave-then-add'
+    const { identity, alice, bob, created, leave } = await leaveSetup(ch)
+    const erin = await agent('erin')
+    // Alice's own commit of the leave waits behind an invite refresh that never reaches the relay.
+    const held = await mitm.call('add', { rule: { action: 'drop', dir: 'to_relay', frame: 'update_invite', to: [identity] } })
+    await alice.call('netCreateInvite', { channel: ch })
+    await alice.call('netRotateKey', { channel: ch })
+    await until('an invite refresh on the wire', () => fired(held), (n) => n > 0)
+    const deaf = await leave()
+    // Her add would end the epoch without bob's leave request (MLS voids it): the leave goes first.
+    await alice.call('netAddMember', { channel: ch, identity: erin.id })
+    await erin.call('waitForChannel', { channel: ch, timeoutMs: 30_000 })
+    const members = await erin.call('netMembers', { channel: ch })
+    expect(members).toContain(erin.id)
+    expect(members).not.toContain(bob.id)
+    // Two adds with their self-updates, the invite's registration, the rotation, the leave, the add.
+    expect(await alice.call('netEpoch', { channel: ch })).toBe(created + 8)
+    report.push({ fault: 'hold a member\'s follow-ups, have it add someone while it holds a leave request (deliveries withheld from another member)', messages: 1, fired: (await fired(held)) + (await fired(deaf)), outcome: 'the leave is committed before the add; the leaver is out' })
+    await mitm.call('clear')
+  })
+
+  it('a leave request voided by another member\'s commit: the admin removes the leaver, also after a kill -9', async () => {
+    const ch = 'acme/mitm/leave-voided'
+    const { identity, start, alice, bob, more: [carol], leave } = await leaveSetup(ch, ['carol'])
+    // Alice's follow-ups wait behind an invite refresh that never reaches the relay; carol gets
+    // no deliveries, so she never sees bob's leave request.
+    const held = await mitm.call('add', { rule: { action: 'drop', dir: 'to_relay', frame: 'update_invite', to: [identity] } })
+    await alice.call('netCreateInvite', { channel: ch })
+    await alice.call('netRotateKey', { channel: ch })
+    await until('an invite refresh on the wire', () => fired(held), (n) => n > 0)
+    const epoch = await alice.call('netEpoch', { channel: ch })
+    await until('carol caught up', () => carol.call('netEpoch', { channel: ch }), (e) => e === epoch)
+    await mitm.call('add', { rule: { action: 'drop', frame: 'deliver', to: [carol.id] } })
+    await leave()
+    // Carol's rotation, built without the request, ends the epoch after it: the request is void.
+    await carol.call('netRotateKey', { channel: ch })
+    await until('alice applied the rotation', () => alice.call('netEpoch', { channel: ch }), (e) => e === epoch + 1)
+    expect(await alice.call('netMembers', { channel: ch })).toContain(bob.id)
+    // Killed before her (held) follow-ups ran: the note is in her keystore.
+    await alice.kill()
+    const dropped = await fired(held)
+    await mitm.call('clear')
+    const again = await start()
+    await until('bob removed', () => again.call('netMembers', { channel: ch }), (m: string[]) => !m.includes(bob.id), 20_000)
+    report.push({ fault: 'a commit built without a leave request ends its epoch (deliveries withheld from its committer); the admin is killed, restarted', messages: 1, fired: dropped, outcome: 'the admin removes the leaver at the next connect' })
+  })
+
+  it('kill -9 before an invite refresh reaches the relay: the restarted member refreshes at connect, so an external joiner gets in', async () => {
+    const ch = 'acme/mitm/invite-refresh'
+    const { identity, start } = restartable('alice')
+    const alice = await start()
+    await alice.call('netCreateChannel', { name: ch })
+    const token = await alice.call('netCreateInvite', { channel: ch, maxUses: 5 })
+    // Her invite refreshes never reach the relay: the invite keeps the creation epoch's GroupInfo.
+    const held = await mitm.call('add', { rule: { action: 'drop', dir: 'to_relay', frame: 'update_invite', to: [identity] } })
+    await alice.call('netRotateKey', { channel: ch })
+    await until('the refresh on the wire', () => fired(held), (n) => n > 0)
+    await alice.kill()
+    const dropped = await fired(held)
+    await mitm.call('clear')
+    // Restarted, alice is online but never sees join requests, so she admits nobody: the joiner
+    // must commit externally from the invite's sealed GroupInfo, which has to be current.
+    await mitm.call('add', { rule: { action: 'drop', frame: 'deliver', kind: 'join_request', to: [identity] } })
+    const again = await start()
+    const carol = await agent('carol')
+    await carol.call('netJoinWithToken', { channel: ch, token, timeoutMs: 20_000 })
+    await until('alice sees carol', () => again.call('netMembers', { channel: ch }), (m: string[]) => m.includes(carol.id))
+    await mitm.call('clear')
+    await carol.call('netSend', { channel: ch, text: 'in by the refreshed invite' })
+    expect(await again.call('netReceive', { channel: ch, count: 1, timeoutMs: 30_000 })).toContainEqual(
+      expect.objectContaining({ text: 'in by the refreshed invite', sender: carol.id }),
+    )
+    report.push({ fault: 'drop a member\'s invite refresh, kill -9 it, restart it (join requests withheld from it)', messages: 1, fired: dropped, outcome: 'the stale invite is refreshed at connect; the joiner commits externally' })
+  })
+
+  it('kill -9 while members wait to record an external joiner\'s invite use: the restarted member records it at connect', async () => {
+    const ch = 'acme/mitm/record-use'
+    const { identity, start } = restartable('alice')
+    const alice = await start()
+    await alice.call('netCreateChannel', { name: ch })
+    const token = await alice.call('netCreateInvite', { channel: ch, maxUses: 5 })
+    const carol = await agent('carol')
+    // Alice admits nobody (join requests withheld), so carol commits externally; carol's own
+    // record of the use (her second commit) never reaches the relay.
+    await mitm.call('add', { rule: { action: 'drop', frame: 'deliver', kind: 'join_request', to: [identity] } })
+    const held = await mitm.call('add', { rule: { action: 'drop', dir: 'to_relay', frame: 'commit', to: [carol.id], every: 2 } })
+    await carol.call('netJoinWithToken', { channel: ch, token, timeoutMs: 20_000 })
+    // Members give the joiner 3 s to record its use first: alice dies within them.
+    await until('alice applied the join', () => alice.call('netMembers', { channel: ch }), (m: string[]) => m.includes(carol.id))
+    await alice.kill()
+    await until('carol\'s record on the wire', () => fired(held), (n) => n > 0)
+    await carol.kill()
+    const dropped = await fired(held)
+    await mitm.call('clear')
+    // The join's owed record was written with the join: the next connect records it.
+    const again = await start()
+    const invites = await until(
+      'the use recorded',
+      () => again.call('netInvites', { channel: ch }),
+      (list: any[]) => list.some((i) => i.used.includes(carol.id)),
+      30_000,
+    )
+    expect(invites).toHaveLength(1)
+    report.push({ fault: 'drop an external joiner\'s record of its invite use, kill -9 it and the member within the grace, restart the member', messages: 0, fired: dropped, outcome: 'the use is recorded in the policy at the next connect' })
+  })
+
   it('reorder and delay: swapped and late deliveries are applied in relay order', async () => {
     const ch = 'acme/mitm/reorder'
     const [alice, bob, carol] = await group(ch, ['alice', 'bob', 'carol'])

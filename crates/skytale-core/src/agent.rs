@@ -847,9 +847,15 @@ fn process_one(
     fork::check_processed(conn, name, group, &processed)?;
     let verifier = LeafVerifier::new(inner.anchors.as_ref(), &inner.revoked, channel_org(name)?);
     let at = delivery.map(|d| d.at_secs).unwrap_or(now() as u64);
+    // Whose leave requests wait (a commit that does not cover them voids them).
+    let leaving = match processed.content() {
+        ProcessedMessageContent::StagedCommitMessage(_) => policy::leave_request_identities(group),
+        _ => Vec::new(),
+    };
     let event = apply_processed(name, &provider, group, processed, &verifier, at)?;
     if let Some(d) = delivery {
         record_delivery(conn, name, d, &event)?;
+        policy::note_voided_leaves(conn, name, &leaving, &event)?;
     }
     Ok(event)
 }
@@ -866,6 +872,7 @@ fn record_delivery(conn: &rusqlite::Connection, name: &str, d: Delivery, event: 
         }
         Incoming::Proposal { .. } => None,
     };
+    policy::owe_external_join_use(conn, name, event)?;
     if let Some((kind, sender, epoch, data)) = row {
         conn.prepare_cached("INSERT OR IGNORE INTO skytale_inbox (channel, seq, kind, sender, epoch, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![name, seq as i64, kind, sender, epoch as i64, data])?;
     }
@@ -903,6 +910,19 @@ fn apply_processed(
                         Proposal::Update(_) => "update",
                         _ => "other",
                     };
+                    // A stored proposal stops every member from sending until a commit covers
+                    // it (MLS), and members commit only leave requests (a member removing
+                    // itself). Anything else a member proposes is refused, not stored: one
+                    // stray proposal would otherwise silence the channel.
+                    let leave_request = matches!(
+                        (proposal.proposal(), proposal.sender()),
+                        (Proposal::Remove(r), Sender::Member(s)) if *s == r.removed()
+                    );
+                    if !leave_request {
+                        return Err(Error::PolicyDenied(format!(
+                            "{sender} proposed {kind}: members only take leave requests as proposals"
+                        )));
+                    }
                     group
                         .store_pending_proposal(provider.storage(), *proposal)
                         .map_err(|e| Error::Storage(format!("store proposal: {e}")))?;

@@ -69,6 +69,11 @@ pub enum Error {
     /// An operation needs a state the channel is not in (e.g. a pending commit exists).
     #[error("invalid channel state: {0}")]
     InvalidState(String),
+    /// A member's leave request waits for its commit: MLS allows no application message in
+    /// this epoch until then, and any other commit would void the request (code
+    /// `SKYTALE_INVALID_STATE`; a connected client commits or waits for the leave first).
+    #[error("invalid channel state: a leave request in {0} waits for its commit")]
+    LeavePending(String),
     /// An agent credential is missing, forged, for another org or identity, bound to another
     /// signature key, expired or revoked; or the issuer's keys cannot be trusted.
     #[error("credential refused: {0}")]
@@ -128,7 +133,7 @@ impl Error {
             Error::KeyPackageUsed => "SKYTALE_KEY_PACKAGE_USED",
             Error::MemberNotFound(_) => "SKYTALE_MEMBER_NOT_FOUND",
             Error::InvalidArgument(_) => "SKYTALE_INVALID_ARGUMENT",
-            Error::InvalidState(_) => "SKYTALE_INVALID_STATE",
+            Error::InvalidState(_) | Error::LeavePending(_) => "SKYTALE_INVALID_STATE",
             Error::CredentialInvalid(_) => "SKYTALE_CREDENTIAL_INVALID",
             Error::Fork { .. } => "SKYTALE_FORK_DETECTED",
             Error::Storage(_) => "SKYTALE_STORAGE",

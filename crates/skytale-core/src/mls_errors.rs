@@ -9,7 +9,8 @@ fn state_error(channel: &str, e: &MlsGroupStateError) -> Error {
     match e {
         MlsGroupStateError::UseAfterEviction => Error::NotAMember(channel.to_string()),
         MlsGroupStateError::PendingCommit => Error::InvalidState("a commit is pending".into()),
-        MlsGroupStateError::PendingProposal => Error::InvalidState("a proposal is pending".into()),
+        // Only leave requests are ever stored (`apply_processed`).
+        MlsGroupStateError::PendingProposal => Error::LeavePending(channel.to_string()),
         other => Error::InvalidState(other.to_string()),
     }
 }

@@ -186,3 +186,98 @@ fn invites_admit_through_any_member_and_external_joins_fail_closed() {
     let ivan = member("ivan", 9);
     assert_eq!(ivan.agent.join_with_invite(&gi, &fresh).unwrap_err().code(), "SKYTALE_INVITE_REVOKED");
 }
+
+/// Reopens a member's keystore, as a restarted process does.
+fn reopen(m: Member, id: &str, b: u8) -> Member {
+    let Member { _dir: dir, agent } = m;
+    drop(agent);
+    let secret = KeystoreSecret::Key(SecretKey32::from_bytes([b; 32]));
+    let agent = Agent::open(AgentOptions { data_dir: dir.path(), identity: id, secret: &secret }).unwrap();
+    Member { _dir: dir, agent }
+}
+
+#[test]
+fn a_leave_request_waiting_for_its_commit_is_found_again_after_a_restart() {
+    let (alice, bob, _carol) = channel();
+    assert!(!alice.agent.has_leave_requests(CH).unwrap());
+    let leave = bob.agent.leave_proposal(CH).unwrap();
+    assert_eq!(deliver(&leave, &[&alice.agent]), ["ok"]);
+    assert!(alice.agent.has_leave_requests(CH).unwrap());
+    // Killed before committing it: the proposal store is in the keystore.
+    let alice = reopen(alice, "alice", 1);
+    assert!(alice.agent.has_leave_requests(CH).unwrap());
+    alice.agent.commit_leave_requests(CH, CommitMode::Merge).unwrap();
+    assert!(!alice.agent.has_leave_requests(CH).unwrap());
+    assert!(!alice.agent.members(CH).unwrap().contains(&"bob".to_string()));
+}
+
+#[test]
+fn an_applied_external_join_owes_the_record_of_its_invite_use_until_settled() {
+    let (alice, bob, carol) = channel();
+    let invite = InviteToken::generate(CH, "");
+    let reg = alice.agent.register_invite(CH, &invite, u64::MAX / 2, 2, CommitMode::Merge).unwrap();
+    assert_eq!(deliver(&reg.commit, &[&bob.agent, &carol.agent]), ["ok"; 2]);
+    assert_eq!(carol.agent.owed_invite_uses(CH).unwrap(), vec![]);
+    let frank = member("frank", 6);
+    let gi = alice.agent.export_group_info(CH).unwrap();
+    let (_, ext) = frank.agent.join_with_invite(&gi, &invite).unwrap();
+    // Applied as the relay delivers it: the owed record is written in the same transaction.
+    let at = skytale_core::Delivery { seq: 3, relay_epoch: 0, at_secs: 1_700_000_000 };
+    carol.agent.process_delivered(CH, &ext.commit, at).unwrap();
+    let owed = vec![(invite.id_hex(), "frank".to_string())];
+    assert_eq!(carol.agent.owed_invite_uses(CH).unwrap(), owed);
+    let carol = reopen(carol, "carol", 3);
+    assert_eq!(carol.agent.owed_invite_uses(CH).unwrap(), owed, "kept across a restart");
+    carol.agent.record_invite_use(CH, &invite.id_hex(), "frank", CommitMode::Merge).unwrap();
+    carol.agent.settle_invite_use(CH, &invite.id_hex(), "frank").unwrap();
+    assert_eq!(carol.agent.owed_invite_uses(CH).unwrap(), vec![]);
+}
+
+#[test]
+fn members_refuse_any_proposal_but_a_leave_request_so_a_stray_one_cannot_silence_the_channel() {
+    let (alice, bob, carol) = channel();
+    // An Update proposal (the SDK never makes one): refused and not stored.
+    let update = bob.agent.update_proposal_unsupported(CH).unwrap();
+    assert_eq!(deliver(&update, &[&alice.agent, &carol.agent]), ["SKYTALE_POLICY_DENIED"; 2]);
+    let msg = alice.agent.encrypt(CH, b"still talking").unwrap();
+    assert!(matches!(carol.agent.process_incoming(CH, &msg).unwrap(), Incoming::Message { .. }));
+    // A leave request is stored: no message until its commit (MLS), with its own error.
+    let leave = carol.agent.leave_proposal(CH).unwrap();
+    assert_eq!(deliver(&leave, &[&alice.agent]), ["ok"]);
+    let err = alice.agent.encrypt(CH, b"waits").unwrap_err();
+    assert!(matches!(err, skytale_core::Error::LeavePending(_)), "{err:?}");
+    assert_eq!(err.code(), "SKYTALE_INVALID_STATE");
+    // Any other commit would void the request (MLS drops what an epoch's commit leaves out).
+    let err = alice.agent.rotate_key(CH, CommitMode::Merge).unwrap_err();
+    assert!(matches!(err, skytale_core::Error::LeavePending(_)), "{err:?}");
+    alice.agent.commit_leave_requests(CH, CommitMode::Merge).unwrap();
+    alice.agent.encrypt(CH, b"after the commit").unwrap();
+    alice.agent.rotate_key(CH, CommitMode::Merge).unwrap();
+}
+
+#[test]
+fn a_leave_request_voided_by_another_members_commit_is_noted_for_removal() {
+    let (alice, bob, carol) = channel();
+    let at = |seq| skytale_core::Delivery { seq, relay_epoch: 0, at_secs: 1_700_000_000 };
+    let leave = carol.agent.leave_proposal(CH).unwrap();
+    alice.agent.process_delivered(CH, &leave, at(1)).unwrap();
+    // Bob had not seen the request: his rotation ends the epoch without it.
+    let rotation = bob.agent.rotate_key(CH, CommitMode::Merge).unwrap();
+    alice.agent.process_delivered(CH, &rotation.commit, at(2)).unwrap();
+    assert!(!alice.agent.has_leave_requests(CH).unwrap(), "voided");
+    assert_eq!(alice.agent.voided_leaves(CH).unwrap(), vec!["carol".to_string()]);
+    let alice = reopen(alice, "alice", 1);
+    assert_eq!(alice.agent.voided_leaves(CH).unwrap(), vec!["carol".to_string()], "kept across a restart");
+    alice.agent.remove_members(CH, &["carol".into()], CommitMode::Merge).unwrap();
+    alice.agent.settle_voided_leave(CH, "carol").unwrap();
+    assert_eq!(alice.agent.voided_leaves(CH).unwrap(), Vec::<String>::new());
+    // A commit that covers the request voids nothing.
+    let (dave, erin) = (member("dave", 4), member("erin", 5));
+    let kps = [dave.agent.generate_key_packages(1).unwrap(), erin.agent.generate_key_packages(1).unwrap()].concat();
+    let added = alice.agent.add_members(CH, &kps, CommitMode::Merge).unwrap();
+    dave.agent.join_channel(added.welcome.as_ref().unwrap()).unwrap();
+    let leave = dave.agent.leave_proposal(CH).unwrap();
+    alice.agent.process_delivered(CH, &leave, at(3)).unwrap();
+    alice.agent.commit_leave_requests(CH, CommitMode::Merge).unwrap();
+    assert_eq!(alice.agent.voided_leaves(CH).unwrap(), Vec::<String>::new());
+}

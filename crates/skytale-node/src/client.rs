@@ -238,7 +238,9 @@ fn event_to_js(ev: ClientEvent) -> ClientEventInfo {
 #[napi]
 pub struct Client {
     pub(crate) inner: CoreClient,
-    events: Arc<tokio::sync::Mutex<tokio::sync::broadcast::Receiver<ClientEvent>>>,
+    /// The receiver behind `nextEvent`, made at its first call (the first consumer, `onEvent`
+    /// or `nextEvent`, also gets what was emitted while `connect` ran).
+    events: Arc<tokio::sync::Mutex<Option<tokio::sync::broadcast::Receiver<ClientEvent>>>>,
 }
 
 #[napi]
@@ -267,10 +269,7 @@ impl Client {
                 let core = core?;
                 CoreClient::connect(core, config).await
             },
-            |inner| {
-                let events = Arc::new(tokio::sync::Mutex::new(inner.events()));
-                Client { inner, events }
-            },
+            |inner| Client { inner, events: Arc::new(tokio::sync::Mutex::new(None)) },
         )
     }
 
@@ -435,6 +434,9 @@ impl Client {
 
     /// Pushes every client-wide event (connected, disconnected, joined, members, fork, healed,
     /// error) to `onEvent` as it happens, until the returned subscription is closed. No polling.
+    /// The first listener (of `onEvent` and `nextEvent`) also gets, first, the events emitted
+    /// while `connect` ran (e.g. `SKYTALE_NOT_A_MEMBER` for a channel this agent was removed
+    /// from while offline); later ones start when attached.
     #[napi(ts_args_type = "onEvent: (event: ClientEventInfo) => void")]
     pub fn on_event(&self, on_event: Function<ClientEventInfo, ()>) -> napi::Result<Subscription> {
         let tsfn = on_event.build_threadsafe_function().callee_handled::<false>().build()?;
@@ -467,7 +469,8 @@ impl Client {
     }
 
     /// The next client-wide event (connected, disconnected, joined, error), or `null` after
-    /// `timeoutMs`.
+    /// `timeoutMs`. If called before any `onEvent`, it starts with the events emitted while
+    /// `connect` ran.
     #[napi(ts_return_type = "Promise<ClientEventInfo | null>")]
     pub fn next_event<'env>(
         &self,
@@ -475,10 +478,12 @@ impl Client {
         timeout_ms: u32,
     ) -> napi::Result<PromiseRaw<'env, Option<ClientEventInfo>>> {
         let events = self.events.clone();
+        let inner = self.inner.clone();
         run(
             env,
             async move {
-                let mut rx = events.lock().await;
+                let mut guard = events.lock().await;
+                let rx = guard.get_or_insert_with(|| inner.events());
                 loop {
                     match tokio::time::timeout(Duration::from_millis(timeout_ms as u64), rx.recv()).await {
                         Ok(Ok(ev)) => return Ok(Some(ev)),

@@ -9,6 +9,8 @@
 //!                            --relay ADDR --token JWT --org acme --forged-identity bob
 //! skytale-hostile member-add --dir BOB_DIR --identity bob --keystore-key HEX --channel CH
 //!                            --relay ADDR --token JWT --add carol
+//! skytale-hostile propose-update --dir BOB_DIR --identity bob --keystore-key HEX --channel CH
+//!                                --relay ADDR --token JWT
 //! skytale-hostile probe --relay ADDR --token JWT [--channel CH] [--epoch E] [--invite-id ID]
 //! skytale-hostile --help
 //! ```
@@ -41,6 +43,8 @@ commands (each prints one JSON line; {\"ok\":false,\"code\",\"message\"} and exi
       -> {ok, seq, epoch}
   member-add --dir D --identity ID --keystore-key HEX --channel CH --relay ADDR --token JWT --add ID
       -> {ok, seq, epoch}
+  propose-update --dir D --identity ID --keystore-key HEX --channel CH --relay ADDR --token JWT
+      -> {ok, seq}   (an MLS Update proposal of the member's leaf, sent as a Proposal item)
   probe --relay ADDR --token JWT [--channel CH] [--epoch E] [--invite-id ID]
       Authenticates with the token; without --channel prints {ok: true}. With --channel it tries,
       in this order, every request on CH and reports each outcome as \"ok\" or the error code:
@@ -152,11 +156,7 @@ async fn commit_add(m: &HashMap<String, String>) -> Res<serde_json::Value> {
     let dir = PathBuf::from(arg(m, "dir")?);
     let identity = arg(m, "identity")?;
     let channel = arg(m, "channel")?;
-    let key: [u8; 32] = hex::decode(arg(m, "keystore-key")?)
-        .ok()
-        .and_then(|k| k.try_into().ok())
-        .ok_or_else(|| ("USAGE".to_string(), "--keystore-key must be 64 hex chars".to_string()))?;
-    let secret = KeystoreSecret::Key(SecretKey32::from_bytes(key));
+    let secret = keystore_secret(m)?;
     // The member's own SDK would refuse to add an uncertified leaf: drop its pinned issuer keys
     // (an attacker patches its client; this is the same).
     {
@@ -184,18 +184,27 @@ async fn commit_add(m: &HashMap<String, String>) -> Res<serde_json::Value> {
     Ok(serde_json::json!({ "ok": true, "seq": ack.seq, "epoch": ack.epoch }))
 }
 
-/// A member adds a real, certified identity although the channel policy does not let it (its own
-/// SDK would refuse): the other members must reject the commit.
-async fn member_add(m: &HashMap<String, String>) -> Res<serde_json::Value> {
-    let dir = PathBuf::from(arg(m, "dir")?);
-    let identity = arg(m, "identity")?;
-    let channel = arg(m, "channel")?;
+/// `--keystore-key` (64 hex characters) as the keystore secret.
+fn keystore_secret(m: &HashMap<String, String>) -> Res<KeystoreSecret> {
     let key: [u8; 32] = hex::decode(arg(m, "keystore-key")?)
         .ok()
         .and_then(|k| k.try_into().ok())
         .ok_or_else(|| ("USAGE".to_string(), "--keystore-key must be 64 hex chars".to_string()))?;
-    let secret = KeystoreSecret::Key(SecretKey32::from_bytes(key));
-    let agent = Agent::open(AgentOptions { data_dir: &dir, identity, secret: &secret }).map_err(fail("CORE"))?;
+    Ok(KeystoreSecret::Key(SecretKey32::from_bytes(key)))
+}
+
+/// The member's own keystore (`--dir`, `--identity`, `--keystore-key`).
+fn open_member(m: &HashMap<String, String>) -> Res<Agent> {
+    let dir = PathBuf::from(arg(m, "dir")?);
+    let secret = keystore_secret(m)?;
+    Agent::open(AgentOptions { data_dir: &dir, identity: arg(m, "identity")?, secret: &secret }).map_err(fail("CORE"))
+}
+
+/// A member adds a real, certified identity although the channel policy does not let it (its own
+/// SDK would refuse): the other members must reject the commit.
+async fn member_add(m: &HashMap<String, String>) -> Res<serde_json::Value> {
+    let channel = arg(m, "channel")?;
+    let agent = open_member(m)?;
     let added = arg(m, "add")?;
     let conn = relay(arg(m, "relay")?, arg(m, "token")?).await?;
     let kp = conn.claim_key_package(added).await.map_err(|e| (e.code().to_string(), e.to_string()))?;
@@ -213,6 +222,22 @@ async fn member_add(m: &HashMap<String, String>) -> Res<serde_json::Value> {
     let ack = conn.commit(commit).await.map_err(|e| (e.code().to_string(), e.to_string()))?;
     agent.clear_pending_commit(channel).map_err(fail("CORE"))?;
     Ok(serde_json::json!({ "ok": true, "seq": ack.seq, "epoch": ack.epoch }))
+}
+
+/// A member proposes an update of its own leaf (the SDK only ever proposes leaving): the other
+/// members must refuse it and keep sending.
+async fn propose_update(m: &HashMap<String, String>) -> Res<serde_json::Value> {
+    let channel = arg(m, "channel")?;
+    let agent = open_member(m)?;
+    let conn = relay(arg(m, "relay")?, arg(m, "token")?).await?;
+    let epoch = conn.channel_state(channel).await.map_err(|e| (e.code().to_string(), e.to_string()))?.epoch;
+    let proposal = agent.update_proposal_unsupported(channel).map_err(fail("CORE"))?;
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    let ack = conn
+        .send(channel, &id, skytale_proto::frames::Kind::Proposal, epoch, proposal)
+        .await
+        .map_err(|e| (e.code().to_string(), e.to_string()))?;
+    Ok(serde_json::json!({ "ok": true, "seq": ack.seq }))
 }
 
 /// Authenticates with `--token`; with `--channel`, tries every request on it and reports each
@@ -286,12 +311,16 @@ async fn main() {
         "publish-forged" => publish_forged(&m).await,
         "commit-add" => commit_add(&m).await,
         "member-add" => member_add(&m).await,
+        "propose-update" => propose_update(&m).await,
         "probe" => probe(&m).await,
         "--help" | "-h" | "help" => {
             print!("{USAGE}");
             return;
         }
-        _ => Err(("USAGE".into(), "commands: publish-forged, commit-add, member-add, probe (see --help)".into())),
+        _ => Err((
+            "USAGE".into(),
+            "commands: publish-forged, commit-add, member-add, propose-update, probe (see --help)".into(),
+        )),
     };
     match res {
         Ok(v) => println!("{v}"),

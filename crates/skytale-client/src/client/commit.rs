@@ -4,6 +4,24 @@
 use super::*;
 
 impl Shared {
+    /// Commits the members' leave requests of `channel` now (nothing to commit is not an
+    /// error: another member did it). Boxed: [`Shared::commit_op`] calls it.
+    pub(super) fn commit_leaves_now<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            match self.commit_op(channel, None, commit_leaves).await {
+                Ok(_) => Ok(()),
+                Err(e) if matches!(e.code(), "SKYTALE_INVALID_STATE" | "SKYTALE_NOT_A_MEMBER") => {
+                    tracing::debug!(code = e.code(), "no leave request left to commit");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+
     /// Runs a commit through the relay: stage, send, merge on ack; on a lost race discard,
     /// catch up and retry.
     pub(super) async fn commit_op<F>(
@@ -24,7 +42,16 @@ impl Shared {
             // Apply whatever arrived first, so the commit is made on the newest epoch.
             self.catch_up_locked(&conn, channel).await.ok();
             let relay_epoch = self.send_epoch(channel)?;
-            let out = make(&self.agent, channel)?;
+            let out = match make(&self.agent, channel) {
+                Ok(out) => out,
+                // This commit would void a member's leave request: commit the leave first.
+                Err(CoreError::LeavePending(_)) => {
+                    drop(_guard);
+                    self.commit_leaves_now(channel).await?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let msg = Commit {
                 channel: channel.to_string(),
                 client_msg_id: random_id(),
@@ -138,4 +165,10 @@ pub(super) async fn recover_pending_commit(shared: &Arc<Shared>, conn: &RelayCon
     }
     shared.agent.kv_delete(&key)?;
     Ok(())
+}
+
+/// The commit of the pending leave requests (a plain fn, so that [`Shared::commit_op`] can call
+/// itself for it without an endless chain of closure types).
+fn commit_leaves(agent: &Agent, name: &str) -> skytale_core::Result<CommitOutput> {
+    agent.commit_leave_requests(name, CommitMode::Stage)
 }

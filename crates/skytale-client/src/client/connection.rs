@@ -97,9 +97,30 @@ pub(super) async fn connect_once(
                 // An add's self-update check that a restart (or a failed rotation) left undone.
                 shared.schedule(FollowUp::SelfUpdate { channel: name.clone() });
             }
+            for (invite_id, identity) in shared.agent.owed_invite_uses(&name).unwrap_or_default() {
+                // An external join whose invite use a restart left unrecorded; the joiner still
+                // goes first.
+                shared.schedule(FollowUp::RecordUse {
+                    channel: name.clone(),
+                    invite_id,
+                    identity,
+                    not_before: tokio::time::Instant::now() + incoming::RECORD_USE_GRACE,
+                });
+            }
+            shared.schedule_voided_leaves(&name);
+            if shared.agent.has_leave_requests(&name).unwrap_or(false) {
+                // Leave requests seen before a restart, still waiting for a commit.
+                shared.schedule(FollowUp::CommitLeaves { channel: name.clone() });
+            }
             let after = shared.agent.last_seq(&name)?;
             match conn.subscribe(&name, after).await {
-                Ok(_) => {}
+                Ok(info) => {
+                    if shared.invites_refresh_owed(&name, info.epoch) {
+                        // A refresh of the channel's invites that a restart (or a lost request)
+                        // left undone: offline joiners need the current GroupInfo.
+                        shared.schedule(FollowUp::RefreshInvites { channel: name.clone() });
+                    }
+                }
                 // Removed while this agent was offline (the relay's roster says so): the other
                 // channels must still work; the removal commit itself is not readable any more.
                 Err(e) if e.code() == "SKYTALE_NOT_A_MEMBER" => shared.removed_at_relay(&name),

@@ -5,7 +5,7 @@ use super::*;
 
 /// How long members wait before recording an external joiner's invite use themselves (the
 /// joiner records its own first).
-const RECORD_USE_GRACE: Duration = Duration::from_secs(3);
+pub(super) const RECORD_USE_GRACE: Duration = Duration::from_secs(3);
 
 impl Shared {
     /// Handles a control message; the channel lock is held.
@@ -115,6 +115,7 @@ impl Shared {
                 }
                 if !self_removed {
                     self.schedule(FollowUp::RefreshInvites { channel: d.channel.clone() });
+                    self.schedule_voided_leaves(&d.channel);
                 } else {
                     self.note_membership(&d.channel);
                 }

@@ -26,7 +26,7 @@ impl Client {
         if let Ok(mut expected) = self.shared.expected_welcomes.lock() {
             expected.insert(channel.to_string());
         }
-        let mut events = self.events();
+        let mut events = self.shared.events.subscribe();
         let conn = self.shared.live_conn().await?;
         let kp = agent.generate_key_packages(1)?.into_iter().next().ok_or(ClientError::Closed)?;
         let sealed = invite.seal_join_request(agent.identity(), &kp, &agent.signature_public_key()?)?;
@@ -107,7 +107,10 @@ impl Client {
                     self.remember_invite(&invite)?;
                     self.shared.schedule(FollowUp::RefreshInvites { channel: name.clone() });
                     // Record our use of the invite in the channel policy (members do it after a
-                    // grace period if we cannot).
+                    // grace period if we cannot; noted in the keystore so a restart does it too).
+                    if let Err(e) = agent.owe_invite_use(&name, &invite.id_hex(), agent.identity()) {
+                        tracing::debug!(code = e.code(), "noting the invite use failed");
+                    }
                     self.shared.schedule(FollowUp::RecordUse {
                         channel: name.clone(),
                         invite_id: invite.id_hex(),

@@ -247,6 +247,9 @@ struct Shared {
     conn: watch::Sender<Option<Arc<RelayConnection>>>,
     channels: StdMutex<HashMap<String, Arc<ChannelSlot>>>,
     events: broadcast::Sender<ClientEvent>,
+    /// The receiver made with `events` before the connection loop starts: it holds what was
+    /// emitted while [`Client::connect`] ran (and since), for the first [`Client::events`].
+    first_events: StdMutex<Option<broadcast::Receiver<ClientEvent>>>,
     closed: watch::Sender<bool>,
     outbox: StdMutex<VecDeque<OutItem>>,
     outbox_notify: Notify,
@@ -278,6 +281,9 @@ enum FollowUp {
     RecordUse { channel: String, invite_id: String, identity: String, not_before: tokio::time::Instant },
     /// Re-upload the sealed GroupInfo of this channel's live invites (the epoch changed).
     RefreshInvites { channel: String },
+    /// Remove a member whose leave request another member's commit voided
+    /// ([`Agent::voided_leaves`]); only an agent with the remove role can.
+    RemoveVoidedLeave { channel: String, identity: String },
     /// Rotate this agent's leaf if its last self-update is older than
     /// [`ClientConfig::self_update_interval`] (adds are committed without an update path; this
     /// restores post-compromise security).
@@ -299,6 +305,13 @@ fn self_update_key(channel: &str) -> String {
 /// restart in between does the check at the next connect).
 fn self_update_owed_key(channel: &str) -> String {
     format!("self-update-owed/{channel}")
+}
+
+/// The relay epoch (8 bytes, big endian) whose GroupInfo this agent last sealed into all of
+/// `channel`'s live invites. A different epoch at connect means a refresh was left undone (a
+/// crash after the epoch changed, a lost request): the connect does it.
+fn invites_refreshed_key(channel: &str) -> String {
+    format!("invites-refreshed/{channel}")
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -366,7 +379,7 @@ impl Client {
         let bind = "0.0.0.0:0".parse().map_err(|_| ClientError::InvalidArgument("bind address".into()))?;
         let endpoint = client_endpoint(bind).await?;
         let (conn, _) = watch::channel(None);
-        let (events, _) = broadcast::channel(1024);
+        let (events, first_events) = broadcast::channel(1024);
         let (closed, _) = watch::channel(false);
         let shared = Arc::new_cyclic(|me| Shared {
             agent,
@@ -376,6 +389,7 @@ impl Client {
             conn,
             channels: StdMutex::new(HashMap::new()),
             events,
+            first_events: StdMutex::new(Some(first_events)),
             closed,
             outbox: StdMutex::new(VecDeque::new()),
             outbox_notify: Notify::new(),
@@ -411,9 +425,14 @@ impl Client {
         &self.shared.agent
     }
 
-    /// Client-wide events (connected, disconnected, joined, background errors).
+    /// Client-wide events (connected, disconnected, joined, background errors). The first
+    /// receiver handed out also yields what was emitted while [`Client::connect`] ran and
+    /// before this call (e.g. the `SKYTALE_NOT_A_MEMBER` error of a channel this agent was
+    /// removed from while offline, the members event of a recovered commit), up to the
+    /// channel's capacity of 1,024 events; later receivers start at the time of the call.
     pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
-        self.shared.events.subscribe()
+        let first = self.shared.first_events.lock().ok().and_then(|mut f| f.take());
+        first.unwrap_or_else(|| self.shared.events.subscribe())
     }
 
     /// Resolves once the client is closed (by [`Client::close`] or after giving up reconnecting).
@@ -581,7 +600,7 @@ impl Client {
     /// Waits until this agent is a member of `channel` (e.g. after being added by another
     /// member), up to `timeout`.
     pub async fn wait_for_channel(&self, channel: &str, timeout: Duration) -> Result<()> {
-        let mut events = self.events();
+        let mut events = self.shared.events.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if self.shared.agent.has_channel(channel)? && self.shared.agent.is_member(channel)? {

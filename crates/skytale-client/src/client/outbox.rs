@@ -14,13 +14,32 @@ impl Shared {
         let mut conn = self.live_conn().await?;
         let mut wrong_epochs = 0;
         let mut relay_failures: u32 = 0;
+        let mut leave_deadline = None;
         loop {
             // While the channel resyncs (issue #10) its sends wait, then go out in the new epoch.
             self.fork.wait_healed(&item.channel).await;
-            let (epoch, payload) = {
+            let encrypted = {
                 let _guard = slot.lock.lock().await;
                 let epoch = self.send_epoch(&item.channel)?;
-                (epoch, self.agent.encrypt(&item.channel, &item.data)?)
+                self.agent.encrypt(&item.channel, &item.data).map(|payload| (epoch, payload))
+            };
+            let (epoch, payload) = match encrypted {
+                Ok(v) => v,
+                // A member asked to leave: MLS allows no message in this epoch until its removal
+                // is committed (by this member or another). Wait for that commit, then send.
+                Err(CoreError::LeavePending(_)) if leave_deadline.is_none_or(|d| tokio::time::Instant::now() < d) => {
+                    if leave_deadline.is_none() {
+                        leave_deadline = Some(tokio::time::Instant::now() + LEAVE_COMMIT_WAIT);
+                        self.schedule(FollowUp::CommitLeaves { channel: item.channel.clone() });
+                    }
+                    let applied = slot.notify.notified();
+                    tokio::select! {
+                        _ = applied => {}
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
             };
             self.fork.begin_send(&item.channel);
             let res = conn.send(&item.channel, &item.client_msg_id, Kind::Application, epoch, payload).await;
@@ -205,6 +224,10 @@ const MAX_RELAY_FAILURES: u32 = 8;
 
 /// Most sends written to the relay before waiting for their acks.
 pub(super) const SEND_WINDOW: usize = 64;
+
+/// How long a send waits for the commit of a member's leave request before it fails with
+/// `SKYTALE_INVALID_STATE` (any member commits it; normally within a round trip).
+const LEAVE_COMMIT_WAIT: Duration = Duration::from_secs(60);
 
 /// Most batches whose acks are awaited while the next one is encrypted and written.
 const BATCHES_IN_FLIGHT: usize = 4;

@@ -86,6 +86,37 @@ impl Shared {
         }
     }
 
+    /// Schedules the removal of the members whose leave requests were voided in `channel`.
+    pub(super) fn schedule_voided_leaves(&self, channel: &str) {
+        for identity in self.agent.voided_leaves(channel).unwrap_or_default() {
+            self.schedule(FollowUp::RemoveVoidedLeave { channel: channel.to_string(), identity });
+        }
+    }
+
+    /// A number stored under `key` (8 bytes, big endian); `None` if absent or unreadable.
+    fn kv_u64(&self, key: &str) -> Option<u64> {
+        let bytes = self.agent.kv_get(key).ok().flatten()?;
+        <[u8; 8]>::try_from(bytes.as_slice()).ok().map(u64::from_be_bytes)
+    }
+
+    /// Whether `channel`'s live invites may hold a GroupInfo older than `relay_epoch` (the
+    /// channel's epoch at the relay, from `Subscribe`): this agent is at that epoch and did not
+    /// record a refresh at it. Behind the relay, the commits still to come refresh anyway.
+    pub(super) fn invites_refresh_owed(&self, channel: &str, relay_epoch: u64) -> bool {
+        if self.send_epoch(channel).ok() != Some(relay_epoch) || self.invites_of(channel).is_empty() {
+            return false;
+        }
+        self.kv_u64(&invites_refreshed_key(channel)) != Some(relay_epoch)
+    }
+
+    /// Records that every live invite of `channel` holds the GroupInfo of `epoch`.
+    pub(super) fn invites_refreshed(&self, channel: &str, epoch: u64) {
+        if let Err(e) = self.agent.kv_put(&invites_refreshed_key(channel), &epoch.to_be_bytes()) {
+            // Left behind, it only makes the next connect refresh again.
+            tracing::debug!(code = e.code(), "recording an invite refresh failed");
+        }
+    }
+
     /// Records that this agent's leaf in `channel` was just refreshed (created, joined, rotated).
     pub(super) fn mark_self_updated(&self, channel: &str) {
         if let Err(e) = self.agent.kv_put(&self_update_key(channel), &now_secs().to_be_bytes()) {
@@ -118,14 +149,7 @@ impl Shared {
 
     /// Whether this agent's leaf in `channel` is older than the configured self-update interval.
     pub(super) fn self_update_due(&self, channel: &str) -> bool {
-        let last = self
-            .agent
-            .kv_get(&self_update_key(channel))
-            .ok()
-            .flatten()
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0);
+        let last = self.kv_u64(&self_update_key(channel)).unwrap_or(0);
         now_secs().saturating_sub(last) >= self.config.self_update_interval.as_secs()
     }
 

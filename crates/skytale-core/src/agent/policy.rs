@@ -6,7 +6,7 @@ use openmls::prelude::*;
 
 use super::{ensure_ready, finish_commit, serialize, Agent, Inner};
 use crate::error::{Error, Result};
-use crate::events::{CommitMode, CommitOutput};
+use crate::events::{CommitMode, CommitOutput, Incoming};
 use crate::invite::InviteToken;
 use crate::policy::{
     b64, check_commit, Action, Admission, ChannelPolicy, CommitFacts, CommitProofs, InviteEntry, Role, Rules,
@@ -115,6 +115,11 @@ pub(crate) fn build_commit(
     plan: CommitPlan,
     mode: CommitMode,
 ) -> Result<(MlsMessageOut, Option<MlsMessageOut>)> {
+    if !plan.consume_pending && !leave_requests(group).is_empty() {
+        // Merging this commit would void the members' leave requests (MLS drops the proposals
+        // an epoch's commit does not cover): they are committed first.
+        return Err(Error::LeavePending(String::from_utf8_lossy(group.group_id().as_slice()).into_owned()));
+    }
     group.set_aad(plan.aad);
     let mut builder = group
         .commit_builder()
@@ -368,14 +373,92 @@ impl Agent {
     /// A proposal to remove this agent from the channel (MLS self-remove), for another member
     /// to commit: how a member without the `remove` role leaves.
     pub fn leave_proposal(&self, name: &str) -> Result<Vec<u8>> {
+        self.own_proposal(name, |group, provider, signer| {
+            group.leave_group(provider, signer).map_err(|e| Error::InvalidState(format!("leave: {e}")))
+        })
+    }
+
+    /// A proposal of this agent in `name`, made by `make` in one keystore transaction.
+    fn own_proposal(
+        &self,
+        name: &str,
+        make: impl FnOnce(&mut MlsGroup, &Provider<'_>, &crate::signer::AgentSigner) -> Result<MlsMessageOut>,
+    ) -> Result<Vec<u8>> {
         let mut inner = self.lock()?;
         inner.transaction(Some(name), |inner| {
             let (crypto, conn, signer) = (&inner.crypto, inner.store.conn(), &inner.signer);
             let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
             ensure_ready(name, group)?;
             let provider = Provider::new(crypto, conn);
-            let msg = group.leave_group(&provider, signer).map_err(|e| Error::InvalidState(format!("leave: {e}")))?;
-            serialize(&msg)
+            serialize(&make(group, &provider, signer)?)
+        })
+    }
+
+    /// The invite uses of external joins to `name` that this agent saw and that are not known to
+    /// be recorded in the channel policy yet, as `(invite id, joiner)`. Each is noted in the
+    /// keystore in the transaction that applies the join (and by [`Agent::owe_invite_use`]), so
+    /// a restart cannot lose one; [`Agent::settle_invite_use`] clears it.
+    pub fn owed_invite_uses(&self, name: &str) -> Result<Vec<(String, String)>> {
+        let prefix = invite_use_owed_prefix(name);
+        Ok(self
+            .kv_list(&prefix)?
+            .into_iter()
+            .filter_map(|(key, _)| {
+                let rest = key.strip_prefix(&prefix)?;
+                let (id, identity) = rest.split_once('/')?;
+                Some((id.to_string(), identity.to_string()))
+            })
+            .collect())
+    }
+
+    /// Notes that the use of `invite_id` by `identity` in `name` is to be recorded in the policy
+    /// (the joiner's own external join; members note others' when they apply them).
+    pub fn owe_invite_use(&self, name: &str, invite_id: &str, identity: &str) -> Result<()> {
+        self.kv_put(&invite_use_owed_key(name, invite_id, identity), &[])
+    }
+
+    /// The use of `invite_id` by `identity` in `name` is recorded (or can no longer be).
+    pub fn settle_invite_use(&self, name: &str, invite_id: &str, identity: &str) -> Result<()> {
+        self.kv_delete(&invite_use_owed_key(name, invite_id, identity))
+    }
+
+    /// Members whose leave request a commit of another member voided (it ended the epoch
+    /// without covering the request) and who are still in `name`: they left, but stay silent
+    /// members until removed. Noted in the transaction that applied that commit; an admin's
+    /// client removes them ([`Agent::settle_voided_leave`] clears the note).
+    pub fn voided_leaves(&self, name: &str) -> Result<Vec<String>> {
+        let prefix = voided_leave_prefix(name);
+        let noted: Vec<String> = self
+            .kv_list(&prefix)?
+            .into_iter()
+            .filter_map(|(k, _)| k.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        Ok(noted)
+    }
+
+    /// The voided leave of `identity` in `name` is dealt with (removed, or not this agent's to do).
+    pub fn settle_voided_leave(&self, name: &str, identity: &str) -> Result<()> {
+        self.kv_delete(&format!("{}{identity}", voided_leave_prefix(name)))
+    }
+
+    /// Whether members' leave requests (self-remove proposals) wait in `name`'s proposal store
+    /// for a commit. The store is in the keystore, so a commit a restart left undone is found
+    /// again ([`Agent::commit_leave_requests`] does it).
+    pub fn has_leave_requests(&self, name: &str) -> Result<bool> {
+        let mut inner = self.lock()?;
+        let group = inner.group(name)?;
+        Ok(!leave_requests(group).is_empty())
+    }
+
+    /// An Update proposal of this agent's leaf: never sent by the SDK (members refuse any
+    /// proposal but a leave request). Exists for tests that show the other members refuse it.
+    #[doc(hidden)]
+    pub fn update_proposal_unsupported(&self, name: &str) -> Result<Vec<u8>> {
+        self.own_proposal(name, |group, provider, signer| {
+            group
+                .propose_self_update(provider, signer, LeafNodeParameters::default())
+                .map(|(msg, _)| msg)
+                .map_err(|e| Error::InvalidState(format!("update proposal: {e}")))
         })
     }
 
@@ -387,16 +470,7 @@ impl Agent {
             let (crypto, conn, signer) = (&inner.crypto, inner.store.conn(), &inner.signer);
             let group = inner.groups.get_mut(name).ok_or_else(|| Error::ChannelNotFound(name.to_string()))?;
             ensure_ready(name, group)?;
-            let own = group.own_leaf_index();
-            let leaving: Vec<(LeafNodeIndex, String)> = group
-                .pending_proposals()
-                .filter_map(|q| match (q.proposal(), q.sender()) {
-                    (Proposal::Remove(r), Sender::Member(s)) if *s == r.removed() && r.removed() != own => {
-                        leaf_identity(group, r.removed()).map(|id| (r.removed(), id))
-                    }
-                    _ => None,
-                })
-                .collect();
+            let leaving = leave_requests(group);
             if leaving.is_empty() {
                 return Err(Error::InvalidState("no leave request to commit".into()));
             }
@@ -455,4 +529,65 @@ pub(crate) fn require(group: &MlsGroup, who: &str, action: Action) -> Result<()>
         ))),
         _ => Ok(()),
     }
+}
+
+/// The members that asked to leave `group` (their self-remove proposals, by leaf), this agent
+/// excluded.
+fn leave_requests(group: &MlsGroup) -> Vec<(LeafNodeIndex, String)> {
+    let own = group.own_leaf_index();
+    group
+        .pending_proposals()
+        .filter_map(|q| match (q.proposal(), q.sender()) {
+            (Proposal::Remove(r), Sender::Member(s)) if *s == r.removed() && r.removed() != own => {
+                leaf_identity(group, r.removed()).map(|id| (r.removed(), id))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn invite_use_owed_prefix(name: &str) -> String {
+    format!("invite-use-owed/{name}/")
+}
+
+fn invite_use_owed_key(name: &str, invite_id: &str, identity: &str) -> String {
+    format!("{}{invite_id}/{identity}", invite_use_owed_prefix(name))
+}
+
+/// In the transaction that applies a delivered commit: an external join with an invite proof
+/// owes a record of that use in the channel policy ([`Agent::owed_invite_uses`]).
+pub(super) fn owe_external_join_use(conn: &rusqlite::Connection, name: &str, event: &Incoming) -> Result<()> {
+    if let Incoming::Commit { external: true, resync: false, authenticated_data, sender, .. } = event {
+        if let Some(proof) = CommitProofs::from_aad(authenticated_data).external {
+            conn.prepare_cached("INSERT OR IGNORE INTO skytale_kv (key, value) VALUES (?1, x'')")?
+                .execute([invite_use_owed_key(name, &proof.id, sender)])?;
+        }
+    }
+    Ok(())
+}
+
+/// The identities of [`leave_requests`].
+pub(super) fn leave_request_identities(group: &MlsGroup) -> Vec<String> {
+    leave_requests(group).into_iter().map(|(_, id)| id).collect()
+}
+
+fn voided_leave_prefix(name: &str) -> String {
+    format!("leave-voided/{name}/")
+}
+
+/// In the transaction that applies a delivered commit: the members in `leaving` (their leave
+/// requests waited before it) that the commit did not remove left for nothing; noted for
+/// [`Agent::voided_leaves`].
+pub(super) fn note_voided_leaves(
+    conn: &rusqlite::Connection,
+    name: &str,
+    leaving: &[String],
+    event: &Incoming,
+) -> Result<()> {
+    let Incoming::Commit { removed, self_removed: false, .. } = event else { return Ok(()) };
+    for id in leaving.iter().filter(|id| !removed.contains(id)) {
+        conn.prepare_cached("INSERT OR IGNORE INTO skytale_kv (key, value) VALUES (?1, x'')")?
+            .execute([format!("{}{id}", voided_leave_prefix(name))])?;
+    }
+    Ok(())
 }
