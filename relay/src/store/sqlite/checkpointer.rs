@@ -20,7 +20,10 @@
 //!
 //! If this thread cannot be started, or a background checkpoint fails, the writer checkpoints
 //! itself (the caller keeps SQLite's automatic checkpoint when [`Checkpointer::start`] fails, and
-//! a failed pass asks the writer to finish), so the WAL never grows without bound.
+//! a failed pass asks the writer to finish). And if the thread runs too rarely to ask in time (a
+//! starved CPU, a slow disk), SQLite's automatic checkpoint, kept on the writer at
+//! [`CheckpointConfig::writer_limit_frames`] (4 × `restart_frames`), checkpoints inside the commit
+//! that takes the WAL past it. So the WAL never grows without bound, whatever the scheduling.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +43,15 @@ pub struct CheckpointConfig {
     /// WAL size (frames of one page each) from which the writer finishes a pass itself, so the
     /// WAL can start over.
     pub restart_frames: u64,
+}
+
+impl CheckpointConfig {
+    /// WAL size (frames) at which the writer checkpoints inside its commit even if the
+    /// background thread has not asked (SQLite's `wal_autocheckpoint`): a bound that holds
+    /// however rarely the thread gets to run. Never reached while the thread keeps up.
+    pub fn writer_limit_frames(&self) -> u64 {
+        self.restart_frames.saturating_mul(4).clamp(1, i32::MAX as u64)
+    }
 }
 
 impl Default for CheckpointConfig {

@@ -64,8 +64,10 @@ impl SqliteStore {
         schema::migrate(&mut conn)?;
         let checkpointer = match Checkpointer::start(path, checkpoints) {
             Ok(c) => {
-                // The writer no longer checkpoints inside its commits (see `checkpointer`).
-                conn.pragma_update(None, "wal_autocheckpoint", 0i64)?;
+                // The writer checkpoints inside its commits only past the limit, as a bound when
+                // the background thread falls behind (see `checkpointer`).
+                let limit = i64::try_from(checkpoints.writer_limit_frames()).unwrap_or(i64::from(i32::MAX));
+                conn.pragma_update(None, "wal_autocheckpoint", limit)?;
                 Some(c)
             }
             Err(e) => {

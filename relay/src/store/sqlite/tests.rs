@@ -233,7 +233,7 @@ fn committed_pages_reach_the_database_file_without_the_writer_checkpointing() {
     let cfg = CheckpointConfig { interval: std::time::Duration::from_millis(5), restart_frames: 1 << 20 };
     let mut s = SqliteStore::open_with(&path, cfg).unwrap();
     let auto: i64 = s.conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).unwrap();
-    assert_eq!(auto, 0, "the writer does not checkpoint inside its commits");
+    assert_eq!(auto, 4 << 20, "the writer checkpoints inside its commits only past its limit");
     s.create_channel("acme/c/k", "acme", "alice", 0).unwrap();
     let before = file_len(&path);
     // Far fewer than SQLite's 1,000-frame automatic checkpoint: only the background thread
@@ -259,11 +259,13 @@ fn under_steady_writes_the_writer_finishes_the_copy_and_the_wal_starts_over() {
     s.create_channel("acme/c/k", "acme", "alice", 0).unwrap();
     // Writes without a pause (each followed by the storage thread's upkeep, as in
     // `storage::run`): a concurrent checkpoint never copies the last frames before the next
-    // commit, so without the writer's finishing pass this WAL would grow with every write
-    // (4,000 sends ≈ 80 MiB).
+    // commit, so without the writer's finishing pass (and its limit, next test) this WAL would
+    // grow with every write (4,000 sends ≈ 80 MiB). Runs until the thread has asked at least
+    // once, however busy the machine.
     let mut seq = 0u64;
     let mut asked = 0;
-    while seq < 4_000 {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while seq < 4_000 || (asked == 0 && std::time::Instant::now() < until) {
         seq += 1;
         s.append_batch(&[message("acme/c/k", seq)]).unwrap();
         if s.checkpointer.as_ref().unwrap().finish_asked() {
@@ -272,8 +274,32 @@ fn under_steady_writes_the_writer_finishes_the_copy_and_the_wal_starts_over() {
         s.maintain().unwrap();
     }
     assert!(asked > 0, "the background thread asked the writer to finish");
+    // The writer's limit (4 × 64 frames ≈ 1 MiB) bounds it whatever the thread's timing.
     let wal = file_len(&wal_of(&path));
-    assert!(wal < 24 << 20, "the WAL started over (its file is {wal} bytes)");
+    assert!(wal < 8 << 20, "the WAL started over (its file is {wal} bytes)");
     let n: i64 = s.conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).unwrap();
-    assert_eq!(n, 4_000);
+    assert_eq!(n, seq as i64);
+}
+
+#[test]
+fn a_checkpoint_thread_that_never_gets_to_run_still_leaves_a_bounded_wal() {
+    // The thread waits an hour before its first pass: as if starved of CPU under load.
+    let path = temp("wal-limit");
+    let cfg = CheckpointConfig { interval: std::time::Duration::from_secs(3600), restart_frames: 64 };
+    let mut s = SqliteStore::open_with(&path, cfg).unwrap();
+    s.create_channel("acme/c/k", "acme", "alice", 0).unwrap();
+    for seq in 1..=4_000u64 {
+        s.append_batch(&[message("acme/c/k", seq)]).unwrap();
+        s.maintain().unwrap();
+    }
+    let ckpt = s.checkpointer.as_ref().unwrap();
+    assert_eq!(ckpt.passes(), 0, "no background pass ran");
+    assert!(!ckpt.finish_asked());
+    // The writer checkpointed at its limit (256 frames ≈ 1 MiB) and the WAL started over;
+    // without the limit it holds all 4,000 sends (≈ 80 MiB).
+    let wal = file_len(&wal_of(&path));
+    assert!(wal < 4 << 20, "the WAL started over (its file is {wal} bytes)");
+    drop(s);
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.channel("acme/c/k").unwrap().unwrap().last_seq, 4_000);
 }
