@@ -133,6 +133,10 @@ async fn a_welcome_to_a_thousand_made_up_recipients_is_stored_once_and_stalls_no
     assert_eq!(ack.epoch, 1);
     assert!(grown < 1_000_000, "the store grew by {grown} bytes");
     assert!(worst < Duration::from_millis(100), "a ping of another org took {worst:?}");
+    // The bound above alone would pass a relay that held every connection for the whole
+    // commit (~26 ms here): the other org's pings must also keep being answered during it
+    // (about a hundred here; a relay that blocked would answer at most the one in flight).
+    assert!(after - during >= 3, "only {} pings of another org were answered during the commit", after - during);
 
     // a recipient gets the whole welcome; the payload is one row shared by all
     let (g, mut pg) = relay.authed(&key, "acme", "ghost-0007").await;
