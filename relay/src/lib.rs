@@ -58,7 +58,7 @@ pub struct Relay {
     pub verifier: Verifier,
     /// Revoked API keys and agents (from the API server's feed).
     pub revocations: revocations::Revocations,
-    /// The storage thread (the only user of the store).
+    /// The storage thread (owns the store; idle appends are written in place, see [`storage`]).
     pub storage: Storage,
     /// Channel actors (ordering, subscriptions, fan-out).
     pub channels: channel::Channels,

@@ -314,6 +314,8 @@ try {
   console.log(table())
   log(`done in ${results.totalSeconds} s; JSON in target/bench/relay.json`)
 } finally {
+  // Latency probes are written every 200 ms: let the last ones out before the processes go.
+  if (process.env.SKYTALE_PROBE_DIR) await new Promise((r) => setTimeout(r, 500))
   await Promise.all(workers.map((w) => w.kill()))
   await relay?.kill()
   await api?.stop()

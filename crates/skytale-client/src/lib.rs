@@ -24,4 +24,6 @@ pub use client::{
 };
 pub use error::{ClientError, Result};
 pub use skytale_core::invite::InviteToken;
+/// Latency probes (a benchmark diagnostic, off unless `SKYTALE_PROBE_DIR` is set).
+pub use skytale_proto::probe;
 pub use tokens::{Token, TokenSource};

@@ -537,6 +537,7 @@ impl ClientChannel {
     #[napi(ts_return_type = "Promise<number>")]
     pub fn send<'env>(&self, env: &'env Env, data: Uint8Array) -> napi::Result<PromiseRaw<'env, i64>> {
         // Queue now, on the JS thread, so concurrent sends keep the order of the calls.
+        skytale_client::probe::mark("send.call");
         let queued = self.inner.send_queued(&self.name, &data);
         run(
             env,
@@ -646,6 +647,7 @@ impl ClientChannel {
                             credit.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                             let c = credit.clone();
                             let items: Vec<ChannelMessage> = evs.into_iter().map(to_js).collect();
+                            skytale_client::probe::mark_n("recv.emit", items.len());
                             let status = tsfn.call_with_return_value(items, ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
                                 c.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                                 c.1.notify_one();

@@ -527,6 +527,9 @@ async fn reader_task(inner: Arc<Inner>, mut recv: RecvStream, push_tx: mpsc::Unb
             }
         }
         if frame.request_id == 0 {
+            if matches!(frame.body, Some(Body::Deliver(_))) {
+                crate::probe::mark("recv.frame");
+            }
             let _ = push_tx.send(frame);
             continue;
         }

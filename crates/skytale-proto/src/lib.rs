@@ -173,6 +173,7 @@ pub mod conn;
 mod error;
 pub mod frames;
 pub mod names;
+pub mod probe;
 
 pub use error::{ErrorCode, ProtoError};
 pub use frames::{Body, Frame, Kind};

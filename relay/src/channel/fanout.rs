@@ -66,6 +66,7 @@ impl Actor {
         if self.subs.is_empty() {
             return;
         }
+        skytale_proto::probe::mark("relay.fanout");
         let sender = d.sender.clone();
         let frame = Frame::new(0, Body::Deliver(d));
         let max = self.relay.config.limits.max_frame_bytes + RELAY_FRAME_ALLOWANCE;

@@ -267,7 +267,7 @@ enum Plan {
     SameAs(Dup),
 }
 
-/// Decides a batch of `Send`s of `channel` (on the storage thread, against the channel's row
+/// Decides a batch of `Send`s of `channel` (where the store runs it, against the channel's row
 /// `row`): a duplicate of an archived item is answered with its ack, one of an item earlier in
 /// the batch with that one's, a wrong epoch with a `Nack`, an item over the org's archive
 /// quota with `SKYTALE_QUOTA_EXCEEDED`; the rest get the next sequence numbers. Returns the
@@ -570,6 +570,7 @@ impl Actor {
             return;
         }
         let (items, replies): (Vec<Item>, Vec<Reply>) = allowed.into_iter().unzip();
+        skytale_proto::probe::mark_n("relay.actor", items.len());
         let results = self.order_sends(&items).await;
         for ((item, reply), res) in items.iter().zip(replies).zip(results) {
             // Not archived this time, and retried by the client (a refusal for good, such as
@@ -596,13 +597,15 @@ impl Actor {
             let planned = self
                 .relay
                 .storage
-                .plan_append(move |s| {
+                .plan_append(items.len(), move |s| {
+                    skytale_proto::probe::mark_n("relay.store", templates.len());
                     let Some(row) = s.channel(&name)? else { return Ok((None, Vec::new())) };
                     let (plans, appends) = plan_sends(s, &relay, &name, &org, row, templates)?;
                     let copy = appends.clone();
                     Ok((Some((plans, copy)), appends))
                 })
                 .await;
+            skytale_proto::probe::mark_n("relay.resumed", items.len());
             let (planned, archived) = match planned {
                 Ok(x) => x,
                 Err(e) => return all(&|| RelayError::Storage(e.to_string())),

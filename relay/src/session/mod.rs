@@ -167,7 +167,13 @@ async fn reader_task(mut recv: RecvStream, max: usize, tx: mpsc::Sender<Inbound>
             Ok(Some(bytes)) => {
                 Metrics::add(&relay.metrics.frames_in, 1);
                 Metrics::add(&relay.metrics.bytes_in, bytes.len() as u64 + 4);
-                decode_frame(&bytes).map_err(RelayError::from)
+                let frame = decode_frame(&bytes).map_err(RelayError::from);
+                if let Ok(Frame { body: Some(Body::Send(s)), .. }) = &frame {
+                    if s.kind == Kind::Application as i32 {
+                        skytale_proto::probe::mark("relay.read");
+                    }
+                }
+                frame
             }
             Ok(None) => return,
             Err(ProtoError::Transport(_)) => return,

@@ -347,6 +347,9 @@ impl Session {
     /// (invite-checked).
     async fn send_item(&mut self, rid: u64, m: Send) -> Result<bool> {
         let kind = Kind::try_from(m.kind).unwrap_or(Kind::Unspecified);
+        if kind == Kind::Application {
+            skytale_proto::probe::mark("relay.session");
+        }
         self.check_item(&m.channel, &m.client_msg_id)?;
         let invite = if kind == Kind::JoinRequest {
             Some((m.invite_id, m.invite_auth))

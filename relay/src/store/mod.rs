@@ -3,8 +3,9 @@
 //! A store keeps channels (epoch, last seq) and their rosters, the archive of channel items,
 //! queued welcomes (each payload once, with one pointer per recipient), key packages, invites and
 //! per-org usage counters (for quotas). It holds ciphertext and routing metadata only. The relay
-//! calls it from one dedicated storage thread ([`crate::storage`]), never from the async workers,
-//! so implementations are synchronous and need not be `Sync`. [`SqliteStore`] is the embedded
+//! calls it from one thread at a time ([`crate::storage`]: its storage thread, or a caller that
+//! found it idle and writes in place when the backend allows it), so implementations are
+//! synchronous and need not be `Sync`. [`SqliteStore`] is the embedded
 //! backend; [`NatsStore`] keeps everything in a NATS JetStream cluster shared by several relay
 //! nodes (items archived by other nodes reach this one through [`Store::take_feed`]).
 //!
@@ -249,6 +250,16 @@ pub trait Store: Send {
     /// checkpoint its background thread started, so the WAL can start over).
     fn maintain(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// Whether [`Store::maintain`] has something to do now (checked after a write in place, so
+    /// the storage thread does the upkeep; see [`crate::storage`]).
+    fn upkeep_due(&self) -> bool {
+        false
+    }
+    /// Whether appends are short enough to run in place on the caller's thread when the store
+    /// is idle (see [`crate::storage`]): no network round trip, no disk sync. Default: no.
+    fn writes_inline(&self) -> bool {
+        false
     }
     /// The feed of items archived by other relay nodes (cluster backends; taken once, before
     /// the store moves to the storage thread). `None` for a single-node store.

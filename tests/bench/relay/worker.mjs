@@ -9,7 +9,9 @@
 //
 // Payload layout (little endian): u32 magic, u32 sender index, u32 message index, u32 unused,
 // f64 send time (µs), then zero padding up to the requested size.
+import fs from 'node:fs'
 import { createRequire } from 'node:module'
+import path from 'node:path'
 import readline from 'node:readline'
 
 const require = createRequire(import.meta.url)
@@ -18,6 +20,19 @@ const { Agent, Client } = require('../../../lib/index.js')
 const MAGIC = 0x534b5954 // "SKYT"
 const nowUs = () => Number(process.hrtime.bigint() / 1000n)
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+// Latency probes (SKYTALE_PROBE_DIR, see crates/skytale-proto/src/probe.rs): this process's own
+// marks, wall clock µs like the native ones, written when a send or receive run ends.
+const PROBE_DIR = process.env.SKYTALE_PROBE_DIR
+const probeMarks = []
+const probe = PROBE_DIR
+  ? (stage) => { probeMarks.push(`${stage}\t${Math.round((performance.timeOrigin + performance.now()) * 1000)}\n`) }
+  : () => {}
+function flushProbe() {
+  if (!PROBE_DIR || probeMarks.length === 0) return
+  fs.appendFileSync(path.join(PROBE_DIR, `probe-js-${process.pid}.tsv`), probeMarks.join(''))
+  probeMarks.length = 0
+}
 
 /** @type {{identity: string, agent: any, client: any}[]} */
 const agents = []
@@ -29,6 +44,7 @@ function payload(size, sender, index) {
   dv.setUint32(4, sender, true)
   dv.setUint32(8, index, true)
   dv.setFloat64(16, nowUs(), true)
+  probe('js.send')
   return buf
 }
 
@@ -90,6 +106,7 @@ const ops = {
       const seen = new Set() // "sender:index"
       for await (const m of a.client.channel(channel).messages({ pollMs: 1000 })) {
         const now = nowUs()
+        probe('js.recv')
         if (m.kind !== 'message') { st.other++; continue }
         const p = parse(m.data)
         if (!p) { st.other++; continue }
@@ -108,6 +125,7 @@ const ops = {
     })
     let timedOut = false
     await Promise.race([Promise.all(loops), sleep(timeoutMs).then(() => { timedOut = true })])
+    flushProbe()
     return { per, latencies: latencies ? lat : undefined, timedOut }
   },
 
@@ -136,6 +154,7 @@ const ops = {
     }
     const issuedUs = nowUs()
     await Promise.all(acks)
+    flushProbe()
     return { startUs: t0, issuedUs, lastAckUs, errors, maxLagMs }
   },
 

@@ -85,6 +85,7 @@ impl Shared {
     /// one keystore transaction. `None` for items to send one by one (the careful path reports
     /// each item's own error).
     async fn encrypt_batch(&self, batch: &[OutItem]) -> Vec<Option<(u64, Vec<u8>)>> {
+        skytale_proto::probe::mark_n("send.encrypt", batch.len());
         let mut prepared: Vec<Option<(u64, Vec<u8>)>> = Vec::with_capacity(batch.len());
         let mut start = 0;
         while start < batch.len() {
@@ -104,6 +105,7 @@ impl Shared {
             }
             start = end;
         }
+        skytale_proto::probe::mark_n("send.encrypted", batch.len());
         prepared
     }
 
@@ -136,8 +138,10 @@ impl Shared {
         for &i in &positions {
             self.fork.begin_send(&items[i].channel);
         }
+        let sent = bodies.len();
         match conn.start_requests(bodies).await {
             Ok(pending) => {
+                skytale_proto::probe::mark_n("send.written", sent);
                 for (i, p) in positions.into_iter().zip(pending) {
                     replies[i] = Some(p);
                 }

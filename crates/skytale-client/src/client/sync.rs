@@ -39,6 +39,7 @@ pub(super) enum Applied {
 impl Shared {
     /// Applies pushed deliveries of one channel (a burst that arrived together).
     pub(super) async fn handle_delivers(&self, channel: &str, ds: &[Deliver]) {
+        skytale_proto::probe::mark_n("recv.apply", ds.len());
         self.fork.touch(channel);
         // A hole this agent's own sends in flight may explain: wait for their acks first,
         // without the channel lock (sends encrypt under it).
@@ -77,6 +78,7 @@ impl Shared {
         }
         let hole = self.unexplained_hole(channel, last, &fresh);
         let applied = if hole { Applied::Behind } else { self.apply_run_locked(channel, &fresh) };
+        skytale_proto::probe::mark_n("recv.applied", fresh.len());
         if applied == Applied::Behind {
             // Fill the hole (or the missing commit) from the relay's archive.
             let conn = self.conn.borrow().clone();

@@ -131,8 +131,7 @@ impl Checkpointer {
     }
 
     /// True while the writer is asked to finish a pass.
-    #[cfg(test)]
-    pub fn finish_asked(&self) -> bool {
+    pub fn finish_wanted(&self) -> bool {
         self.shared.finish.load(Ordering::Acquire)
     }
 

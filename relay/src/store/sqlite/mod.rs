@@ -424,6 +424,16 @@ impl Store for SqliteStore {
         }
     }
 
+    fn upkeep_due(&self) -> bool {
+        self.checkpointer.as_ref().is_some_and(|c| c.finish_wanted())
+    }
+
+    /// A commit writes its pages to the WAL in the page cache (`synchronous = NORMAL`: no sync
+    /// per commit) and checkpoints run on their own thread: short enough to run in place.
+    fn writes_inline(&self) -> bool {
+        true
+    }
+
     fn prune(&mut self, cutoffs: &PruneCutoffs) -> Result<Pruned> {
         let tx = self.conn.transaction()?;
         let archive = i(cutoffs.archive_ms);

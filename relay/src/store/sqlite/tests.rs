@@ -268,7 +268,7 @@ fn under_steady_writes_the_writer_finishes_the_copy_and_the_wal_starts_over() {
     while seq < 4_000 || (asked == 0 && std::time::Instant::now() < until) {
         seq += 1;
         s.append_batch(&[message("acme/c/k", seq)]).unwrap();
-        if s.checkpointer.as_ref().unwrap().finish_asked() {
+        if s.checkpointer.as_ref().unwrap().finish_wanted() {
             asked += 1;
         }
         s.maintain().unwrap();
@@ -294,7 +294,7 @@ fn a_checkpoint_thread_that_never_gets_to_run_still_leaves_a_bounded_wal() {
     }
     let ckpt = s.checkpointer.as_ref().unwrap();
     assert_eq!(ckpt.passes(), 0, "no background pass ran");
-    assert!(!ckpt.finish_asked());
+    assert!(!ckpt.finish_wanted());
     // The writer checkpointed at its limit (256 frames ≈ 1 MiB) and the WAL started over;
     // without the limit it holds all 4,000 sends (≈ 80 MiB).
     let wal = file_len(&wal_of(&path));
