@@ -80,6 +80,8 @@ const ENV_VARS = new Set([
   'SKYTALE_SIGNING_KEY',
   'SKYTALE_PREVIOUS_SIGNING_KEYS',
   'SKYTALE_TEST_RELAY_STORE',
+  // Latency probes of the benchmarks (crates/skytale-proto/src/probe.rs).
+  'SKYTALE_PROBE_DIR',
   // JetStream stream names of the relay's NATS store (not codes either).
   'SKYTALE_ARCHIVE',
   'SKYTALE_HEADS',

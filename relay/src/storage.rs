@@ -10,7 +10,8 @@
 //! **An idle store is written in place.** Handing a job to the thread and its answer back
 //! costs two thread wake-ups, each as dear as the write itself on a virtual machine whose idle
 //! vCPUs halt (~20–60 µs each on the 2-vCPU benchmark hosts, see `BENCHMARKS.md`). So when a
-//! small planned append (a channel's sends, at most [`MAX_INLINE_ITEMS`]) finds the store idle
+//! small planned append (a channel's sends, at most [`MAX_INLINE_ITEMS`] items and
+//! [`MAX_INLINE_BYTES`] of payload) finds the store idle
 //! (nobody holds it and nothing is queued) and the backend says its writes are short
 //! ([`Store::writes_inline`]: SQLite with the WAL in the page cache, not the NATS cluster
 //! store), the caller runs it itself, on its own thread, and answers at once. It
@@ -34,6 +35,9 @@ const MAX_ROUND: usize = 1024;
 /// 0.1 ms; a channel's flood batch (hundreds) or a commit with its welcome for hundreds of
 /// recipients would hold the tokio worker for milliseconds, so those go to the thread.
 pub const MAX_INLINE_ITEMS: usize = 16;
+/// Most payload bytes a planned append may have to be written in place (a few frames of the
+/// largest size would hold the worker for milliseconds too).
+pub const MAX_INLINE_BYTES: usize = 64 * 1024;
 
 type Call = Box<dyn FnOnce(&mut dyn Store) + Send>;
 /// What is done with the result of a group commit (answers the append's caller).
@@ -172,9 +176,9 @@ impl Storage {
     /// lookup round and an append round. Returns the plan's answer with the append's result
     /// (the welcome ids per item once committed; empty when the plan appended nothing). An
     /// error of the plan itself is returned as is, and nothing is appended. Runs in place when
-    /// the store is idle and the plan is for at most [`MAX_INLINE_ITEMS`] `items` (see the
-    /// module docs).
-    pub async fn plan_append<R, F>(&self, items: usize, plan: F) -> Result<(R, Result<Vec<Vec<u64>>>)>
+    /// the store is idle and the plan is for at most [`MAX_INLINE_ITEMS`] `items` with at most
+    /// [`MAX_INLINE_BYTES`] of payload `bytes` (see the module docs).
+    pub async fn plan_append<R, F>(&self, items: usize, bytes: usize, plan: F) -> Result<(R, Result<Vec<Vec<u64>>>)>
     where
         R: Send + 'static,
         F: FnOnce(&mut dyn Store) -> Result<(R, Vec<Append>)> + Send + 'static,
@@ -196,7 +200,7 @@ impl Storage {
                 Some((appends, done))
             }
         }));
-        if items <= MAX_INLINE_ITEMS {
+        if items <= MAX_INLINE_ITEMS && bytes <= MAX_INLINE_BYTES {
             self.submit(job)?;
         } else {
             self.shared.enqueue(job)?;
@@ -455,7 +459,7 @@ mod tests {
 
     /// A plan that appends `seq` and says on which thread it ran.
     async fn plan(storage: &Storage, seq: u64) -> String {
-        let (who, res) = storage.plan_append(1, move |_| Ok((thread_name(), vec![item(seq)]))).await.unwrap();
+        let (who, res) = storage.plan_append(1, 1, move |_| Ok((thread_name(), vec![item(seq)]))).await.unwrap();
         res.unwrap();
         who
     }
@@ -483,12 +487,19 @@ mod tests {
         assert_eq!(plan(&storage, 4).await, me);
         wait_for("the thread's upkeep", || !seen.due.load(Ordering::SeqCst)).await;
         assert_eq!(seen.upkeeps.load(Ordering::SeqCst), 1);
-        let (_, res) = storage.plan_append(1, |_| Ok(((), Vec::new()))).await.unwrap();
+        let (_, res) = storage.plan_append(1, 1, |_| Ok(((), Vec::new()))).await.unwrap();
         assert!(res.unwrap().is_empty(), "a plan that appends nothing commits nothing");
         assert_eq!(seen.commits.load(Ordering::SeqCst), 4);
         // Larger batches and plain appends (commits, join requests) always go to the thread.
         let big: Vec<Append> = (5..5 + MAX_INLINE_ITEMS as u64 + 1).map(item).collect();
-        let (who, res) = storage.plan_append(big.len(), move |_| Ok((thread_name(), big))).await.unwrap();
+        let (who, res) = storage.plan_append(big.len(), big.len(), move |_| Ok((thread_name(), big))).await.unwrap();
+        res.unwrap();
+        assert_eq!(who, "skytale-storage");
+        wait_for("the thread to let go of the store", || storage.shared.store.try_lock().is_ok()).await;
+        let mut large = item(30);
+        large.payload = Bytes::from(vec![0u8; MAX_INLINE_BYTES + 1]);
+        let (who, res) =
+            storage.plan_append(1, large.payload.len(), move |_| Ok((thread_name(), vec![large]))).await.unwrap();
         res.unwrap();
         assert_eq!(who, "skytale-storage");
         wait_for("the thread to let go of the store", || storage.shared.store.try_lock().is_ok()).await;

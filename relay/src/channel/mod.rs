@@ -588,6 +588,7 @@ impl Actor {
 
     async fn order_sends(&mut self, items: &[Item]) -> Vec<Result<Outcome>> {
         let all = |e: &dyn Fn() -> RelayError| items.iter().map(|_| Err(e())).collect();
+        let bytes = items.iter().map(|i| i.payload.len()).sum();
         for _ in 0..MAX_CONFLICTS {
             // One storage round: the lookups, the plan and the append (group-committed).
             let now = now_ms();
@@ -597,7 +598,7 @@ impl Actor {
             let planned = self
                 .relay
                 .storage
-                .plan_append(items.len(), move |s| {
+                .plan_append(items.len(), bytes, move |s| {
                     skytale_proto::probe::mark_n("relay.store", templates.len());
                     let Some(row) = s.channel(&name)? else { return Ok((None, Vec::new())) };
                     let (plans, appends) = plan_sends(s, &relay, &name, &org, row, templates)?;
