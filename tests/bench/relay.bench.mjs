@@ -28,6 +28,9 @@
 // order) to <prefix>-<rate>.json, to see where in time the slow ones are.
 // Before anything starts, the host's thread wake-up round trip is measured (relay/host.mjs)
 // and reported with the results: latencies of different machines compare only with it.
+// With `--probe`, the sender, the relay and the receiver record when each message passes each
+// step of its path (SKYTALE_PROBE_DIR, crates/skytale-proto/src/probe.rs), and every latency
+// run is reported with the median time of each step (relay/probe.mjs): where the time goes.
 
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, tmpdir } from 'node:os'
@@ -36,6 +39,7 @@ import { randomBytes } from 'node:crypto'
 import { REPO, signup, startApiServer, startRelay } from '../helpers/stack.mjs'
 import { cpuMeter, startWorker, summarize } from './relay/proc.mjs'
 import { wakeRoundTrip } from './relay/host.mjs'
+import { breakdown, formatBreakdown } from './relay/probe.mjs'
 
 const argv = process.argv.slice(2)
 const flag = (name) => argv.includes(`--${name}`)
@@ -58,12 +62,19 @@ const cfg = {
   lowRates: opt('low-rates', '100,500').split(',').filter(Boolean).map(Number),
 }
 const only = new Set(opt('only', 'latency,throughput,fanout').split(','))
+const probe = flag('probe')
 
 const log = (...a) => console.error('[bench:relay]', ...a)
 const root = mkdtempSync(join(tmpdir(), 'skytale-relay-bench-'))
 const workers = []
 let api
 let relay
+// Every process started from here on inherits it (the relay and the bench workers).
+const probeDir = probe ? join(root, 'probe') : null
+if (probeDir) {
+  mkdirSync(probeDir)
+  process.env.SKYTALE_PROBE_DIR = probeDir
+}
 const results = { config: cfg, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, loadBefore: loadavg() }, phases: {} }
 
 const b64key = () => randomBytes(32).toString('base64')
@@ -107,6 +118,12 @@ async function latencyAt(sender, receiver, channel, r, count) {
   const st = got.per[0]
   // Raw receive-minus-send times in arrival order, for looking at the tail over time.
   if (process.env.SKYTALE_BENCH_DUMP) writeFileSync(`${process.env.SKYTALE_BENCH_DUMP}-${r}.json`, JSON.stringify(got.latencies))
+  // The native probes are written every 200 ms; nothing is sent before this run is read.
+  let steps
+  if (probeDir) {
+    await sleep(500)
+    steps = breakdown(probeDir, count)
+  }
   return {
     offered: r,
     messages: count,
@@ -121,6 +138,7 @@ async function latencyAt(sender, receiver, channel, r, count) {
     latencyMs: summarize(got.latencies),
     cpuSeconds: m.since(),
     wallSeconds: +((st.lastUs - sent.startUs) / 1e6).toFixed(2),
+    steps,
   }
 }
 
@@ -284,7 +302,11 @@ function table() {
   }
   const wake = results.machine.wakeRoundTripUs
   rows.unshift(`| host: thread wake-up round trip (idle, two threads) | p50 ${wake.p50} µs, p90 ${wake.p90} µs | |`)
-  return ['| case | result | CPU seconds used |', '|---|---|---|', ...rows].join('\n')
+  const out = ['| case | result | CPU seconds used |', '|---|---|---|', ...rows]
+  for (const r of Object.values(p.latency ?? {}).filter((r) => r.steps)) {
+    out.push('', `Where the time goes at ${r.offered} msg/s (\`--probe\`):`, '', ...formatBreakdown(r.steps))
+  }
+  return out.join('\n')
 }
 
 const started = Date.now()

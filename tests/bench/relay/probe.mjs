@@ -1,18 +1,21 @@
-// Where a message's time goes: reads the latency probes of one `npm run bench:relay -- --only
-// latency` run (SKYTALE_PROBE_DIR set for it; see crates/skytale-proto/src/probe.rs) and prints,
-// per step of the path, the median and p90 of the time from the previous step.
+// Where a message's time goes: reads the latency probes of a benchmark run (SKYTALE_PROBE_DIR
+// set for it; see crates/skytale-proto/src/probe.rs) and gives, per step of the path, the
+// median and p90 of the time from the previous step.
 //
+//   npm run bench:relay -- --only latency --rate 2000 --seconds 10 --low-rates "" --probe
+//       (the report then has the table for every latency run), or by hand:
 //   SKYTALE_PROBE_DIR=/tmp/probe npm run bench:relay -- --only latency --rate 2000 --seconds 10 --low-rates ""
-//   node tests/bench/relay/probe.mjs /tmp/probe [messages]
+//   node tests/bench/relay/probe.mjs /tmp/probe 20000
 //
 // With one sender and one receiver every step sees the messages in the same order, so the n-th
-// mark of each step (counted from the end: the last phase) is the same message. `messages`
-// defaults to the last phase's count (the number of `js.recv` marks of the last receive run is
-// not known here, so pass it: rate × seconds).
+// mark of each step, counted from the end, is the same message: `messages` must be the count
+// of the last run (rate × seconds), and nothing may have been sent after it.
 import fs from 'node:fs'
 import path from 'node:path'
+import { pathToFileURL } from 'node:url'
 
-const STEPS = [
+/** The steps in path order, with what each one marks. */
+export const STEPS = [
   ['js.send', 'sender: payload made, send() called (JS)'],
   ['send.call', 'sender: in the addon, queued (JS thread)'],
   ['send.encrypt', 'sender: outbox picked it up (tokio worker)'],
@@ -21,7 +24,7 @@ const STEPS = [
   ['relay.read', 'relay: frame read and decoded (connection reader task)'],
   ['relay.session', 'relay: session task handles it'],
   ['relay.actor', 'relay: channel actor batches it'],
-  ['relay.store', 'relay: storage thread plans it'],
+  ['relay.store', 'relay: store plans it (storage thread, or in place)'],
   ['relay.committed', 'relay: group commit done'],
   ['relay.resumed', 'relay: channel actor resumed'],
   ['relay.fanout', 'relay: Deliver queued to the subscriber'],
@@ -32,43 +35,64 @@ const STEPS = [
   ['js.recv', 'receiver: out of messages() (JS)'],
 ]
 
-const [dir, countArg] = process.argv.slice(2)
-if (!dir) {
-  console.error('usage: node tests/bench/relay/probe.mjs <probe dir> [messages]')
-  process.exit(2)
-}
-const marks = new Map(STEPS.map(([s]) => [s, []]))
-for (const f of fs.readdirSync(dir).filter((f) => f.startsWith('probe-') && f.endsWith('.tsv'))) {
-  for (const line of fs.readFileSync(path.join(dir, f), 'utf8').split('\n')) {
-    const [stage, us] = line.split('\t')
-    if (marks.has(stage)) marks.get(stage).push(Number(us))
-  }
-}
-const present = STEPS.filter(([s]) => marks.get(s).length > 0)
-const n = Number(countArg) || Math.min(...present.map(([s]) => marks.get(s).length))
-const q = (xs, p) => {
+const quantile = (xs, p) => {
   const s = [...xs].sort((a, b) => a - b)
   return s[Math.min(s.length - 1, Math.floor(p * s.length))]
 }
-const tail = (s) => {
-  const all = marks.get(s)
-  all.sort((a, b) => a - b)
-  return all.slice(all.length - n)
-}
-console.log(`| step | marks | from the previous step: p50 / p90 (µs) |`)
-console.log(`|---|---:|---|`)
-let prev = null
-for (const [s, what] of present) {
-  const cur = tail(s)
-  if (cur.length < n) {
-    console.log(`| ${what} (\`${s}\`) | ${marks.get(s).length} | fewer marks than messages: skipped |`)
-    continue
+
+/**
+ * The breakdown of the last `n` messages of the probe files in `dir`: per step its mark count
+ * and the p50/p90 (µs) of the time since the previous step present, and the p50/p90/p99 from
+ * the first step to the last. Steps with fewer than `n` marks are reported and skipped.
+ */
+export function breakdown(dir, n) {
+  const marks = new Map(STEPS.map(([s]) => [s, []]))
+  for (const f of fs.readdirSync(dir).filter((f) => f.startsWith('probe-') && f.endsWith('.tsv'))) {
+    for (const line of fs.readFileSync(path.join(dir, f), 'utf8').split('\n')) {
+      const [stage, us] = line.split('\t')
+      if (marks.has(stage)) marks.get(stage).push(Number(us))
+    }
   }
-  const cell = prev ? (() => { const d = cur.map((t, i) => t - prev[i]); return `${q(d, 0.5)} / ${q(d, 0.9)}` })() : '—'
-  console.log(`| ${what} (\`${s}\`) | ${marks.get(s).length} | ${cell} |`)
-  prev = cur
+  const steps = []
+  let prev = null
+  let first = null
+  for (const [step, what] of STEPS) {
+    const all = marks.get(step).sort((a, b) => a - b)
+    if (all.length === 0) continue
+    if (all.length < n) {
+      steps.push({ step, what, marks: all.length, skipped: true })
+      continue
+    }
+    const cur = all.slice(all.length - n)
+    const d = prev ? cur.map((t, i) => t - prev[i]) : null
+    steps.push({ step, what, marks: all.length, p50: d ? quantile(d, 0.5) : null, p90: d ? quantile(d, 0.9) : null })
+    first ??= cur
+    prev = cur
+  }
+  const total = first && prev ? prev.map((t, i) => t - first[i]) : []
+  return {
+    messages: n,
+    steps,
+    total: total.length ? { p50: quantile(total, 0.5), p90: quantile(total, 0.9), p99: quantile(total, 0.99) } : null,
+  }
 }
-const first = tail(present[0][0])
-const last = tail(present[present.length - 1][0])
-const total = last.map((t, i) => t - first[i])
-console.log(`| **total** (${n} messages) | | **${q(total, 0.5)} / ${q(total, 0.9)}** (p99 ${q(total, 0.99)}) |`)
+
+/** The breakdown as the rows of a Markdown table. */
+export function formatBreakdown(b) {
+  const rows = ['| step | marks | from the previous step: p50 / p90 (µs) |', '|---|---:|---|']
+  for (const s of b.steps) {
+    const cell = s.skipped ? 'fewer marks than messages: skipped' : s.p50 === null ? '—' : `${s.p50} / ${s.p90}`
+    rows.push(`| ${s.what} (\`${s.step}\`) | ${s.marks} | ${cell} |`)
+  }
+  if (b.total) rows.push(`| **total** (${b.messages} messages) | | **${b.total.p50} / ${b.total.p90}** (p99 ${b.total.p99}) |`)
+  return rows
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const [dir, countArg] = process.argv.slice(2)
+  if (!dir || !Number(countArg)) {
+    console.error('usage: node tests/bench/relay/probe.mjs <probe dir> <messages of the last run>')
+    process.exit(2)
+  }
+  console.log(formatBreakdown(breakdown(dir, Number(countArg))).join('\n'))
+}
