@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { homedir, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 // @ts-expect-error plain JS helper
@@ -22,6 +22,14 @@ function bridgeBinary(): string {
   const found = candidates.find((c) => existsSync(c))
   if (!found) throw new Error(`skytale-bridge not built (looked in ${candidates.join(', ')}): run npm run build:bridge`)
   return found
+}
+
+/** The log files of the bridges the suite started under `root` (tests/bridge/harness.py). */
+function bridgeLogs(root: string): string[] {
+  return readdirSync(root)
+    .filter((d) => d.startsWith('bridge-'))
+    .map((d) => join(root, d, 'bridge.log'))
+    .filter((f) => existsSync(f))
 }
 
 /** Creates (once) the venv keyed by the hash of requirements.txt; returns its python. */
@@ -85,6 +93,8 @@ describe('skytale-bridge: slim-bindings app ↔ bridge ↔ relay ↔ Node agent'
       })
       child.on('exit', (c) => done(c ?? 1))
     })
+    // The bridges' logs go away with the root dir: show their ends when the suite failed.
+    if (code !== 0) for (const log of bridgeLogs(root)) console.error(`--- ${log} (last 60 lines)\n${readFileSync(log, 'utf8').split('\n').slice(-60).join('\n')}`)
     expect(code).toBe(0)
   }, 1_200_000)
 })

@@ -233,6 +233,7 @@ def test_p2p_session_to_a_node_agent_is_a_two_member_channel(loop, stack):
 
 
 def test_metrics_and_grpc_health(loop, stack):
+    import urllib.error
     import urllib.request
 
     import grpc
@@ -241,6 +242,27 @@ def test_metrics_and_grpc_health(loop, stack):
     bridge = stack["bridge"]
     text = urllib.request.urlopen(f"http://{bridge.metrics}/metrics", timeout=5).read().decode()
     assert "skytale_bridge_to_channel_total" in text and "skytale_bridge_auth_failures_total" in text
+    # A request that arrives in pieces is read whole before it is answered (the endpoint used to
+    # answer whatever its first read held: here a 404 for "/metr").
+    import socket
+
+    host, port = bridge.metrics.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        for piece in (b"GET /metr", b"ics HTTP/1.1\r\nHost: bridge\r\n", b"\r\n"):
+            sock.sendall(piece)
+            time.sleep(0.2)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+    assert b"skytale_bridge_sessions_total" in answer
+    # Other paths and methods get their status, not the counters.
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"http://{bridge.metrics}/nothing-here", timeout=5)
+    assert missing.value.code == 404
+    with pytest.raises(urllib.error.HTTPError) as post:
+        urllib.request.urlopen(f"http://{bridge.metrics}/metrics", data=b"x", timeout=5)
+    assert post.value.code == 405
     with grpc.insecure_channel(bridge.health) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         for service in ("", "skytale.bridge"):

@@ -1,9 +1,17 @@
 //! Counters of the bridge and a tiny HTTP endpoint serving them as Prometheus text on
 //! `/metrics`, plus `/health` (200 once the SLIM data plane is up), and `grpc.health.v1`.
 
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 /// Process-wide counters.
@@ -74,30 +82,52 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` and `/health` on `addr` until the process ends.
-pub async fn serve(addr: String, metrics: std::sync::Arc<Metrics>) -> anyhow::Result<()> {
+/// Serves `/metrics` and `/health` on `addr` until the process ends, with hyper's HTTP/1.1
+/// server (as the relay does): a request is read whole, however it arrives, before the answer
+/// is written, and a failed `accept` (a connection reset before it was taken, too many open
+/// files) is logged and the endpoint keeps serving.
+pub async fn serve(addr: String, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&addr).await?;
     tracing::info!(%addr, "metrics endpoint listening");
     loop {
-        let (mut sock, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = sock.read(&mut buf).await.unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("/");
-            let (status, body) = match path {
-                "/metrics" => ("200 OK", metrics.render()),
-                "/health" => ("200 OK", "ok\n".to_string()),
-                _ => ("404 Not Found", "not found\n".to_string()),
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
+            let svc = hyper::service::service_fn(move |req| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, Infallible>(route(&metrics, &req)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(10), conn).await {
+                tracing::debug!(error = %e, "metrics endpoint: connection failed");
+            }
         });
     }
+}
+
+/// The answer to one request: `GET /metrics`, `GET /health`, 404 for other paths, 405 for
+/// other methods.
+fn route(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => (StatusCode::OK, metrics.render()),
+        (&Method::GET, "/health") => (StatusCode::OK, "ok\n".to_string()),
+        (&Method::GET, _) => (StatusCode::NOT_FOUND, "not found\n".to_string()),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".to_string()),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    resp
 }
 
 /// Serves `grpc.health.v1.Health` on `addr`: `""` and `skytale.bridge` are SERVING (the bridge
