@@ -15,11 +15,30 @@ use tokio::net::TcpListener;
 
 use crate::Relay;
 
+/// After a failed `accept`, the endpoint waits this long before it tries again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// A failed `accept` is logged at most once per this interval.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Serves HTTP on `listener` until the process ends.
+///
+/// A failed `accept` (out of file descriptors, say, because someone holds many idle
+/// connections open) is logged, and the endpoint waits [`ACCEPT_RETRY`] before trying again.
+/// Retrying at once would spin a tokio worker at full CPU for as long as the descriptors are
+/// exhausted, since the waiting connection keeps the listener readable.
 pub async fn serve(listener: TcpListener, relay: Arc<Relay>) {
+    let mut last_logged: Option<tokio::time::Instant> = None;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                if last_logged.is_none_or(|at| at.elapsed() >= ACCEPT_LOG_EVERY) {
+                    tracing::warn!(error = %e, "HTTP endpoint: accept failed; retrying every 100 ms");
+                    last_logged = Some(tokio::time::Instant::now());
+                }
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
         };
         let relay = relay.clone();
         tokio::spawn(async move {

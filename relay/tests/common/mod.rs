@@ -191,6 +191,11 @@ impl RelayProc {
         self.child = Some(child);
     }
 
+    /// The relay's process id (while it runs).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("relay running").id()
+    }
+
     /// SIGKILL the relay.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
