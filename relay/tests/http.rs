@@ -1,6 +1,7 @@
-//! The relay's HTTP endpoint (`/health`, `/metrics`) against a client that exhausts the relay's
-//! file descriptors with idle connections: the accept loop must not spin, and the endpoint
-//! must answer again once the connections are gone.
+//! The relay's HTTP endpoint (`/health`, `/metrics`) against a client without a token that holds
+//! idle connections: the relay holds at most `MAX_CONNECTIONS` (256) of them and drops each
+//! after `HEADER_READ_TIMEOUT` (2 s); out of file descriptors, the accept loop must not spin;
+//! and the endpoint must answer again once the connections are gone.
 
 mod common;
 
@@ -84,4 +85,47 @@ async fn out_of_file_descriptors_the_http_endpoint_waits_instead_of_spinning_and
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(relay.logs().contains("accept failed"), "the failed accepts were not logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http_connections_are_capped_and_closed_when_their_request_does_not_come() {
+    let key = Keypair::generate();
+    let relay = RelayProc::start("http-cap", &key, &[]);
+    let pid = relay.pid();
+    assert_eq!(relay.http_get("/health").0, 200);
+    let base = open_fds(pid);
+    let hostport = relay.http.trim_start_matches("http://").to_string();
+
+    // 400 connections that never send a request, opened on another thread while this one
+    // watches the relay's descriptors: it never holds more than 256 of them. (Past the cap
+    // the relay accepts and closes at once; the kernel may make a few of these connects wait
+    // for a SYN retransmit, so nothing here depends on how fast they go.)
+    let opener = {
+        let hostport = hostport.clone();
+        std::thread::spawn(move || (0..400).map(|_| TcpStream::connect(&hostport).unwrap()).collect::<Vec<_>>())
+    };
+    let mut peak = 0;
+    while !opener.is_finished() {
+        peak = peak.max(open_fds(pid));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let conns = opener.join().unwrap();
+    let opened = Instant::now();
+    while opened.elapsed() < Duration::from_millis(500) {
+        peak = peak.max(open_fds(pid));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(peak <= base + 256 + 16, "the relay held {} descriptors more than before (cap 256)", peak - base);
+    assert!(relay.logs().contains("too many connections"), "the cap was never reached, or reaching it was not logged");
+
+    // Their headers never come: all are closed 2 s after they were taken, well before the
+    // 10 s a whole exchange may take.
+    let deadline = opened + Duration::from_secs(6);
+    while open_fds(pid) > base + 16 {
+        assert!(Instant::now() < deadline, "idle connections still held: {} descriptors more", open_fds(pid) - base);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The endpoint answers while the client still has its (closed) sockets.
+    assert_eq!(relay.http_get("/health").0, 200);
+    drop(conns);
 }
