@@ -7,6 +7,10 @@
 //!   time from the first send to the last delivery.
 //! - `cpu`: relay CPU per send (utime + stime of the relay process / sends) for `--sends` sends
 //!   on an empty channel, then again after `--history` items were archived in that channel.
+//! - `channels`: `--channels` writers, each on its own connection and channel, flood
+//!   `--per-channel` sends each at the same time (up to `--window` in flight each): relay CPU
+//!   per send and sends/s over all channels (sends of many channels that arrive together share
+//!   the storage round's group commit).
 //! - `memory`: relay RSS growth per connection with `--agents` agents × `--per-agent` channels.
 //! - `latency`: 1 sender → 1 raw subscriber, `--rate` sends/s for `--seconds`, each sent when
 //!   due (not waiting for earlier acks): p50/p90/p99/max of send → ack and send → delivery, the
@@ -15,8 +19,8 @@
 //! ```sh
 //! cargo run --release -p skytale-relay --example relay-load -- \
 //!   [--relay target/release/skytale-relay] [--old /tmp/relay-old/skytale-relay] \
-//!   [--only fanout,cpu,memory,latency] [--subscribers 1000] [--messages 200] [--history 100000]
-//!   [--rate 2000] [--seconds 10] [--latency-history 0] [--size 256]
+//!   [--only fanout,cpu,memory,latency,channels] [--subscribers 1000] [--messages 200] [--history 100000]
+//!   [--rate 2000] [--seconds 10] [--latency-history 0] [--size 256] [--channels 16] [--per-channel 2000]
 //! ```
 //! With `--old`, every phase runs against both binaries (same process, one after the other).
 //! Subscribers are made channel members first (commits declaring them `added`, as clients do),
@@ -326,6 +330,40 @@ async fn cpu(r: &Relay, s: &Signer, a: &Args) -> Res<serde_json::Value> {
     }))
 }
 
+async fn channels(r: &Relay, s: &Signer, a: &Args) -> Res<serde_json::Value> {
+    let k = a.num("channels", 16).max(1) as usize;
+    let per = a.num("per-channel", 2000);
+    let window = a.num("window", 32) as usize;
+    let mut cl = Client::new();
+    let mut writers = Vec::with_capacity(k);
+    for i in 0..k {
+        let (c, p) = cl.connect(r, s, &format!("writer-{i}")).await?;
+        let ch = format!("bench/many/c{i}");
+        c.create_channel(&ch).await?;
+        writers.push((c, p, ch));
+    }
+    let (cpu0, _) = r.usage()?;
+    let t0 = Instant::now();
+    let mut set: JoinSet<Res<Duration>> = JoinSet::new();
+    for (c, _, ch) in &writers {
+        let (c, ch) = (c.clone(), ch.clone());
+        set.spawn(async move { flood(&c, &ch, 0, "m", per, 256, window).await });
+    }
+    while let Some(res) = set.join_next().await {
+        res??;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let (cpu1, _) = r.usage()?;
+    let sends = per * k as u64;
+    for (c, _, _) in &writers {
+        c.close();
+    }
+    Ok(serde_json::json!({
+        "channels": k, "sends": sends, "seconds": secs, "sends_per_s": sends as f64 / secs,
+        "relay_cpu_us_per_send": (cpu1 - cpu0) / sends as f64 * 1e6,
+    }))
+}
+
 /// p50/p90/p99/max in milliseconds of `v` (microseconds; sorted here).
 fn percentiles(mut v: Vec<u64>) -> serde_json::Value {
     v.sort_unstable();
@@ -480,7 +518,7 @@ fn reqwest_free_get(base: &str) -> Option<String> {
 }
 
 async fn run_all(bin: &str, a: &Args) -> Res<serde_json::Value> {
-    let only = a.str("only").unwrap_or_else(|| "fanout,cpu,memory".to_string());
+    let only = a.str("only").unwrap_or_else(|| "fanout,cpu,memory,channels".to_string());
     let mut out = serde_json::Map::new();
     for phase in only.split(',') {
         let signer = Signer::new();
@@ -491,6 +529,7 @@ async fn run_all(bin: &str, a: &Args) -> Res<serde_json::Value> {
             "cpu" => cpu(&relay, &signer, a).await?,
             "memory" => memory(&relay, &signer, a).await?,
             "latency" => latency(&relay, &signer, a).await?,
+            "channels" => channels(&relay, &signer, a).await?,
             other => return Err(format!("unknown phase {other}").into()),
         };
         eprintln!("[relay-load] {phase}: {v}");

@@ -7,6 +7,16 @@
 //! archived. If a group fails, each of its appends is retried in its own transaction, so one
 //! bad item cannot fail its neighbours ([`Store::append_groups`]).
 //!
+//! **Plans join the round's group commit.** A channel's sends are decided by a plan (dedupe,
+//! epoch, quota) that reads the store and returns what to append. Plans of several channels
+//! that queue up together are all run before the round's one commit, so a burst across many
+//! channels costs one transaction, not one per channel. A plan reads through [`PlanReads`]: the
+//! store as it will be once the round's pending appends are written. An org's usage counts
+//! the pending payload bytes of that org (a quota is never overrun by sends decided in the same
+//! round), and a read of a channel that has appends pending commits them first (a channel's
+//! sequence is always read from what is written; its actor never has two plans in one round
+//! anyway, since it awaits each).
+//!
 //! **An idle store is written in place.** Handing a job to the thread and its answer back
 //! costs two thread wake-ups, each as dear as the write itself on a virtual machine whose idle
 //! vCPUs halt (~20–60 µs each on the 2-vCPU benchmark hosts, see `BENCHMARKS.md`). So when a
@@ -27,7 +37,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
 use crate::error::{RelayError, Result};
-use crate::store::{Append, Store};
+use crate::store::{Append, ChannelRow, Dup, OrgUsage, Store};
 
 /// Most jobs taken from the queue per round (bounds one group commit).
 const MAX_ROUND: usize = 1024;
@@ -43,7 +53,60 @@ type Call = Box<dyn FnOnce(&mut dyn Store) + Send>;
 /// What is done with the result of a group commit (answers the append's caller).
 type Done = Box<dyn FnOnce(Result<Vec<Vec<u64>>>) + Send>;
 /// A lookup that decides what to append in the same round.
-type Plan = Box<dyn FnOnce(&mut dyn Store) -> Option<(Vec<Append>, Done)> + Send>;
+type Plan = Box<dyn FnOnce(&mut dyn PlanReads) -> Option<(Vec<Append>, Done)> + Send>;
+
+/// What a plan ([`Storage::plan_append`]) may read: the store as it will be once the appends
+/// pending in the plan's round are committed (see the module docs). Reads only: a plan decides,
+/// the round writes.
+pub trait PlanReads {
+    /// A channel's state; commits the round's pending appends first if any is for `name`.
+    fn channel(&mut self, name: &str) -> Result<Option<ChannelRow>>;
+    /// An org's usage, including the payload bytes of the org's appends pending in the round.
+    fn org_usage(&mut self, org: &str) -> Result<OrgUsage>;
+    /// An archived item by its dedupe key ([`Store::find_dup`]); commits the round's pending
+    /// appends first if any is for `channel`.
+    fn find_dup(&mut self, channel: &str, sender: &str, client_msg_id: &str) -> Result<Option<Dup>>;
+}
+
+/// The store seen by a plan in a round with `pending` appends not yet written.
+struct RoundView<'a> {
+    store: &'a mut dyn Store,
+    pending: &'a mut Pending,
+}
+
+impl RoundView<'_> {
+    /// Commits the pending appends if one of them is for `channel`.
+    fn settle(&mut self, channel: &str) {
+        if self.pending.iter().any(|(items, _)| items.iter().any(|a| a.channel == channel)) {
+            flush(self.store, self.pending);
+        }
+    }
+}
+
+impl PlanReads for RoundView<'_> {
+    fn channel(&mut self, name: &str) -> Result<Option<ChannelRow>> {
+        self.settle(name);
+        self.store.channel(name)
+    }
+
+    fn org_usage(&mut self, org: &str) -> Result<OrgUsage> {
+        let mut usage = self.store.org_usage(org)?;
+        let pending: u64 = self
+            .pending
+            .iter()
+            .flat_map(|(items, _)| items)
+            .filter(|a| a.org == org)
+            .map(|a| a.payload.len() as u64)
+            .sum();
+        usage.archive_bytes = usage.archive_bytes.saturating_add(pending);
+        Ok(usage)
+    }
+
+    fn find_dup(&mut self, channel: &str, sender: &str, client_msg_id: &str) -> Result<Option<Dup>> {
+        self.settle(channel);
+        self.store.find_dup(channel, sender, client_msg_id)
+    }
+}
 
 enum Job {
     Call(Call),
@@ -172,8 +235,10 @@ impl Storage {
 
     /// Runs `plan` on the storage thread (after every job queued before it, like
     /// [`Storage::call`]) and archives the appends it returns in the same round, group-committed
-    /// with whatever else is queued: one hand-off to this thread and one answer, instead of a
-    /// lookup round and an append round. Returns the plan's answer with the append's result
+    /// with whatever else is queued, other channels' plans included: one hand-off to this thread
+    /// and one answer, instead of a lookup round and an append round. The plan reads the store
+    /// through [`PlanReads`], as it will be once what is pending in the round is written.
+    /// Returns the plan's answer with the append's result
     /// (the welcome ids per item once committed; empty when the plan appended nothing). An
     /// error of the plan itself is returned as is, and nothing is appended. Runs in place when
     /// the store is idle and the plan is for at most [`MAX_INLINE_ITEMS`] `items` with at most
@@ -181,10 +246,10 @@ impl Storage {
     pub async fn plan_append<R, F>(&self, items: usize, bytes: usize, plan: F) -> Result<(R, Result<Vec<Vec<u64>>>)>
     where
         R: Send + 'static,
-        F: FnOnce(&mut dyn Store) -> Result<(R, Vec<Append>)> + Send + 'static,
+        F: FnOnce(&mut dyn PlanReads) -> Result<(R, Vec<Append>)> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<(R, Result<Vec<Vec<u64>>>)>>();
-        let job = Job::Plan(Box::new(move |s: &mut dyn Store| match plan(s) {
+        let job = Job::Plan(Box::new(move |s: &mut dyn PlanReads| match plan(s) {
             Err(e) => {
                 let _ = tx.send(Err(e));
                 None
@@ -227,8 +292,8 @@ impl Storage {
 
 type Pending = Vec<(Vec<Append>, Done)>;
 
-/// Runs one job in a round: appends wait in `pending` for the round's group commit; anything
-/// else first commits what is pending (arrival order).
+/// Runs one job in a round: appends, and the appends plans decide, wait in `pending` for the
+/// round's group commit; a call first commits what is pending (arrival order).
 fn take(store: &mut dyn Store, pending: &mut Pending, job: Job) {
     match job {
         Job::Append(items, tx) => pending.push((items, tx)),
@@ -237,8 +302,8 @@ fn take(store: &mut dyn Store, pending: &mut Pending, job: Job) {
             f(store);
         }
         Job::Plan(f) => {
-            flush(store, pending);
-            if let Some(planned) = f(store) {
+            let planned = f(&mut RoundView { store, pending });
+            if let Some(planned) = planned {
                 pending.push(planned);
             }
         }
@@ -358,10 +423,10 @@ mod tests {
             unimplemented!()
         }
         fn org_usage(&self, _: &str) -> Result<OrgUsage> {
-            unimplemented!()
+            Ok(OrgUsage { archive_bytes: STORED_BYTES, ..OrgUsage::default() })
         }
         fn find_dup(&self, _: &str, _: &str, _: &str) -> Result<Option<Dup>> {
-            unimplemented!()
+            Ok(None)
         }
         fn append_batch(&mut self, items: &[Append]) -> Result<Vec<Vec<u64>>> {
             self.seen.commits.fetch_add(1, Ordering::SeqCst);
@@ -433,6 +498,9 @@ mod tests {
         }
     }
 
+    /// Archive bytes every org has in the fake store.
+    const STORED_BYTES: u64 = 100;
+
     fn start(inline: bool) -> (Storage, Arc<Seen>) {
         let seen = Arc::new(Seen::default());
         let storage = Storage::start(Box::new(Fake { seen: seen.clone(), inline })).unwrap();
@@ -440,8 +508,12 @@ mod tests {
     }
 
     fn item(seq: u64) -> Append {
+        item_in("acme/c/k", seq)
+    }
+
+    fn item_in(channel: &str, seq: u64) -> Append {
         Append {
-            channel: "acme/c/k".into(),
+            channel: channel.into(),
             org: "acme".into(),
             seq,
             epoch: 0,
@@ -520,20 +592,7 @@ mod tests {
     async fn appends_behind_a_busy_store_wait_their_turn_and_commit_together() {
         let (storage, seen) = start(true);
         // The thread holds the store in a slow call.
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
-        let slow = {
-            let storage = storage.clone();
-            tokio::spawn(async move {
-                storage
-                    .call(move |_| {
-                        let _ = held_tx.send(());
-                        release_rx.recv().map_err(|_| RelayError::Storage("released".into()))
-                    })
-                    .await
-            })
-        };
-        held_rx.await.unwrap();
+        let (release_tx, slow) = hold(&storage).await;
         // A planned append and a plain one arrive meanwhile: neither waits for the store on its
         // own thread; both queue and are committed by the thread, after the call, in arrival
         // order, in one transaction.
@@ -560,6 +619,107 @@ mod tests {
         // next append is written in place.
         wait_for("the thread to let go of the store", || storage.shared.store.try_lock().is_ok()).await;
         assert_ne!(plan(&storage, 3).await, "skytale-storage");
+    }
+
+    /// Makes the thread hold the store in a call until the returned sender is used.
+    async fn hold(storage: &Storage) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<Result<()>>) {
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
+        let slow = {
+            let storage = storage.clone();
+            tokio::spawn(async move {
+                storage
+                    .call(move |_| {
+                        let _ = held_tx.send(());
+                        release_rx.recv().map_err(|_| RelayError::Storage("released".into()))
+                    })
+                    .await
+            })
+        };
+        held_rx.await.unwrap();
+        (release_tx, slow)
+    }
+
+    /// Queues `plan` behind what is queued now (the thread is held) and waits until it is.
+    async fn queue_plan<R, F>(storage: &Storage, plan: F) -> tokio::task::JoinHandle<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn PlanReads) -> Result<(R, Vec<Append>)> + Send + 'static,
+    {
+        let before = storage.queued();
+        let task = {
+            let storage = storage.clone();
+            tokio::spawn(async move {
+                let (r, res) = storage.plan_append(1, 1, plan).await.unwrap();
+                res.unwrap();
+                r
+            })
+        };
+        wait_for("the plan to queue", || storage.queued() == before + 1).await;
+        task
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plans_of_several_channels_that_queue_together_commit_in_one_transaction() {
+        let (storage, seen) = start(true);
+        let (release, slow) = hold(&storage).await;
+        let mut plans = Vec::new();
+        for (seq, channel) in [(1, "acme/a"), (2, "acme/b"), (3, "acme/c")] {
+            plans.push(queue_plan(&storage, move |_| Ok(((), vec![item_in(channel, seq)]))).await);
+        }
+        release.send(()).unwrap();
+        slow.await.unwrap().unwrap();
+        for p in plans {
+            p.await.unwrap();
+        }
+        let appends = seen.appends.lock().unwrap().clone();
+        assert_eq!(appends, vec![("skytale-storage".to_string(), vec![1, 2, 3])], "one group commit, in order");
+        assert_eq!(seen.commits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_plan_counts_its_orgs_pending_bytes_and_reads_a_channel_with_pending_appends_after_they_commit() {
+        let (storage, seen) = start(true);
+        let (release, slow) = hold(&storage).await;
+        // 10 bytes of acme pending (channel a) …
+        let first = queue_plan(&storage, |_| {
+            let mut a = item_in("acme/a", 1);
+            a.payload = Bytes::from(vec![0u8; 10]);
+            Ok(((), vec![a]))
+        })
+        .await;
+        // … are counted for acme and not for another org; another channel's read commits nothing …
+        let s2 = seen.clone();
+        let second = queue_plan(&storage, move |r| {
+            let acme = r.org_usage("acme")?.archive_bytes;
+            let other = r.org_usage("other")?.archive_bytes;
+            r.channel("acme/b")?;
+            r.find_dup("acme/b", "alice", "m")?;
+            Ok(((acme, other, s2.commits.load(Ordering::SeqCst)), vec![item_in("acme/b", 2)]))
+        })
+        .await;
+        // … and reading channel a (or its dedupe keys) commits what is pending first.
+        let s3 = seen.clone();
+        let third = queue_plan(&storage, move |r| {
+            r.channel("acme/a")?;
+            let after_channel = s3.commits.load(Ordering::SeqCst);
+            Ok((after_channel, vec![item_in("acme/a", 3)]))
+        })
+        .await;
+        let s4 = seen.clone();
+        let fourth = queue_plan(&storage, move |r| {
+            r.find_dup("acme/a", "alice", "m")?;
+            Ok((s4.commits.load(Ordering::SeqCst), vec![item_in("acme/a", 4)]))
+        })
+        .await;
+        release.send(()).unwrap();
+        slow.await.unwrap().unwrap();
+        first.await.unwrap();
+        assert_eq!(second.await.unwrap(), (STORED_BYTES + 10, STORED_BYTES, 0));
+        assert_eq!(third.await.unwrap(), 1, "channel a's pending append was committed before the read");
+        assert_eq!(fourth.await.unwrap(), 2, "channel a's pending append was committed before the lookup");
+        let appends: Vec<Vec<u64>> = seen.appends.lock().unwrap().iter().map(|(_, s)| s.clone()).collect();
+        assert_eq!(appends, vec![vec![1, 2], vec![3], vec![4]]);
     }
 
     #[tokio::test]

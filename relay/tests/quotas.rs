@@ -1,5 +1,6 @@
 //! Amplification and quotas: a Welcome to 1,000 made-up recipients is stored once and does not
-//! stall another org; `Fetch` replies are bounded by bytes; per-org quotas (channels, invites, key packages, archive bytes); the
+//! stall another org; `Fetch` replies are bounded by bytes; per-org quotas (channels, invites, key packages, archive bytes,
+//! also for a burst over many channels at once); the
 //! connection caps (per org, per IP, unauthenticated); `/metrics` counts refusals by reason.
 
 mod common;
@@ -213,6 +214,48 @@ async fn per_org_quotas_refuse_with_quota_exceeded() {
     assert_eq!(refusals(&m, "SKYTALE_QUOTA_EXCEEDED", "quota_invites"), 1);
     assert_eq!(refusals(&m, "SKYTALE_QUOTA_EXCEEDED", "quota_key_packages"), 1);
     assert_eq!(refusals(&m, "SKYTALE_QUOTA_EXCEEDED", "quota_archive_bytes"), 2);
+}
+
+/// Sends of many channels decided in one storage round (one group commit) still count against
+/// the org's archive quota one after the other: a burst over 16 channels at once stores exactly
+/// what fits, never more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_many_channels_at_once_stores_no_more_than_the_archive_quota() {
+    const CHANNELS: usize = 16;
+    const EACH: usize = 10;
+    let key = Keypair::generate();
+    let relay = RelayProc::start("burst", &key, &[("SKYTALE_RELAY_MAX_ARCHIVE_BYTES_PER_ORG", "20000")]);
+    let mut writers = Vec::new();
+    for k in 0..CHANNELS {
+        let (c, p) = relay.authed(&key, "acme", &format!("w{k}")).await;
+        let ch = format!("acme/burst/c{k}");
+        c.create_channel(&ch).await.unwrap();
+        writers.push((c, p, ch));
+    }
+    // every send of every channel in flight at once
+    let mut sends = tokio::task::JoinSet::new();
+    for (c, _, ch) in &writers {
+        for i in 0..EACH {
+            let (c, ch) = (c.clone(), ch.clone());
+            sends.spawn(async move { c.send(&ch, &format!("m{i}"), Kind::Application, 0, vec![7; 1000]).await });
+        }
+    }
+    let (mut stored, mut refused) = (0, 0);
+    while let Some(r) = sends.join_next().await {
+        match r.unwrap() {
+            Ok(_) => stored += 1,
+            Err(e) => {
+                assert_eq!(e.code(), "SKYTALE_QUOTA_EXCEEDED", "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((stored, refused), (20, CHANNELS * EACH - 20), "20 × 1,000 bytes fit the quota");
+    let mut archived = 0;
+    for (c, _, ch) in &writers {
+        archived += c.channel_state(ch).await.unwrap().last_seq;
+    }
+    assert_eq!(archived, 20, "the channels hold what was acked, no more");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{RelayError, Result};
 use crate::hub::Subscriber;
 use crate::metrics::Refusal;
+use crate::storage::PlanReads;
 use crate::store::{Append, ChannelRow, Dup, Remote, Store};
 use crate::{now_ms, Relay};
 use failed_sends::FailedSends;
@@ -273,7 +274,7 @@ enum Plan {
 /// quota with `SKYTALE_QUOTA_EXCEEDED`; the rest get the next sequence numbers. Returns the
 /// answer plan per item and the appends (`templates` with seq and epoch filled in).
 fn plan_sends(
-    s: &mut dyn Store,
+    s: &mut dyn PlanReads,
     relay: &Relay,
     channel: &str,
     org: &str,
