@@ -61,7 +61,8 @@ type Plan = Box<dyn FnOnce(&mut dyn PlanReads) -> Option<(Vec<Append>, Done)> + 
 pub trait PlanReads {
     /// A channel's state; commits the round's pending appends first if any is for `name`.
     fn channel(&mut self, name: &str) -> Result<Option<ChannelRow>>;
-    /// An org's usage, including the payload bytes of the org's appends pending in the round.
+    /// An org's usage, including the payload bytes (items and welcomes) of the org's appends
+    /// pending in the round.
     fn org_usage(&mut self, org: &str) -> Result<OrgUsage>;
     /// An archived item by its dedupe key ([`Store::find_dup`]); commits the round's pending
     /// appends first if any is for `channel`.
@@ -96,7 +97,7 @@ impl PlanReads for RoundView<'_> {
             .iter()
             .flat_map(|(items, _)| items)
             .filter(|a| a.org == org)
-            .map(|a| a.payload.len() as u64)
+            .map(|a| (a.payload.len() + a.welcome.as_ref().map_or(0, |(_, w)| w.len())) as u64)
             .sum();
         usage.archive_bytes = usage.archive_bytes.saturating_add(pending);
         Ok(usage)
@@ -681,10 +682,11 @@ mod tests {
     async fn a_plan_counts_its_orgs_pending_bytes_and_reads_a_channel_with_pending_appends_after_they_commit() {
         let (storage, seen) = start(true);
         let (release, slow) = hold(&storage).await;
-        // 10 bytes of acme pending (channel a) …
+        // 10 bytes of acme pending (channel a), and a welcome of 5 …
         let first = queue_plan(&storage, |_| {
             let mut a = item_in("acme/a", 1);
             a.payload = Bytes::from(vec![0u8; 10]);
+            a.welcome = Some((vec!["bob".into()], Bytes::from(vec![0u8; 5])));
             Ok(((), vec![a]))
         })
         .await;
@@ -715,7 +717,7 @@ mod tests {
         release.send(()).unwrap();
         slow.await.unwrap().unwrap();
         first.await.unwrap();
-        assert_eq!(second.await.unwrap(), (STORED_BYTES + 10, STORED_BYTES, 0));
+        assert_eq!(second.await.unwrap(), (STORED_BYTES + 15, STORED_BYTES, 0));
         assert_eq!(third.await.unwrap(), 1, "channel a's pending append was committed before the read");
         assert_eq!(fourth.await.unwrap(), 2, "channel a's pending append was committed before the lookup");
         let appends: Vec<Vec<u64>> = seen.appends.lock().unwrap().iter().map(|(_, s)| s.clone()).collect();
