@@ -31,7 +31,7 @@
 //! ([`Store::maintain`], which may sync files) stays on the thread: a write in place that leaves
 //! upkeep due hands it over.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
@@ -78,7 +78,7 @@ struct RoundView<'a> {
 impl RoundView<'_> {
     /// Commits the pending appends if one of them is for `channel`.
     fn settle(&mut self, channel: &str) {
-        if self.pending.iter().any(|(items, _)| items.iter().any(|a| a.channel == channel)) {
+        if self.pending.channels.contains(channel) {
             flush(self.store, self.pending);
         }
     }
@@ -92,13 +92,7 @@ impl PlanReads for RoundView<'_> {
 
     fn org_usage(&mut self, org: &str) -> Result<OrgUsage> {
         let mut usage = self.store.org_usage(org)?;
-        let pending: u64 = self
-            .pending
-            .iter()
-            .flat_map(|(items, _)| items)
-            .filter(|a| a.org == org)
-            .map(|a| (a.payload.len() + a.welcome.as_ref().map_or(0, |(_, w)| w.len())) as u64)
-            .sum();
+        let pending = self.pending.org_bytes.get(org).copied().unwrap_or(0);
         usage.archive_bytes = usage.archive_bytes.saturating_add(pending);
         Ok(usage)
     }
@@ -277,7 +271,7 @@ impl Storage {
     /// Runs a job in place if the store is idle, else queues it for the thread.
     fn submit(&self, job: Job) -> Result<()> {
         let Some(mut store) = self.shared.idle_store() else { return self.shared.enqueue(job) };
-        let mut pending: Pending = Vec::new();
+        let mut pending = Pending::default();
         take(store.as_mut(), &mut pending, job);
         flush(store.as_mut(), &mut pending);
         self.shared.after_inline(store.as_ref());
@@ -291,21 +285,52 @@ impl Storage {
     }
 }
 
-type Pending = Vec<(Vec<Append>, Done)>;
+/// The appends of a round waiting for its group commit, with what plans look up in them kept
+/// as they are added (so a plan's reads cost the same however full the round is).
+#[derive(Default)]
+struct Pending {
+    groups: Vec<(Vec<Append>, Done)>,
+    /// Channels with an append among them.
+    channels: HashSet<String>,
+    /// Payload bytes (items and welcomes) per org.
+    org_bytes: HashMap<String, u64>,
+}
+
+impl Pending {
+    fn push(&mut self, items: Vec<Append>, done: Done) {
+        for a in &items {
+            if !self.channels.contains(&a.channel) {
+                self.channels.insert(a.channel.clone());
+            }
+            let bytes = (a.payload.len() + a.welcome.as_ref().map_or(0, |(_, w)| w.len())) as u64;
+            match self.org_bytes.get_mut(&a.org) {
+                Some(n) => *n = n.saturating_add(bytes),
+                None => {
+                    self.org_bytes.insert(a.org.clone(), bytes);
+                }
+            }
+        }
+        self.groups.push((items, done));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
 
 /// Runs one job in a round: appends, and the appends plans decide, wait in `pending` for the
 /// round's group commit; a call first commits what is pending (arrival order).
 fn take(store: &mut dyn Store, pending: &mut Pending, job: Job) {
     match job {
-        Job::Append(items, tx) => pending.push((items, tx)),
+        Job::Append(items, tx) => pending.push(items, tx),
         Job::Call(f) => {
             flush(store, pending);
             f(store);
         }
         Job::Plan(f) => {
             let planned = f(&mut RoundView { store, pending });
-            if let Some(planned) = planned {
-                pending.push(planned);
+            if let Some((items, done)) = planned {
+                pending.push(items, done);
             }
         }
     }
@@ -325,7 +350,7 @@ impl Drop for Ending<'_> {
 
 fn run(shared: &Shared) {
     let _ending = Ending(shared);
-    let mut pending: Pending = Vec::new();
+    let mut pending = Pending::default();
     loop {
         {
             let mut q = lock(&shared.queue);
@@ -362,13 +387,15 @@ fn flush(store: &mut dyn Store, pending: &mut Pending) {
         return;
     }
     let results = {
-        let groups: Vec<&[Append]> = pending.iter().map(|(items, _)| items.as_slice()).collect();
+        let groups: Vec<&[Append]> = pending.groups.iter().map(|(items, _)| items.as_slice()).collect();
         let res = store.append_groups(&groups);
         skytale_proto::probe::mark_n("relay.committed", groups.iter().map(|g| g.len()).sum());
         res
     };
     let mut results = results.into_iter();
-    for (_, done) in pending.drain(..) {
+    pending.channels.clear();
+    pending.org_bytes.clear();
+    for (_, done) in pending.groups.drain(..) {
         let res = results.next().unwrap_or_else(|| Err(RelayError::Storage("group commit lost an answer".to_string())));
         done(res);
     }
