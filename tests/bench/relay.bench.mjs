@@ -4,7 +4,7 @@
 //
 //   npm run bench:relay                        # everything, ~2 min
 //   npm run bench:relay -- --quick             # shorter phases, 25 fan-out subscribers
-//   npm run bench:relay -- --only latency,throughput,fanout
+//   npm run bench:relay -- --only latency,throughput,fanout,channels
 //   npm run bench:relay -- --rate 1000 --seconds 10 --subscribers 100 --per-process 25
 //   npm run bench:relay -- --relay-workers 1     # the relay with one tokio worker thread
 //
@@ -21,6 +21,12 @@
 //               worker process; members added one by one (timed); `--fanout-messages` messages
 //               sent at `--fanout-rate` msg/s; deliveries/s = decrypted messages summed over
 //               all subscribers / time from the first send to the last delivery.
+//   channels    one receiver agent in many busy channels: `--channels` sender agents (one
+//               process, own Client each) each flood their own channel with `--flood` /
+//               `--channels` messages (≤ 256 / `--channels` send() outstanding each), and the
+//               receiver, a member of all of them, reads them all at once, so their deliveries
+//               reach it interleaved. Then the same total from one sender in one channel. Reports
+//               messages/s decrypted and the receiver's CPU per message for both.
 // The relay runs with SKYTALE_RELAY_FRAMES_PER_SECOND=100000 and SKYTALE_RELAY_BURST=100000
 // (the default, 100 frames/s per identity, would be the bottleneck otherwise).
 // Results: a markdown table on stdout, JSON in target/bench/relay.json. With
@@ -58,10 +64,11 @@ const cfg = {
   fanoutMessages: Number(opt('fanout-messages', quick ? 100 : 400)),
   // 200 msg/s × 100 subscribers offers 20,000 deliveries/s: room above the 10,000/s target.
   fanoutRate: Number(opt('fanout-rate', 200)),
+  channels: Math.min(10, Number(opt('channels', 8))),
   size: Number(opt('size', 256)),
   lowRates: opt('low-rates', '100,500').split(',').filter(Boolean).map(Number),
 }
-const only = new Set(opt('only', 'latency,throughput,fanout').split(','))
+const only = new Set(opt('only', 'latency,throughput,fanout,channels').split(','))
 const probe = flag('probe')
 
 const log = (...a) => console.error('[bench:relay]', ...a)
@@ -279,6 +286,55 @@ async function phaseFanout() {
   log(`  ${f.delivered}/${f.expectedDeliveries} deliveries, ${f.deliveriesPerSecond}/s, p50 ${f.latencyMs.p50} ms, p99 ${f.latencyMs.p99} ms`)
 }
 
+/** A receiver agent (a fresh process: an agent publishes 10 key packages when it connects, one
+ *  per channel it is added to) reading `n` ≤ 10 channels at once, each flooded by a sender
+ *  agent of its own. */
+async function manyChannels(n, tag) {
+  const suffix = randomBytes(3).toString('hex')
+  const rid = `rc-${suffix}`
+  const receiver = await worker(`channels-${tag}-receiver`, [rid])
+  const ids = Array.from({ length: n }, (_, i) => `c${i}-${suffix}`)
+  const senders = await worker(`channels-${tag}-senders`, ids)
+  const names = ids.map((_, i) => `acme/bench/channels-${tag}-${i}`)
+  for (let i = 0; i < n; i++) {
+    await senders.call('createChannel', { name: names[i], agent: i })
+    await senders.call('addMembers', { channel: names[i], identities: [rid], agent: i })
+  }
+  for (const name of names) await receiver.call('waitForChannel', { channel: name, timeoutMs: 30_000 })
+  const per = Math.ceil(cfg.flood / n)
+  const total = per * n
+  const m = meter({ senders: senders.pid, receiver: receiver.pid })
+  const recv = receiver.call('receiveAll', { channels: names, count: total, timeoutMs: 120_000 })
+  await sleep(100)
+  const sent = await senders.call('sendFlood', { channels: names, count: per, size: cfg.size, senders: ids.map((_, i) => i), window: Math.max(1, Math.floor(256 / n)) })
+  const got = await recv
+  const cpuSeconds = m.since()
+  await Promise.all([senders.call('close'), receiver.call('close')])
+  const r = {
+    channels: n,
+    messages: total,
+    received: got.got,
+    timedOut: got.timedOut,
+    outOfOrder: got.outOfOrder,
+    duplicates: got.duplicates,
+    sendErrors: sent.errors,
+    deliveredRate: rate(got.got, (got.lastUs - sent.startUs) / 1000),
+    receiverCpuUsPerMessage: got.got > 0 ? Math.round((cpuSeconds.receiver / got.got) * 1e6) : NaN,
+    cpuSeconds,
+    wallSeconds: +((got.lastUs - sent.startUs) / 1e6).toFixed(2),
+  }
+  log(`  ${n} channel(s): ${r.deliveredRate} msg/s decrypted (${r.received}/${total}), receiver CPU ${r.receiverCpuUsPerMessage} µs per message`)
+  return r
+}
+
+async function phaseChannels() {
+  log(`channels: warm-up, then ${cfg.channels} senders in a channel each → 1 receiver, and 1 → 1 (${cfg.flood} messages each)`)
+  await manyChannels(2, 'warm-up')
+  const many = await manyChannels(cfg.channels, 'many')
+  const one = await manyChannels(1, 'one')
+  results.phases.channels = { many, one }
+}
+
 function table() {
   const p = results.phases
   const rows = []
@@ -299,6 +355,11 @@ function table() {
     const f = p.fanout
     rows.push(`| fan-out: add ${f.subscribers} members one by one | ${(f.add.totalMs / 1000).toFixed(1)} s (first add ${f.add.firstMs} ms, last ${f.add.lastMs} ms); all joined after ${(f.add.allJoinedMs / 1000).toFixed(1)} s | ${cpu(f.add.cpuSeconds)}, subscribers ${subCpu(f.add.cpuSeconds)} |`)
     rows.push(`| fan-out: 1 sender → ${f.subscribers} subscribers, ${f.messages} msg at ${f.offered} msg/s | **${f.deliveriesPerSecond}** deliveries/s; ${f.delivered}/${f.expectedDeliveries}; latency p50 ${f.latencyMs.p50} ms, p99 ${f.latencyMs.p99} ms | ${cpu(f.cpuSeconds)}, subscribers ${subCpu(f.cpuSeconds)} (over ${f.wallSeconds} s) |`)
+  }
+  if (p.channels) {
+    for (const r of [p.channels.many, p.channels.one]) {
+      rows.push(`| channels: ${r.channels} sender agent(s), each flooding its own channel → 1 receiver in all of them, ${r.messages} × ${cfg.size} B | **${r.deliveredRate}** msg/s decrypted; receiver CPU **${r.receiverCpuUsPerMessage} µs** per message; ${r.received}/${r.messages}, ${r.outOfOrder} out of order, ${r.duplicates} twice | ${cpu(r.cpuSeconds)} (over ${r.wallSeconds} s) |`)
+    }
   }
   const wake = results.machine.wakeRoundTripUs
   rows.unshift(`| host: thread wake-up round trip (idle, two threads) | p50 ${wake.p50} µs, p90 ${wake.p90} µs | |`)
@@ -328,6 +389,7 @@ try {
   if (only.has('latency')) await phaseLatency()
   if (only.has('throughput')) await phaseThroughput()
   if (only.has('fanout')) await phaseFanout()
+  if (only.has('channels')) await phaseChannels()
   delete results.apiKey
   results.machine.loadAfter = loadavg()
   results.totalSeconds = Math.round((Date.now() - started) / 1000)

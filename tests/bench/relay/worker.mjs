@@ -70,14 +70,15 @@ const ops = {
     return { count: agents.length, ms: (nowUs() - t0) / 1000 }
   },
 
-  async createChannel({ name }) { await agents[0].client.createChannel(name); return true },
+  /** Agent `agent` (index in this process, default 0) creates channel `name`. */
+  async createChannel({ name, agent = 0 }) { await agents[agent].client.createChannel(name); return true },
 
-  /** Agent 0 adds `identities` one by one; returns the time of each add (ms). */
-  async addMembers({ channel, identities }) {
+  /** Agent `agent` (default 0) adds `identities` one by one; returns the time of each add (ms). */
+  async addMembers({ channel, identities, agent = 0 }) {
     const times = []
     for (const id of identities) {
       const t = nowUs()
-      await agents[0].client.addMember(channel, id)
+      await agents[agent].client.addMember(channel, id)
       times.push((nowUs() - t) / 1000)
     }
     return times
@@ -130,6 +131,38 @@ const ops = {
   },
 
   /**
+   * Agent 0 of this process reads every channel of `channels` through its own
+   * `ClientChannel.messages()`, all at once, until it has `count` benchmark messages in all, or
+   * `timeoutMs` passes. Returns the count, first/last receive times, and the messages out of
+   * each sender's order and seen twice (a channel per sender: its order is the relay's).
+   */
+  async receiveAll({ channels, count, timeoutMs }) {
+    const st = { got: 0, firstUs: 0, lastUs: 0, outOfOrder: 0, duplicates: 0, other: 0 }
+    const stop = new AbortController()
+    const loops = channels.map(async (channel) => {
+      let lastIndex = -1
+      const seen = new Set()
+      for await (const m of agents[0].client.channel(channel).messages({ signal: stop.signal })) {
+        const now = nowUs()
+        if (m.kind !== 'message') { st.other++; continue }
+        const p = parse(m.data)
+        if (!p) { st.other++; continue }
+        if (st.got === 0) st.firstUs = now
+        st.lastUs = now
+        st.got++
+        if (seen.has(p.index)) st.duplicates++
+        seen.add(p.index)
+        if (p.index <= lastIndex) st.outOfOrder++
+        lastIndex = p.index
+        if (st.got >= count) stop.abort()
+      }
+    })
+    let timedOut = false
+    await Promise.race([Promise.all(loops), sleep(timeoutMs).then(() => { timedOut = true; stop.abort() })])
+    return { ...st, timedOut }
+  },
+
+  /**
    * Agent `sender` (index in this process) offers `count` messages of `size` bytes at `rate`
    * msg/s: each send() is called on schedule without waiting for the previous one (the SDK
    * queues them in its outbox). Returns issue/ack timing and the worst scheduling lag.
@@ -160,13 +193,14 @@ const ops = {
 
   /**
    * Agents `senders` (indices in this process) each send `count` messages of `size` bytes as
-   * fast as the SDK accepts them, with up to `window` send() calls outstanding per agent.
+   * fast as the SDK accepts them, with up to `window` send() calls outstanding per agent: all
+   * into `channel`, or with `channels`, agent `senders[i]` into `channels[i]`.
    */
-  async sendFlood({ channel, count, size, senders = [0], window = 256, batch = 0 }) {
+  async sendFlood({ channel, channels, count, size, senders = [0], window = 256, batch = 0 }) {
     const t0 = nowUs()
     let errors = 0
-    const results = await Promise.all(senders.map(async (s) => {
-      const ch = agents[s].client.channel(channel)
+    const results = await Promise.all(senders.map(async (s, k) => {
+      const ch = agents[s].client.channel(channels ? channels[k] : channel)
       let next = 0
       let lastAckUs = 0
       const lane = batch > 0

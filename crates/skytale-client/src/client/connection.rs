@@ -6,6 +6,42 @@ use super::*;
 /// How long dialing one relay may take when there are others to try.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Most deliveries taken off the push queue at once.
+const MAX_BURST: usize = 256;
+
+/// Deliveries that arrived together, by channel: each channel's in arrival order (the relay's
+/// order for that channel), channels in the order they first appear. The relay orders each
+/// channel on its own, so applying one channel's run before another's changes nothing a member
+/// can observe, and each run is applied in one keystore transaction even when the relay
+/// interleaved the channels.
+#[derive(Default)]
+struct DeliveryBurst {
+    runs: Vec<(String, Vec<Deliver>)>,
+    index: HashMap<String, usize>,
+    len: usize,
+}
+
+impl DeliveryBurst {
+    fn push(&mut self, d: Deliver) {
+        self.len += 1;
+        match self.index.get(&d.channel) {
+            Some(&i) => self.runs[i].1.push(d),
+            None => {
+                self.index.insert(d.channel.clone(), self.runs.len());
+                self.runs.push((d.channel.clone(), vec![d]));
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn into_channels(self) -> Vec<(String, Vec<Deliver>)> {
+        self.runs
+    }
+}
+
 /// Dials the relays in turn, starting at `turn` (configured addresses first, else the ones the
 /// API server published, starting at a per-identity offset so agents spread over the nodes);
 /// leaves `turn` at the one that answered.
@@ -186,19 +222,23 @@ pub(super) async fn connection_loop(shared: Arc<Shared>, first: oneshot::Sender<
                         frame = pushes.recv() => match frame {
                             Some(f) => match f.body {
                                 Some(Body::Deliver(d)) => {
-                                    // Take the rest of the burst: consecutive deliveries of the
-                                    // same channel are applied in one keystore transaction.
-                                    let channel = d.channel.clone();
-                                    let mut burst = vec![d];
+                                    // Take the rest of the burst (up to the next frame that is
+                                    // not a delivery): each channel's deliveries in it are
+                                    // applied in one keystore transaction, however the
+                                    // channels interleave.
+                                    let mut burst = DeliveryBurst::default();
+                                    burst.push(d);
                                     let mut held = None;
-                                    while burst.len() < 256 {
+                                    while burst.len() < MAX_BURST {
                                         match pushes.try_recv() {
-                                            Some(Frame { body: Some(Body::Deliver(n)), .. }) if n.channel == channel => burst.push(n),
+                                            Some(Frame { body: Some(Body::Deliver(n)), .. }) => burst.push(n),
                                             Some(other) => { held = Some(other); break; }
                                             None => break,
                                         }
                                     }
-                                    shared.handle_delivers(&channel, &burst).await;
+                                    for (channel, ds) in burst.into_channels() {
+                                        shared.handle_delivers(&channel, &ds).await;
+                                    }
                                     if let Some(f) = held {
                                         shared.handle_push(&conn, f).await;
                                     }
@@ -256,5 +296,29 @@ pub(super) async fn connection_loop(shared: Arc<Shared>, first: oneshot::Sender<
             _ = tokio::time::sleep(wait) => {}
             _ = closed.changed() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deliver(channel: &str, seq: u64) -> Deliver {
+        Deliver { channel: channel.into(), seq, ..Default::default() }
+    }
+
+    #[test]
+    fn a_burst_groups_interleaved_channels_and_keeps_each_channels_order() {
+        let mut burst = DeliveryBurst::default();
+        for (c, s) in [("a", 1), ("b", 7), ("a", 2), ("c", 1), ("b", 8), ("a", 3)] {
+            burst.push(deliver(c, s));
+        }
+        assert_eq!(burst.len(), 6);
+        let runs: Vec<(String, Vec<u64>)> =
+            burst.into_channels().into_iter().map(|(c, ds)| (c, ds.iter().map(|d| d.seq).collect())).collect();
+        assert_eq!(
+            runs,
+            vec![("a".to_string(), vec![1, 2, 3]), ("b".to_string(), vec![7, 8]), ("c".to_string(), vec![1])]
+        );
     }
 }
