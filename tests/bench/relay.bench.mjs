@@ -25,8 +25,9 @@
 //               process, own Client each) each flood their own channel with `--flood` /
 //               `--channels` messages (≤ 256 / `--channels` send() outstanding each), and the
 //               receiver, a member of all of them, reads them all at once, so their deliveries
-//               reach it interleaved. Then the same total from one sender in one channel. Reports
-//               messages/s decrypted and the receiver's CPU per message for both.
+//               reach it interleaved. Then the same total from one sender in one channel, and
+//               from one sender agent flooding all `--channels` channels in turn. Reports
+//               messages/s decrypted and the receiver's CPU per message for each.
 // The relay runs with SKYTALE_RELAY_FRAMES_PER_SECOND=100000 and SKYTALE_RELAY_BURST=100000
 // (the default, 100 frames/s per identity, would be the bottleneck otherwise).
 // Results: a markdown table on stdout, JSON in target/bench/relay.json. With
@@ -288,30 +289,32 @@ async function phaseFanout() {
 
 /** A receiver agent (a fresh process: an agent publishes 10 key packages when it connects, one
  *  per channel it is added to) reading `n` ≤ 10 channels at once, each flooded by a sender
- *  agent of its own. */
-async function manyChannels(n, tag) {
+ *  agent of its own, or with `rotate`, all of them by one sender agent in turn. */
+async function manyChannels(n, tag, rotate = false) {
   const suffix = randomBytes(3).toString('hex')
   const rid = `rc-${suffix}`
   const receiver = await worker(`channels-${tag}-receiver`, [rid])
-  const ids = Array.from({ length: n }, (_, i) => `c${i}-${suffix}`)
+  const ids = Array.from({ length: rotate ? 1 : n }, (_, i) => `c${i}-${suffix}`)
   const senders = await worker(`channels-${tag}-senders`, ids)
-  const names = ids.map((_, i) => `acme/bench/channels-${tag}-${i}`)
+  const names = Array.from({ length: n }, (_, i) => `acme/bench/channels-${tag}-${i}`)
   for (let i = 0; i < n; i++) {
-    await senders.call('createChannel', { name: names[i], agent: i })
-    await senders.call('addMembers', { channel: names[i], identities: [rid], agent: i })
+    const agent = rotate ? 0 : i
+    await senders.call('createChannel', { name: names[i], agent })
+    await senders.call('addMembers', { channel: names[i], identities: [rid], agent })
   }
   for (const name of names) await receiver.call('waitForChannel', { channel: name, timeoutMs: 30_000 })
-  const per = Math.ceil(cfg.flood / n)
-  const total = per * n
+  const per = Math.ceil(cfg.flood / ids.length)
+  const total = per * ids.length
   const m = meter({ senders: senders.pid, receiver: receiver.pid })
   const recv = receiver.call('receiveAll', { channels: names, count: total, timeoutMs: 120_000 })
   await sleep(100)
-  const sent = await senders.call('sendFlood', { channels: names, count: per, size: cfg.size, senders: ids.map((_, i) => i), window: Math.max(1, Math.floor(256 / n)) })
+  const sent = await senders.call('sendFlood', { channels: names, rotate, count: per, size: cfg.size, senders: ids.map((_, i) => i), window: Math.max(1, Math.floor(256 / ids.length)) })
   const got = await recv
   const cpuSeconds = m.since()
   await Promise.all([senders.call('close'), receiver.call('close')])
   const r = {
     channels: n,
+    senders: ids.length,
     messages: total,
     received: got.got,
     timedOut: got.timedOut,
@@ -323,7 +326,7 @@ async function manyChannels(n, tag) {
     cpuSeconds,
     wallSeconds: +((got.lastUs - sent.startUs) / 1e6).toFixed(2),
   }
-  log(`  ${n} channel(s): ${r.deliveredRate} msg/s decrypted (${r.received}/${total}), receiver CPU ${r.receiverCpuUsPerMessage} µs per message`)
+  log(`  ${n} channel(s), ${ids.length} sender(s): ${r.deliveredRate} msg/s decrypted (${r.received}/${total}), receiver CPU ${r.receiverCpuUsPerMessage} µs per message`)
   return r
 }
 
@@ -332,7 +335,8 @@ async function phaseChannels() {
   await manyChannels(2, 'warm-up')
   const many = await manyChannels(cfg.channels, 'many')
   const one = await manyChannels(1, 'one')
-  results.phases.channels = { many, one }
+  const rotated = await manyChannels(cfg.channels, 'rotated', true)
+  results.phases.channels = { many, one, rotated }
 }
 
 function table() {
@@ -357,8 +361,11 @@ function table() {
     rows.push(`| fan-out: 1 sender → ${f.subscribers} subscribers, ${f.messages} msg at ${f.offered} msg/s | **${f.deliveriesPerSecond}** deliveries/s; ${f.delivered}/${f.expectedDeliveries}; latency p50 ${f.latencyMs.p50} ms, p99 ${f.latencyMs.p99} ms | ${cpu(f.cpuSeconds)}, subscribers ${subCpu(f.cpuSeconds)} (over ${f.wallSeconds} s) |`)
   }
   if (p.channels) {
-    for (const r of [p.channels.many, p.channels.one]) {
-      rows.push(`| channels: ${r.channels} sender agent(s), each flooding its own channel → 1 receiver in all of them, ${r.messages} × ${cfg.size} B | **${r.deliveredRate}** msg/s decrypted; receiver CPU **${r.receiverCpuUsPerMessage} µs** per message; ${r.received}/${r.messages}, ${r.outOfOrder} out of order, ${r.duplicates} twice | ${cpu(r.cpuSeconds)} (over ${r.wallSeconds} s) |`)
+    for (const r of [p.channels.many, p.channels.one, p.channels.rotated]) {
+      const who = r.senders === r.channels
+        ? `${r.senders} sender agent(s), each flooding its own channel`
+        : `1 sender agent flooding ${r.channels} channels in turn`
+      rows.push(`| channels: ${who} → 1 receiver in all of them, ${r.messages} × ${cfg.size} B | **${r.deliveredRate}** msg/s decrypted; receiver CPU **${r.receiverCpuUsPerMessage} µs** per message, senders ${r.cpuSeconds.senders} s; ${r.received}/${r.messages}, ${r.outOfOrder} out of order, ${r.duplicates} twice | ${cpu(r.cpuSeconds)} (over ${r.wallSeconds} s) |`)
     }
   }
   const wake = results.machine.wakeRoundTripUs

@@ -194,13 +194,15 @@ const ops = {
   /**
    * Agents `senders` (indices in this process) each send `count` messages of `size` bytes as
    * fast as the SDK accepts them, with up to `window` send() calls outstanding per agent: all
-   * into `channel`, or with `channels`, agent `senders[i]` into `channels[i]`.
+   * into `channel`; with `channels`, agent `senders[i]` into `channels[i]`; with `rotate` too,
+   * each agent into all of `channels` in turn (message i into `channels[i % channels.length]`).
    */
-  async sendFlood({ channel, channels, count, size, senders = [0], window = 256, batch = 0 }) {
+  async sendFlood({ channel, channels, rotate = false, count, size, senders = [0], window = 256, batch = 0 }) {
     const t0 = nowUs()
     let errors = 0
     const results = await Promise.all(senders.map(async (s, k) => {
       const ch = agents[s].client.channel(channels ? channels[k] : channel)
+      const turns = rotate ? channels.map((c) => agents[s].client.channel(c)) : null
       let next = 0
       let lastAckUs = 0
       const lane = batch > 0
@@ -216,7 +218,7 @@ const ops = {
         : async () => {
           while (next < count) {
             const i = next++
-            try { await ch.send(payload(size, s, i)); lastAckUs = nowUs() } catch { errors++ }
+            try { await (turns ? turns[i % turns.length] : ch).send(payload(size, s, i)); lastAckUs = nowUs() } catch { errors++ }
           }
         }
       const lanes = batch > 0 ? Math.max(1, Math.floor(window / batch)) : window

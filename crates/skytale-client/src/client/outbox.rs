@@ -81,29 +81,29 @@ impl Shared {
         }
     }
 
-    /// Fast path, first half: encrypts the items in order, each run of same-channel items in
-    /// one keystore transaction. `None` for items to send one by one (the careful path reports
-    /// each item's own error).
+    /// Fast path, first half: encrypts the items, each channel's in their order and in one
+    /// keystore transaction (channels in the order they first appear; the relay orders each
+    /// channel on its own, and the frames still go out in call order, so each channel's frames
+    /// follow its encryption order). `None` for items to send one by one (the careful path
+    /// reports each item's own error).
     async fn encrypt_batch(&self, batch: &[OutItem]) -> Vec<Option<(u64, Vec<u8>)>> {
         skytale_proto::probe::mark_n("send.encrypt", batch.len());
-        let mut prepared: Vec<Option<(u64, Vec<u8>)>> = Vec::with_capacity(batch.len());
-        let mut start = 0;
-        while start < batch.len() {
-            let channel = &batch[start].channel;
-            let end = start + batch[start..].iter().take_while(|i| &i.channel == channel).count();
+        let mut prepared: Vec<Option<(u64, Vec<u8>)>> = batch.iter().map(|_| None).collect();
+        for (channel, positions) in positions_by_channel(batch) {
             let slot = self.slot(channel);
             let _guard = slot.lock.lock().await;
-            let plaintexts: Vec<&[u8]> = batch[start..end].iter().map(|i| i.data.as_slice()).collect();
+            let plaintexts: Vec<&[u8]> = positions.iter().map(|&i| batch[i].data.as_slice()).collect();
             let encrypted = if self.fork.is_healing(channel) {
                 Err(CoreError::InvalidState("the channel is resyncing".into()).into())
             } else {
                 self.send_epoch(channel).and_then(|epoch| Ok((epoch, self.agent.encrypt_batch(channel, &plaintexts)?)))
             };
-            match encrypted {
-                Ok((epoch, wires)) => prepared.extend(wires.into_iter().map(|w| Some((epoch, w)))),
-                Err(_) => prepared.extend((start..end).map(|_| None)),
+            // A reply short of items leaves the rest to the careful path.
+            if let Ok((epoch, wires)) = encrypted {
+                for (&i, wire) in positions.iter().zip(wires) {
+                    prepared[i] = Some((epoch, wire));
+                }
             }
-            start = end;
         }
         skytale_proto::probe::mark_n("send.encrypted", batch.len());
         prepared
@@ -183,6 +183,23 @@ impl Shared {
         }
         careful
     }
+}
+
+/// The positions of `batch`'s items by channel: channels in the order they first appear, each
+/// channel's positions in call order.
+fn positions_by_channel(batch: &[OutItem]) -> Vec<(&str, Vec<usize>)> {
+    let mut runs: Vec<(&str, Vec<usize>)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (i, item) in batch.iter().enumerate() {
+        match index.get(item.channel.as_str()) {
+            Some(&r) => runs[r].1.push(i),
+            None => {
+                index.insert(item.channel.as_str(), runs.len());
+                runs.push((item.channel.as_str(), vec![i]));
+            }
+        }
+    }
+    runs
 }
 
 /// A batch of sends written to the relay whose acks are awaited.
@@ -314,5 +331,21 @@ pub(super) async fn outbox_loop(shared: Arc<Shared>) {
             _ = closed.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(channel: &str) -> OutItem {
+        let (done, _) = oneshot::channel();
+        OutItem { channel: channel.into(), client_msg_id: String::new(), data: Zeroizing::new(Vec::new()), done }
+    }
+
+    #[test]
+    fn a_batch_is_encrypted_by_channel_each_in_call_order() {
+        let batch: Vec<OutItem> = ["a", "b", "a", "c", "b", "a"].into_iter().map(item).collect();
+        assert_eq!(positions_by_channel(&batch), vec![("a", vec![0, 2, 5]), ("b", vec![1, 4]), ("c", vec![3])]);
     }
 }
