@@ -170,6 +170,38 @@ describe('relay end to end', () => {
     }
   })
 
+  it('a sender flooding three channels in turn, read at once by a member of all three: each channel gets every message once, in call order', async () => {
+    // The sender encrypts a batch by channel and the receiver applies a burst by channel (one
+    // keystore transaction each): neither may reorder a channel's messages or lose one.
+    const open = async (name: string) => {
+      const p = startAgentProcess()
+      procs.push(p)
+      const identity = `${name}-${randomBytes(3).toString('hex')}`
+      await p.call('open', { dataDir: join(root, identity), identity, keystoreKey: new Uint8Array(randomBytes(32)) })
+      await p.call('connect', { apiUrl: api.url, apiKey, relay: relay.address })
+      return { p, identity }
+    }
+    const [cat, dan] = [await open('cat'), await open('dan')]
+    const channels = ['acme/e2e/turns-0', 'acme/e2e/turns-1', 'acme/e2e/turns-2']
+    for (const ch of channels) {
+      await cat.p.call('netCreateChannel', { name: ch })
+      await cat.p.call('netAddMember', { channel: ch, identity: dan.identity })
+      await dan.p.call('waitForChannel', { channel: ch, timeoutMs: 30_000 })
+    }
+    const count = 600
+    const [seqs, ...got] = await Promise.all([
+      cat.p.call('netSendRotating', { channels, prefix: 't', count }),
+      ...channels.map((channel) => dan.p.call('netReceive', { channel, count: count / channels.length, timeoutMs: 90_000 })),
+    ])
+    channels.forEach((_, j) => {
+      const mine = Array.from({ length: count }, (_, i) => i).filter((i) => i % channels.length === j)
+      // Relay order is call order within the channel: its acked seqs grow with the call index.
+      const own = mine.map((i) => seqs[i])
+      expect([...own].sort((a: number, b: number) => a - b)).toEqual(own)
+      expect(got[j].filter((x: any) => x.text !== undefined).map((x: any) => x.text)).toEqual(mine.map((i) => `t${i}`))
+    })
+  })
+
   it('a token of org B cannot touch an org-A channel; a bad API key fails fast', async () => {
     const keyB = await signup(api.url, 'other-org')
     const mallory = startAgentProcess()

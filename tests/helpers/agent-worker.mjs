@@ -109,6 +109,11 @@ const ops = {
     const ch = client.channel(channel)
     return Promise.all(Array.from({ length: count }, (_, i) => ch.send(new TextEncoder().encode(`${prefix}${i}`))))
   },
+  /** Sends `count` messages at once, message i (`${prefix}${i}`) into `channels[i % channels.length]`; returns each one's seq. */
+  async netSendRotating({ channels, prefix, count }) {
+    const chs = channels.map((c) => client.channel(c))
+    return Promise.all(Array.from({ length: count }, (_, i) => chs[i % chs.length].send(new TextEncoder().encode(`${prefix}${i}`))))
+  },
   /** Reads messages through the async iterator until `count` application messages arrived. */
   async netReceive({ channel, count, timeoutMs = 60000 }) {
     const ch = client.channel(channel)
