@@ -129,7 +129,8 @@ export declare class Client {
   /**
    * Connects `agent` to the relay (token from the API server with `apiKey`). Resolves once
    * authenticated and subscribed to all of the agent's channels; rejects fast on a bad key
-   * (`SKYTALE_AUTH_KEY_INVALID`) or an unreachable relay.
+   * (`SKYTALE_AUTH_KEY_INVALID`) or an unreachable relay. When the API server rate-limits it,
+   * waits as the server asks, up to `rateLimitWaitSecs` in all.
    */
   static connect(agent: Agent, options: ClientConnectOptions): Promise<Client>
   /**
@@ -357,6 +358,12 @@ export interface ClientConnectOptions {
    * 600, at most 86,400; 0 = after every add.
    */
   selfUpdateIntervalSecs?: number
+  /**
+   * How long `connect` waits in all when the API server rate-limits it (HTTP 429: many
+   * agents starting from one address at once), as long as the server asks each time, before
+   * it rejects with `SKYTALE_RATE_LIMITED`. Default 60; 0 = reject at once.
+   */
+  rateLimitWaitSecs?: number
 }
 
 /** A client-wide event (see `Client.onEvent`). */

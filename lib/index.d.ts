@@ -170,6 +170,12 @@ export interface SkytaleChannelManagerOptions {
    * Default 600, at most 86,400 (larger: `SKYTALE_INVALID_ARGUMENT`); 0 = after every add.
    */
   selfUpdateIntervalSecs?: number
+  /**
+   * How long connecting waits in all when the API server rate-limits it (HTTP 429: many agents
+   * starting from one address at once), as long as the server asks each time, before it fails
+   * with `SKYTALE_RATE_LIMITED`. Default 60; 0 = fail at once.
+   */
+  rateLimitWaitSecs?: number
 }
 
 /** A received message. */

@@ -67,6 +67,7 @@ class SkytaleChannelManager extends EventEmitter {
       keystoreKey: options.keystoreKey ?? env.SKYTALE_KEYSTORE_KEY,
       passphrase: options.passphrase ?? env.SKYTALE_PASSPHRASE,
       selfUpdateIntervalSecs: options.selfUpdateIntervalSecs,
+      rateLimitWaitSecs: options.rateLimitWaitSecs,
     }
     this.on('newListener', (event) => {
       if (event === 'message') queueMicrotask(() => this.#startPumps())
@@ -90,7 +91,8 @@ class SkytaleChannelManager extends EventEmitter {
     this.#agent = await guard(native.Agent.open({ dataDir: o.dataDir, identity: o.identity, ...secret }))
     try {
       const selfUpdate = o.selfUpdateIntervalSecs !== undefined ? { selfUpdateIntervalSecs: o.selfUpdateIntervalSecs } : {}
-      this.#client = await guard(native.Client.connect(this.#agent, { apiUrl: o.apiUrl, apiKey: o.apiKey, relay: o.relay, ...selfUpdate }))
+      const rateLimitWait = o.rateLimitWaitSecs !== undefined ? { rateLimitWaitSecs: o.rateLimitWaitSecs } : {}
+      this.#client = await guard(native.Client.connect(this.#agent, { apiUrl: o.apiUrl, apiKey: o.apiKey, relay: o.relay, ...selfUpdate, ...rateLimitWait }))
     } catch (err) {
       this.#agent.close()
       throw err

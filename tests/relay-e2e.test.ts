@@ -133,6 +133,44 @@ describe('relay end to end', () => {
     }
   })
 
+  it('new agents starting from one address past the API server rate limit wait as it asks and connect; with no wait allowed, connect fails fast', async () => {
+    // Its own API server allowing 1 agent registration per IP per minute (a swarm started on
+    // one host meets the default of 120 the same way), and its own relay.
+    const api3 = await startApiServer({ dataDir: join(root, 'api-swarm'), env: { SKYTALE_RATE_AGENTS_PER_IP: '1' } })
+    const relay4 = await startRelay({ dataDir: join(root, 'relay-swarm'), jwksUrl: `${api3.url}/.well-known/jwks.json` })
+    try {
+      const key3 = await signup(api3.url, 'acme')
+      const open = async (name: string, options: Record<string, unknown> = {}) => {
+        const p = startAgentProcess()
+        procs.push(p)
+        const identity = `${name}-${randomBytes(3).toString('hex')}`
+        await p.call('open', { dataDir: join(root, identity), identity, keystoreKey: new Uint8Array(randomBytes(32)) })
+        const t0 = Date.now()
+        await p.call('connect', { apiUrl: api3.url, apiKey: key3, relay: relay4.address, ...options })
+        return { p, identity, ms: Date.now() - t0 }
+      }
+      const eve = await open('eve') // the minute's registration
+      let t0 = Date.now()
+      await expect(open('fay', { rateLimitWaitSecs: 0 })).rejects.toMatchObject({ code: 'SKYTALE_RATE_LIMITED' })
+      expect(Date.now() - t0).toBeLessThan(10_000)
+      // Without the wait this rejects like fay's; with it, the connect goes through once the
+      // server's window allows the registration.
+      t0 = Date.now()
+      const gus = await open('gus')
+      expect(Date.now() - t0).toBeGreaterThan(1_000)
+      const ch = 'acme/e2e/swarm'
+      await eve.p.call('netCreateChannel', { name: ch })
+      await eve.p.call('netAddMember', { channel: ch, identity: gus.identity })
+      await gus.p.call('waitForChannel', { channel: ch, timeoutMs: 30_000 })
+      await eve.p.call('netSend', { channel: ch, text: 'after the wait' })
+      const got = await gus.p.call('netReceive', { channel: ch, count: 1, timeoutMs: 20_000 })
+      expect(got.map((x: any) => x.text)).toEqual(['after the wait'])
+    } finally {
+      await relay4.kill()
+      await api3.stop()
+    }
+  })
+
   it('a sender flooding past the relay rate limit: every message arrives once, in call order', async () => {
     // Its own relay with a small per-identity budget: 600 concurrent sends run into it again and
     // again; sends refused with SKYTALE_RATE_LIMITED are retried, and none may overtake another.

@@ -46,13 +46,14 @@ const ops = {
   async close() { await client?.close(); client = null; agent?.close(); agent = null; return true },
 
   // Networked client (relay + API server).
-  async connect({ apiUrl, apiKey, relay, acceptWelcomes, selfUpdateIntervalSecs }) {
+  async connect({ apiUrl, apiKey, relay, acceptWelcomes, selfUpdateIntervalSecs, rateLimitWaitSecs }) {
     client = await Client.connect(agent, {
       apiUrl,
       apiKey,
       relay,
       ...(acceptWelcomes ? { acceptWelcomes } : {}),
       ...(selfUpdateIntervalSecs !== undefined ? { selfUpdateIntervalSecs } : {}),
+      ...(rateLimitWaitSecs !== undefined ? { rateLimitWaitSecs } : {}),
     })
     void collectEvents(client)
     return { connected: client.connected }

@@ -23,6 +23,16 @@ pub enum ClientError {
         /// Detail (never the key).
         message: String,
     },
+    /// The API server's rate limit refused the request (HTTP 429, `SKYTALE_RATE_LIMITED`):
+    /// nothing was done, and the same request may be made again after `retry_after` (its
+    /// `Retry-After`).
+    #[error("SKYTALE_RATE_LIMITED: {message} (retry after {} s)", retry_after.as_secs())]
+    ApiRateLimited {
+        /// Detail (never the key).
+        message: String,
+        /// How long the server asked to wait.
+        retry_after: std::time::Duration,
+    },
     /// No relay address: none configured and the API server did not hand one out.
     #[error("no relay address configured and none published by the API server")]
     NoRelay,
@@ -56,12 +66,21 @@ impl ClientError {
             ClientError::Core(e) => e.code(),
             ClientError::Relay(e) => e.code(),
             ClientError::Api { code, .. } => code,
+            ClientError::ApiRateLimited { .. } => "SKYTALE_RATE_LIMITED",
             ClientError::NoRelay => "SKYTALE_NO_RELAY",
             ClientError::Closed => "SKYTALE_CLIENT_CLOSED",
             ClientError::CommitContention(_) => "SKYTALE_COMMIT_CONTENTION",
             ClientError::InvalidArgument(_) => "SKYTALE_INVALID_ARGUMENT",
             ClientError::Timeout(_) => "SKYTALE_TIMEOUT",
             ClientError::Invite { code, .. } => code,
+        }
+    }
+
+    /// How long the API server asked to wait before the same request (its rate limit).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ClientError::ApiRateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 

@@ -20,7 +20,7 @@ mod tokens;
 
 pub use client::{
     AcceptWelcomes, ChannelEvent, ChannelStats, Client, ClientConfig, ClientEvent, InviteInfo,
-    MAX_SELF_UPDATE_INTERVAL, SELF_UPDATE_INTERVAL,
+    MAX_SELF_UPDATE_INTERVAL, RATE_LIMIT_WAIT, SELF_UPDATE_INTERVAL,
 };
 pub use error::{ClientError, Result};
 pub use skytale_core::invite::InviteToken;

@@ -110,6 +110,16 @@ fn api_code(code: &str, status: u16) -> &'static str {
     }
 }
 
+/// Longest wait taken from a `Retry-After` (the API server's windows are one minute).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+/// The wait a 429's `Retry-After` asks for: whole seconds (the API server's form), at least 1 s
+/// and at most [`MAX_RETRY_AFTER`]; 1 s when it is missing or not a number of seconds.
+fn retry_after_of(header: Option<&str>) -> Duration {
+    let secs = header.and_then(|h| h.trim().parse::<u64>().ok()).unwrap_or(1);
+    Duration::from_secs(secs.max(1)).min(MAX_RETRY_AFTER)
+}
+
 fn unreachable(what: &str, e: reqwest::Error) -> ClientError {
     ClientError::Api { code: "SKYTALE_API_UNREACHABLE", message: format!("{what}: {}", e.without_url()) }
 }
@@ -178,12 +188,20 @@ impl TokenSource {
         let what = format!("{} {path}", if body.is_some() { "POST" } else { "GET" });
         let resp = req.send().await.map_err(|e| unreachable(&what, e))?;
         let status = resp.status();
+        let retry_after =
+            resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let bytes = resp.bytes().await.map_err(|e| unreachable(&what, e))?;
         if !status.is_success() {
             let (code, message) = match serde_json::from_slice::<ApiErrorBody>(&bytes) {
                 Ok(b) => (b.error.code, b.error.message),
                 Err(_) => (String::new(), format!("HTTP {status}")),
             };
+            if status.as_u16() == 429 {
+                return Err(ClientError::ApiRateLimited {
+                    message: format!("{what}: {message}"),
+                    retry_after: retry_after_of(retry_after.as_deref()),
+                });
+            }
             return Err(ClientError::Api {
                 code: api_code(&code, status.as_u16()),
                 message: format!("{what}: {message}"),
@@ -227,7 +245,17 @@ impl TokenSource {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_iso8601, push_relays, TokenReply};
+    use super::{parse_iso8601, push_relays, retry_after_of, TokenReply, MAX_RETRY_AFTER};
+    use std::time::Duration;
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_bounded() {
+        assert_eq!(retry_after_of(Some("17")), Duration::from_secs(17));
+        assert_eq!(retry_after_of(Some(" 0 ")), Duration::from_secs(1));
+        assert_eq!(retry_after_of(None), Duration::from_secs(1));
+        assert_eq!(retry_after_of(Some("Wed, 21 Oct 2026 07:28:00 GMT")), Duration::from_secs(1));
+        assert_eq!(retry_after_of(Some("999999999999")), MAX_RETRY_AFTER);
+    }
 
     #[test]
     fn relay_lists() {

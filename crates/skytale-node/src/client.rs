@@ -35,6 +35,10 @@ pub struct ClientConnectOptions {
     /// by a self-update (a key rotation), which restores post-compromise security. Default
     /// 600, at most 86,400; 0 = after every add.
     pub self_update_interval_secs: Option<u32>,
+    /// How long `connect` waits in all when the API server rate-limits it (HTTP 429: many
+    /// agents starting from one address at once), as long as the server asks each time, before
+    /// it rejects with `SKYTALE_RATE_LIMITED`. Default 60; 0 = reject at once.
+    pub rate_limit_wait_secs: Option<u32>,
 }
 
 /// A delivered channel message (or, with `kind: 'commit'`, a membership change).
@@ -247,7 +251,8 @@ pub struct Client {
 impl Client {
     /// Connects `agent` to the relay (token from the API server with `apiKey`). Resolves once
     /// authenticated and subscribed to all of the agent's channels; rejects fast on a bad key
-    /// (`SKYTALE_AUTH_KEY_INVALID`) or an unreachable relay.
+    /// (`SKYTALE_AUTH_KEY_INVALID`) or an unreachable relay. When the API server rate-limits it,
+    /// waits as the server asks, up to `rateLimitWaitSecs` in all.
     #[napi(ts_return_type = "Promise<Client>")]
     pub fn connect<'env>(
         env: &'env Env,
@@ -262,6 +267,9 @@ impl Client {
         }
         if let Some(secs) = options.self_update_interval_secs {
             config.self_update_interval = std::time::Duration::from_secs(u64::from(secs));
+        }
+        if let Some(secs) = options.rate_limit_wait_secs {
+            config.rate_limit_wait = std::time::Duration::from_secs(u64::from(secs));
         }
         run(
             env,

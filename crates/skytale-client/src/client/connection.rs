@@ -194,6 +194,17 @@ pub(super) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base / 2 + jitter)
 }
 
+/// The pause before the next connect attempt: the backoff, or what the API server asked for if
+/// that is longer, plus up to a second of jitter then (agents refused together must not all
+/// come back in the same instant).
+fn reconnect_wait(attempt: u32, asked: Option<Duration>) -> Duration {
+    let base = backoff(attempt);
+    match asked {
+        Some(asked) if asked >= base => asked + Duration::from_millis(rand::thread_rng().gen_range(0..=1000)),
+        _ => base,
+    }
+}
+
 pub(super) async fn connection_loop(shared: Arc<Shared>, first: oneshot::Sender<Result<()>>) {
     let mut first = Some(first);
     let mut attempt: u32 = 0;
@@ -201,6 +212,10 @@ pub(super) async fn connection_loop(shared: Arc<Shared>, first: oneshot::Sender<
     // of a relay cluster leaves a dead node at once.
     let mut turn: usize = 0;
     let mut closed = shared.closed.subscribe();
+    // What the API server last asked to wait (its rate limit), and how long the first connect
+    // has waited for it in all.
+    let mut asked: Option<Duration> = None;
+    let mut rate_limited_for = Duration::ZERO;
     loop {
         if *closed.borrow() {
             break;
@@ -277,20 +292,38 @@ pub(super) async fn connection_loop(shared: Arc<Shared>, first: oneshot::Sender<
                 shared.emit(ClientEvent::Disconnected { code });
             }
             Err(e) => {
-                if let Some(f) = first.take() {
-                    let _ = f.send(Err(e));
-                    return;
+                asked = e.retry_after();
+                if first.is_some() {
+                    // The API server's rate limit (many agents starting from one address at
+                    // once): wait as long as it asks, within the configured budget, and try
+                    // again, instead of failing the connect.
+                    match asked {
+                        Some(wait) if rate_limited_for + wait <= shared.config.rate_limit_wait => {
+                            tracing::warn!(
+                                wait_ms = wait.as_millis() as u64,
+                                "the API server rate-limits this connect; waiting as it asks"
+                            );
+                            rate_limited_for += wait;
+                        }
+                        _ => {
+                            if let Some(f) = first.take() {
+                                let _ = f.send(Err(e));
+                            }
+                            return;
+                        }
+                    }
+                } else {
+                    if e.is_permanent() {
+                        shared.emit_error(None, e.code(), format!("giving up reconnecting: {e}"));
+                        let _ = shared.closed.send_replace(true);
+                        break;
+                    }
+                    tracing::debug!(code = e.code(), attempt, "reconnect failed");
+                    turn = turn.wrapping_add(1);
                 }
-                if e.is_permanent() {
-                    shared.emit_error(None, e.code(), format!("giving up reconnecting: {e}"));
-                    let _ = shared.closed.send_replace(true);
-                    break;
-                }
-                tracing::debug!(code = e.code(), attempt, "reconnect failed");
-                turn = turn.wrapping_add(1);
             }
         }
-        let wait = backoff(attempt);
+        let wait = reconnect_wait(attempt, asked.take());
         attempt = attempt.saturating_add(1);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -305,6 +338,16 @@ mod tests {
 
     fn deliver(channel: &str, seq: u64) -> Deliver {
         Deliver { channel: channel.into(), seq, ..Default::default() }
+    }
+
+    #[test]
+    fn a_reconnect_waits_at_least_what_the_api_server_asked() {
+        for attempt in 0..8 {
+            assert!(reconnect_wait(attempt, None) <= Duration::from_secs(5));
+            let w = reconnect_wait(attempt, Some(Duration::from_secs(30)));
+            assert!(w >= Duration::from_secs(30) && w <= Duration::from_secs(31), "{w:?}");
+            assert!(reconnect_wait(attempt, Some(Duration::from_millis(1))) <= Duration::from_secs(5));
+        }
     }
 
     #[test]

@@ -67,7 +67,15 @@ pub struct ClientConfig {
     /// [`MAX_SELF_UPDATE_INTERVAL`]; zero = after every add). Adds carry no update path, so
     /// this bounds how long a leaf secret stolen from this agent keeps opening new epochs.
     pub self_update_interval: Duration,
+    /// How long [`Client::connect`] waits in all for the API server's rate limit (HTTP 429 with
+    /// `Retry-After`: many agents starting from one address at once) before it fails with
+    /// `SKYTALE_RATE_LIMITED` (default [`RATE_LIMIT_WAIT`]; zero = fail at once). Reconnects
+    /// always wait at least as long as the server asks.
+    pub rate_limit_wait: Duration,
 }
+
+/// How long connecting waits for the API server's rate limit by default: one of its windows.
+pub const RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
 /// Which Welcomes an agent joins on. Whatever the mode, every member of the group a Welcome
 /// leads into must carry a credential of this agent's org (checked by the core), and a Welcome
@@ -104,6 +112,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("relays", &self.relays)
             .field("accept_welcomes", &self.accept_welcomes)
             .field("self_update_interval", &self.self_update_interval)
+            .field("rate_limit_wait", &self.rate_limit_wait)
             .finish()
     }
 }
@@ -120,6 +129,7 @@ impl ClientConfig {
             key_package_batch: 10,
             accept_welcomes: AcceptWelcomes::default(),
             self_update_interval: SELF_UPDATE_INTERVAL,
+            rate_limit_wait: RATE_LIMIT_WAIT,
         }
     }
 
