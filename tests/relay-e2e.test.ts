@@ -240,6 +240,27 @@ describe('relay end to end', () => {
     })
   })
 
+  it('an agent added to more channels than the key packages it published at connect keeps being added: it publishes more after each Welcome', async () => {
+    // A connect publishes 10 key packages; each add uses one. Without the top-up after a
+    // Welcome, the 11th add fails with SKYTALE_KEY_PACKAGE_NOT_FOUND until the agent reconnects.
+    const open = async (name: string) => {
+      const p = startAgentProcess()
+      procs.push(p)
+      const identity = `${name}-${randomBytes(3).toString('hex')}`
+      await p.call('open', { dataDir: join(root, identity), identity, keystoreKey: new Uint8Array(randomBytes(32)) })
+      await p.call('connect', { apiUrl: api.url, apiKey, relay: relay.address })
+      return { p, identity }
+    }
+    const [ivy, jon] = [await open('ivy'), await open('jon')]
+    for (let i = 0; i < 16; i++) {
+      const ch = `acme/e2e/many-adds-${i}`
+      await ivy.p.call('netCreateChannel', { name: ch })
+      await ivy.p.call('netAddMember', { channel: ch, identity: jon.identity })
+      await jon.p.call('waitForChannel', { channel: ch, timeoutMs: 30_000 })
+    }
+    expect((await jon.p.call('netChannels')).filter((c: string) => c.startsWith('acme/e2e/many-adds-'))).toHaveLength(16)
+  })
+
   it('a token of org B cannot touch an org-A channel; a bad API key fails fast', async () => {
     const keyB = await signup(api.url, 'other-org')
     const mallory = startAgentProcess()

@@ -110,12 +110,9 @@ pub(super) async fn connect_once(
     }
     let conn = Arc::new(conn);
     let ok = conn.auth(&token.jwt, shared.agent.identity()).await?;
-    // Keep enough key packages on the relay for others to add this agent.
-    let held = conn.count_key_packages().await?;
-    if held < shared.config.key_package_low_water {
-        let kps = shared.agent.generate_key_packages(shared.config.key_package_batch)?;
-        conn.publish_key_packages(kps).await?;
-    }
+    // Keep enough key packages on the relay for others to add this agent (and again after
+    // each Welcome, which used one: `incoming.rs`).
+    shared.top_up_key_packages(&conn).await?;
     for name in shared.agent.channel_names()? {
         if shared.agent.has_pending_commit(&name).unwrap_or(false) {
             match recover_pending_commit(shared, &conn, &name).await {

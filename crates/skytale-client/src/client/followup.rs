@@ -1,5 +1,6 @@
 //! Work found while processing items, done after the channel lock is released: admitting
-//! invited joiners, removals, scheduled self-updates and invite refreshes.
+//! invited joiners, removals, scheduled self-updates, invite refreshes and key-package
+//! top-ups.
 
 use super::*;
 
@@ -110,6 +111,18 @@ pub(super) async fn followup_loop(shared: Arc<Shared>) {
                 Ok(_) => shared.self_update_settled(&channel),
                 Err(e) => tracing::debug!(code = e.code(), "scheduled key update: membership unknown; left owed"),
             },
+            FollowUp::TopUpKeyPackages => {
+                // Without a connection, the next connect tops up anyway.
+                let conn = shared.conn.borrow().clone();
+                if let Some(conn) = conn {
+                    if let Err(e) = shared.top_up_key_packages(&conn).await {
+                        tracing::warn!(
+                            code = e.code(),
+                            "publishing more key packages failed; the next connect tries again"
+                        );
+                    }
+                }
+            }
             FollowUp::RefreshInvites { channel } => refresh_invites(&shared, &channel).await,
             FollowUp::RemoveVoidedLeave { channel, identity } => {
                 remove_voided_leave(&shared, &channel, &identity).await

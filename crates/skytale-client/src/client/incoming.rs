@@ -196,6 +196,9 @@ impl Shared {
                 }
                 // Who added us, as MLS authenticates it (the relay's sender field is not trusted).
                 self.emit(ClientEvent::Joined { channel: name, by: adder });
+                // The add used one of this agent's key packages on the relay: publish more
+                // before they run out, or further adds fail until the next connect.
+                self.schedule_key_package_top_up();
             }
             Err(CoreError::ChannelExists(name)) => {
                 // A Welcome we already joined from (redelivered after a crash) is fine; any other

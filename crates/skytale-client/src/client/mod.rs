@@ -294,6 +294,9 @@ enum FollowUp {
     /// Remove a member whose leave request another member's commit voided
     /// ([`Agent::voided_leaves`]); only an agent with the remove role can.
     RemoveVoidedLeave { channel: String, identity: String },
+    /// Publish more key packages if the relay holds fewer than
+    /// [`ClientConfig::key_package_low_water`] (others used one to add this agent).
+    TopUpKeyPackages,
     /// Rotate this agent's leaf if its last self-update is older than
     /// [`ClientConfig::self_update_interval`] (adds are committed without an update path; this
     /// restores post-compromise security).

@@ -58,6 +58,29 @@ impl Shared {
         self.followup_notify.notify_one();
     }
 
+    /// Schedules a key-package top-up, unless one is queued already.
+    pub(super) fn schedule_key_package_top_up(&self) {
+        if let Ok(mut q) = self.followups.lock() {
+            if q.iter().any(|f| matches!(f, FollowUp::TopUpKeyPackages)) {
+                return;
+            }
+            q.push_back(FollowUp::TopUpKeyPackages);
+        }
+        self.followup_notify.notify_one();
+    }
+
+    /// Publishes [`ClientConfig::key_package_batch`] more key packages when the relay holds
+    /// fewer than [`ClientConfig::key_package_low_water`] of this agent's, so that others can
+    /// keep adding it.
+    pub(super) async fn top_up_key_packages(&self, conn: &RelayConnection) -> Result<()> {
+        let held = conn.count_key_packages().await?;
+        if held < self.config.key_package_low_water {
+            let kps = self.agent.generate_key_packages(self.config.key_package_batch)?;
+            conn.publish_key_packages(kps).await?;
+        }
+        Ok(())
+    }
+
     /// Live invites of a channel held in the keystore.
     pub(super) fn invites_of(&self, channel: &str) -> Vec<(InviteToken, StoredInvite)> {
         let now = now_secs();
