@@ -43,6 +43,16 @@ describe('relay end to end', () => {
     return p
   }
 
+  /** A fresh agent process `<name>-<random>` connected with `options` (default: this file's API server and relay). */
+  async function fresh(name: string, options: Record<string, unknown> = {}) {
+    const p = startAgentProcess()
+    procs.push(p)
+    const identity = `${name}-${randomBytes(3).toString('hex')}`
+    await p.call('open', { dataDir: join(root, identity), identity, keystoreKey: new Uint8Array(randomBytes(32)) })
+    await p.call('connect', { apiUrl: api.url, apiKey, relay: relay.address, ...options })
+    return { p, identity }
+  }
+
   async function pair(channel: string, a = 'alice', b = 'bob') {
     const alice = await agent(`${a}-${randomBytes(3).toString('hex')}`)
     const bobId = `${b}-${randomBytes(3).toString('hex')}`
@@ -105,14 +115,7 @@ describe('relay end to end', () => {
     let relay2 = await startRelay({ dataDir: join(root, 'relay-limited'), jwksUrl, listen })
     try {
       const key2 = await signup(api2.url, 'acme')
-      const open = async (name: string) => {
-        const p = startAgentProcess()
-        procs.push(p)
-        const identity = `${name}-${randomBytes(3).toString('hex')}`
-        await p.call('open', { dataDir: join(root, identity), identity, keystoreKey: new Uint8Array(randomBytes(32)) })
-        await p.call('connect', { apiUrl: api2.url, apiKey: key2, relay: relay2.address })
-        return { p, identity }
-      }
+      const open = (name: string) => fresh(name, { apiUrl: api2.url, apiKey: key2, relay: relay2.address })
       const [ann, ben] = [await open('ann'), await open('ben')] // the minute's 2 registrations
       const ch = 'acme/e2e/limited'
       await ann.p.call('netCreateChannel', { name: ch })
@@ -140,15 +143,8 @@ describe('relay end to end', () => {
     const relay4 = await startRelay({ dataDir: join(root, 'relay-swarm'), jwksUrl: `${api3.url}/.well-known/jwks.json` })
     try {
       const key3 = await signup(api3.url, 'acme')
-      const open = async (name: string, options: Record<string, unknown> = {}) => {
-        const p = startAgentProcess()
-        procs.push(p)
-        const identity = `${name}-${randomBytes(3).toString('hex')}`
-        await p.call('open', { dataDir: join(root, identity), identity, keystoreKey: new Uint8Array(randomBytes(32)) })
-        const t0 = Date.now()
-        await p.call('connect', { apiUrl: api3.url, apiKey: key3, relay: relay4.address, ...options })
-        return { p, identity, ms: Date.now() - t0 }
-      }
+      const open = (name: string, options: Record<string, unknown> = {}) =>
+        fresh(name, { apiUrl: api3.url, apiKey: key3, relay: relay4.address, ...options })
       const eve = await open('eve') // the minute's registration
       let t0 = Date.now()
       await expect(open('fay', { rateLimitWaitSecs: 0 })).rejects.toMatchObject({ code: 'SKYTALE_RATE_LIMITED' })
@@ -182,14 +178,7 @@ describe('relay end to end', () => {
       env: { SKYTALE_RELAY_FRAMES_PER_SECOND: '1000', SKYTALE_RELAY_BURST: '20' },
     })
     try {
-      const open = async (name: string) => {
-        const p = startAgentProcess()
-        procs.push(p)
-        const identity = `${name}-${randomBytes(3).toString('hex')}`
-        await p.call('open', { dataDir: join(root, identity), identity, keystoreKey: new Uint8Array(randomBytes(32)) })
-        await p.call('connect', { apiUrl: api.url, apiKey, relay: relay3.address })
-        return { p, identity }
-      }
+      const open = (name: string) => fresh(name, { relay: relay3.address })
       const [ann, ben] = [await open('ann'), await open('ben')]
       const ch = 'acme/e2e/rate'
       await ann.p.call('netCreateChannel', { name: ch })
@@ -211,15 +200,7 @@ describe('relay end to end', () => {
   it('a sender flooding three channels in turn, read at once by a member of all three: each channel gets every message once, in call order', async () => {
     // The sender encrypts a batch by channel and the receiver applies a burst by channel (one
     // keystore transaction each): neither may reorder a channel's messages or lose one.
-    const open = async (name: string) => {
-      const p = startAgentProcess()
-      procs.push(p)
-      const identity = `${name}-${randomBytes(3).toString('hex')}`
-      await p.call('open', { dataDir: join(root, identity), identity, keystoreKey: new Uint8Array(randomBytes(32)) })
-      await p.call('connect', { apiUrl: api.url, apiKey, relay: relay.address })
-      return { p, identity }
-    }
-    const [cat, dan] = [await open('cat'), await open('dan')]
+    const [cat, dan] = [await fresh('cat'), await fresh('dan')]
     const channels = ['acme/e2e/turns-0', 'acme/e2e/turns-1', 'acme/e2e/turns-2']
     for (const ch of channels) {
       await cat.p.call('netCreateChannel', { name: ch })
@@ -243,15 +224,7 @@ describe('relay end to end', () => {
   it('an agent added to more channels than the key packages it published at connect keeps being added: it publishes more after each Welcome', async () => {
     // A connect publishes 10 key packages; each add uses one. Without the top-up after a
     // Welcome, the 11th add fails with SKYTALE_KEY_PACKAGE_NOT_FOUND until the agent reconnects.
-    const open = async (name: string) => {
-      const p = startAgentProcess()
-      procs.push(p)
-      const identity = `${name}-${randomBytes(3).toString('hex')}`
-      await p.call('open', { dataDir: join(root, identity), identity, keystoreKey: new Uint8Array(randomBytes(32)) })
-      await p.call('connect', { apiUrl: api.url, apiKey, relay: relay.address })
-      return { p, identity }
-    }
-    const [ivy, jon] = [await open('ivy'), await open('jon')]
+    const [ivy, jon] = [await fresh('ivy'), await fresh('jon')]
     for (let i = 0; i < 16; i++) {
       const ch = `acme/e2e/many-adds-${i}`
       await ivy.p.call('netCreateChannel', { name: ch })
