@@ -272,7 +272,9 @@ pub(super) async fn connection_loop(shared: Arc<Shared>, first: oneshot::Sender<
                                 },
                                 Err(e) => {
                                     shared.emit_error(None, e.code(), format!("token refresh: {e}"));
-                                    refresh = Box::pin(tokio::time::sleep(Duration::from_secs(10)));
+                                    // Again in 10 s, or as late as the API server's rate limit asks.
+                                    let again = e.retry_after().map_or(Duration::from_secs(10), |a| a.max(Duration::from_secs(10)));
+                                    refresh = Box::pin(tokio::time::sleep(again));
                                 }
                             }
                         }
